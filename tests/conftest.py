@@ -1,0 +1,52 @@
+"""Shared fixtures: where the real data lives, and a kagglehub cache built from it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+
+
+def have_shared() -> bool:
+    return (SHARED_DATASETS / "make_kaggle_cache.py").is_file()
+
+
+needs_shared = pytest.mark.skipif(not have_shared(), reason="../shared/datasets is not beside the project")
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """The real data folder, or skip."""
+    if not have_shared():
+        pytest.skip("../shared/datasets is not beside the project")
+    return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def kaggle_cache(shared_datasets, tmp_path_factory) -> Path:
+    """A kagglehub cache folder holding the pinned Kaggle versions (built once per session).
+
+    Reuses $KMEANS_MNIST_TEST_KAGGLE_CACHE when it points at an already built cache.
+    """
+    ready = os.environ.get("KMEANS_MNIST_TEST_KAGGLE_CACHE")
+    if ready and Path(ready).is_dir():
+        return Path(ready)
+    cache = tmp_path_factory.mktemp("kagglehub")
+    subprocess.run(
+        [sys.executable, str(shared_datasets / "make_kaggle_cache.py"), str(cache)],
+        check=True,
+        capture_output=True,
+    )
+    return cache
+
+
+@pytest.fixture
+def real_kaggle(kaggle_cache, monkeypatch, tmp_path) -> Path:
+    """KAGGLEHUB_CACHE pointed at the real cache; parsed-data cache isolated in tmp_path."""
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(kaggle_cache))
+    monkeypatch.setenv("KMEANS_MNIST_CACHE", str(tmp_path / "parsed-cache"))
+    return kaggle_cache
