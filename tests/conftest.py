@@ -50,3 +50,19 @@ def real_kaggle(kaggle_cache, monkeypatch, tmp_path) -> Path:
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(kaggle_cache))
     monkeypatch.setenv("KMEANS_MNIST_CACHE", str(tmp_path / "parsed-cache"))
     return kaggle_cache
+
+
+def read_idx_images(path: Path):
+    """Images of an IDX archive (gzip) as an N x 784 uint8 array: test data without the loader."""
+    import gzip
+
+    import numpy as np
+
+    data = gzip.decompress(path.read_bytes())
+    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(-1, 784)
+
+
+@pytest.fixture(scope="session")
+def mnist_pixels(shared_datasets):
+    """The 60,000 real MNIST training images, N x 784 uint8 (skips without ../shared)."""
+    return read_idx_images(shared_datasets / "mnist" / "train-images-idx3-ubyte.gz")

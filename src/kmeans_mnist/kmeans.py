@@ -1,0 +1,483 @@
+"""The K-means engine: vectorized NumPy, scikit-learn's interface, scikit-learn's answers.
+
+Lloyd's algorithm exactly as scikit-learn runs it (same iterations, same stopping rule, same
+empty-cluster rule), made fast in three ways that do not change the answer:
+
+- distances are one float32 matrix product per chunk of rows, with squared norms precomputed;
+- Hamerly's bounds (an upper bound on each point's distance to its own centre, a lower bound on
+  the distance to any other) prove most points cannot change cluster, so only the rest are
+  looked at again; after the first iterations that is a small fraction of the data;
+- centre sums are kept in float64 and updated only for the points that changed cluster.
+
+Data is centred (and, for extreme magnitudes, scaled by a power of two) before clustering, as
+scikit-learn centres it, so float32 distances keep their precision. Working memory beyond the
+float32 copy of X is O(N + K*D) plus one chunk of rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+CHUNK_ROWS = 4096  # rows per matrix product: large enough for BLAS, small enough for cache
+FULL_PASS_FRACTION = 0.5  # above this fraction of points to revisit, a contiguous pass is cheaper
+OFFSET_SAMPLE_ROWS = 4096  # rows averaged for the centring offset
+
+
+class IterationInfo(NamedTuple):
+    """What one Lloyd iteration did; handed to the `callback` of KMeans."""
+
+    run: int  # which of the n_init restarts, from 0
+    iteration: int  # from 1
+    inertia: float  # of this iteration's assignment, against the centres it was made with
+    n_changed: int  # points that changed cluster in this iteration
+    center_shift: float  # squared centre movement summed over all centres
+
+
+class KMeans:
+    """K-means clustering (Lloyd), with scikit-learn's parameters, attributes and results.
+
+    init: "k-means++" (greedy, 2 + ln K candidates per centre, as scikit-learn),
+    "random" (K distinct images picked at random, the original project's way), or a K x D array
+    used as given. Convergence as scikit-learn: no label changes, or the squared centre shift
+    summed over all centres <= tol x the mean per-feature variance of X.
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        init: str | np.ndarray = "k-means++",
+        n_init: int = 1,
+        max_iter: int = 300,
+        tol: float = 1e-4,
+        random_state: int | np.random.Generator | None = None,
+        verbose: bool = False,
+        callback: Callable[[IterationInfo], Any] | None = None,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callback = callback
+
+    # ------------------------------------------------------------------ public API
+
+    def fit(self, X: np.ndarray) -> KMeans:
+        """Cluster X (N x D, uint8 or float); learned state lands in the `*_` attributes."""
+        X = _check_X(X)
+        self._check_params(X)
+        data = _Prepared(X)
+        rng = np.random.default_rng(self.random_state)
+        n_runs = 1 if _is_array(self.init) else self.n_init
+        best = None
+        for run in range(n_runs):
+            centers = self._initial_centers(data, rng)
+            result = _lloyd(data, centers, self.max_iter, data.tol_abs(self.tol), self._reporter(run))
+            if best is None or result.inertia < best.inertia:
+                best = result
+        self.cluster_centers_ = data.restore_centers(best.centers)
+        self.labels_ = best.labels
+        self.inertia_ = best.inertia / data.scale**2
+        self.n_iter_ = best.n_iter
+        self.converged_ = best.converged
+        self.n_empty_reseeds_ = best.n_reseeds
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def fit_predict(self, X: np.ndarray) -> np.ndarray:
+        """Fit, then return the cluster of each point (0..K-1)."""
+        return self.fit(X).labels_
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The nearest centre (0..K-1) of each row of X."""
+        return self._nearest(X)[0]
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Euclidean distances from each row of X to every centre (N x K, float64)."""
+        X, data, centers = self._for_new_data(X)
+        out = np.empty((X.shape[0], len(centers)), dtype=np.float64)
+        cn2 = _sq_norms(centers)
+        for rows in _chunks(X.shape[0]):
+            out[rows] = _sq_distances(data.x[rows], data.xn2[rows], centers, cn2)
+        np.sqrt(out, out=out)
+        return out / data.scale
+
+    def score(self, X: np.ndarray) -> float:
+        """Minus the inertia of X against the fitted centres (higher is better), as scikit-learn."""
+        return -float(self._nearest(X)[1])
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_params(self, X: np.ndarray) -> None:
+        n_samples = X.shape[0]
+        k = self.n_clusters
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise ValueError(f"n_clusters must be an integer, got {k!r}")
+        if not 1 <= k <= n_samples:
+            raise ValueError(f"n_clusters must be between 1 and the number of samples ({n_samples}), got {k}")
+        for name, low in (("max_iter", 1), ("n_init", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(self.tol, (int, float, np.floating)) or not math.isfinite(self.tol) or self.tol < 0:
+            raise ValueError(f"tol must be a finite number >= 0, got {self.tol!r}")
+        if _is_array(self.init):
+            init = np.asarray(self.init)
+            if init.shape != (k, X.shape[1]):
+                raise ValueError(f"init array must have shape ({k}, {X.shape[1]}), got {init.shape}")
+            if not np.all(np.isfinite(init)):
+                raise ValueError("init array contains NaN or infinity")
+        elif self.init not in ("k-means++", "random"):
+            raise ValueError(f"init must be 'k-means++', 'random' or an array, got {self.init!r}")
+
+    def _initial_centers(self, data: _Prepared, rng: np.random.Generator) -> np.ndarray:
+        if _is_array(self.init):
+            return data.transform_centers(np.asarray(self.init, dtype=np.float64))
+        if self.init == "random":
+            return data.x[_distinct_rows(data.x, self.n_clusters, rng)].astype(np.float64)
+        return _kmeans_plusplus(data, self.n_clusters, rng)
+
+    def _reporter(self, run: int) -> Callable[[IterationInfo], None] | None:
+        if not self.verbose and self.callback is None:
+            return None
+
+        def report(info: IterationInfo) -> None:
+            info = info._replace(run=run)
+            if self.verbose:
+                print(
+                    f"run {run} iteration {info.iteration}: inertia {info.inertia:.6g}, "
+                    f"{info.n_changed} changed, centre shift {info.center_shift:.3g}"
+                )
+            if self.callback is not None:
+                self.callback(info)
+
+        return report
+
+    def _for_new_data(self, X: np.ndarray) -> tuple[np.ndarray, _Prepared, np.ndarray]:
+        if not hasattr(self, "cluster_centers_"):
+            raise ValueError("this KMeans is not fitted yet: call fit first")
+        X = _check_X(X)
+        if X.shape[1] != self.cluster_centers_.shape[1]:
+            raise ValueError(f"X has {X.shape[1]} features, the model was fitted with {self.cluster_centers_.shape[1]}")
+        # Centre new data on the centres' mean: any offset works, this one needs no extra state.
+        centers = self.cluster_centers_
+        data = _Prepared(X, offset=centers.mean(axis=0), scale=_power_of_two_scale(centers))
+        return X, data, data.transform_centers(centers)
+
+    def _nearest(self, X: np.ndarray) -> tuple[np.ndarray, float]:
+        X, data, centers = self._for_new_data(X)
+        labels = np.empty(X.shape[0], dtype=np.int32)
+        cn2 = _sq_norms(centers)
+        inertia = 0.0
+        for rows in _chunks(X.shape[0]):
+            d2 = _sq_distances(data.x[rows], data.xn2[rows], centers, cn2)
+            labels[rows] = d2.argmin(axis=1)
+            inertia += float(_sq_distances_to_own(data.x[rows], centers, labels[rows]).sum())
+        return labels, inertia / data.scale**2
+
+
+# ---------------------------------------------------------------------- data preparation
+
+
+def _is_array(init: object) -> bool:
+    return not isinstance(init, str)
+
+
+def _check_X(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-D array (samples x features), got {X.ndim}-D")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"X is empty (shape {X.shape})")
+    if X.dtype.kind not in "uifb":
+        raise ValueError(f"X must hold numbers, got dtype {X.dtype}")
+    if X.dtype.kind == "f" and not np.all(np.isfinite(X)):
+        raise ValueError("X contains NaN or infinity")
+    return X
+
+
+class _Prepared:
+    """X as the engine works on it: float32, centred, scaled into float32's comfortable range."""
+
+    def __init__(self, X: np.ndarray, offset: np.ndarray | None = None, scale: float | None = None):
+        n = X.shape[0]
+        self.scale = _power_of_two_scale(X) if scale is None else scale
+        if offset is None:
+            # Any offset gives the same clusters; one near the mean keeps float32 precise.
+            # A strided sample of rows is near enough and costs no pass over X.
+            sample = X[:: max(1, n // OFFSET_SAMPLE_ROWS)]
+            offset = sample.sum(axis=0, dtype=np.float64) * self.scale / len(sample)
+        else:
+            offset = np.asarray(offset, dtype=np.float64) * self.scale
+        self.offset = offset.astype(np.float32)
+        self.x = np.empty(X.shape, dtype=np.float32)
+        self.xn2 = np.empty(n, dtype=np.float64)
+        for rows in _chunks(n):
+            chunk = self.x[rows]
+            chunk[...] = X[rows] if self.scale == 1 else X[rows] * self.scale
+            chunk -= self.offset
+            self.xn2[rows] = _sq_norms(chunk)
+
+    def tol_abs(self, tol: float) -> float:
+        """scikit-learn's tolerance: tol x the mean over features of the variance of X."""
+        if tol == 0:
+            return 0.0
+        n, d = self.x.shape
+        column_means = (np.ones(n, dtype=np.float32) @ self.x).astype(np.float64) / n  # var = E[x^2] - E[x]^2
+        return tol * (self.xn2.sum() / n - float(column_means @ column_means)) / d
+
+    def transform_centers(self, centers: np.ndarray) -> np.ndarray:
+        return centers * self.scale - self.offset
+
+    def restore_centers(self, centers: np.ndarray) -> np.ndarray:
+        return (centers + self.offset) / self.scale
+
+
+def _power_of_two_scale(X: np.ndarray) -> float:
+    """1, or an exact power of two that brings huge or tiny float data near 1 (no overflow in x.x)."""
+    if X.dtype.kind != "f":
+        return 1.0
+    largest = float(np.max(np.abs(X)))
+    if largest == 0 or 2.0**-40 <= largest <= 2.0**40:
+        return 1.0
+    return 2.0 ** -math.ceil(math.log2(largest))
+
+
+def _chunks(n: int, size: int = CHUNK_ROWS):
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def _sq_norms(a: np.ndarray) -> np.ndarray:
+    """Squared row norms as float64 (accumulated in the array's own precision: fast, ~1e-7)."""
+    return np.einsum("ij,ij->i", a, a).astype(np.float64, copy=False)
+
+
+def _sq_distances(x: np.ndarray, xn2: np.ndarray, centers: np.ndarray, cn2: np.ndarray) -> np.ndarray:
+    """Squared distances (rows x K, float64) from one float32 product: |x|^2 - 2 x.c + |c|^2."""
+    d2 = (x @ centers.astype(np.float32).T).astype(np.float64)
+    d2 *= -2.0
+    d2 += xn2[:, None]
+    d2 += cn2[None, :]
+    np.maximum(d2, 0.0, out=d2)
+    return d2
+
+
+def _sq_distances_to_own(x: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Squared distance of each row to its own centre, from direct differences (0 when equal)."""
+    return _sq_norms(x - centers.astype(np.float32)[labels])
+
+
+def _distances(x: np.ndarray, xn2: np.ndarray, centers32: np.ndarray, cn2: np.ndarray) -> np.ndarray:
+    """Euclidean distances (rows x K, float64), nearest centre found by argmin."""
+    d2 = _sq_distances(x, xn2, centers32, cn2)
+    return np.sqrt(d2, out=d2)
+
+
+# ---------------------------------------------------------------------- initialisation
+
+
+def _distinct_rows(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of k rows picked at random, distinct in content while the data has enough."""
+    order = rng.permutation(x.shape[0])
+    chosen, seen = [], set()
+    for index in order:
+        key = x[index].tobytes()
+        if key not in seen:
+            seen.add(key)
+            chosen.append(index)
+            if len(chosen) == k:
+                return np.array(chosen)
+    # Fewer distinct rows than k: repeat some; the surplus clusters stay empty, never NaN.
+    taken = set(chosen)
+    extra = [i for i in order if i not in taken][: k - len(chosen)]
+    return np.array(chosen + extra)
+
+
+def _kmeans_plusplus(data: _Prepared, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Greedy k-means++: each new centre is the best of 2 + ln K candidates drawn by D^2."""
+    x, xn2 = data.x, data.xn2
+    n_trials = 2 + int(math.log(k))
+    centers = np.empty((k, x.shape[1]), dtype=np.float64)
+    first = rng.integers(x.shape[0])
+    centers[0] = x[first]
+    closest = _sq_distances(x, xn2, x[first : first + 1], xn2[first : first + 1])[:, 0]
+    potential = closest.sum()
+    for c in range(1, k):
+        draws = rng.uniform(size=n_trials) * potential
+        candidates = np.minimum(np.searchsorted(np.cumsum(closest), draws), x.shape[0] - 1)
+        d2 = _sq_distances(x, xn2, x[candidates], xn2[candidates])  # N x trials
+        np.minimum(d2, closest[:, None], out=d2)
+        potentials = d2.sum(axis=0)
+        best = int(potentials.argmin())
+        potential, closest = potentials[best], d2[:, best].copy()
+        centers[c] = x[candidates[best]]
+    return centers
+
+
+# ---------------------------------------------------------------------- Lloyd with bounds
+
+
+class _Result(NamedTuple):
+    centers: np.ndarray
+    labels: np.ndarray
+    inertia: float
+    n_iter: int
+    converged: bool
+    n_reseeds: int
+
+
+class _State:
+    """Labels, distance bounds and the per-cluster sums that make each iteration incremental.
+
+    Bounds as Elkan's: `upper` >= the distance of a point to its own centre, `lower[:, j]` <= its
+    distance to centre j. When centres move by `shift`, upper grows by its centre's shift and
+    lower[:, j] shrinks by centre j's; a point needs a look only if some centre j could be nearer:
+    upper > max(lower[:, j], half the distance between its centre and j).
+    """
+
+    SAFETY = np.float32(1 - 2.0**-20)  # float32 lower bounds are rounded down, never up
+
+    def __init__(self, data: _Prepared, k: int):
+        n, d = data.x.shape
+        self.data = data
+        self.labels = np.full(n, -1, dtype=np.int32)
+        self.upper = np.empty(n, dtype=np.float64)
+        self.lower = np.empty((n, k), dtype=np.float32)
+        self.scratch = np.empty(n, dtype=np.float64)
+        self.sums = np.zeros((k, d), dtype=np.float64)
+        self.counts = np.zeros(k, dtype=np.int64)
+
+    def assign(self, centers: np.ndarray, rows: slice | np.ndarray) -> int:
+        """Reassign `rows` to their nearest centre; reset their bounds; return how many moved."""
+        x, xn2 = self.data.x, self.data.xn2
+        c32 = centers.astype(np.float32)
+        cn2 = _sq_norms(c32)
+        moved = 0
+        if isinstance(rows, slice):
+            blocks = _chunks(x.shape[0])
+        else:
+            blocks = (rows[part] for part in _chunks(len(rows)))
+        for block in blocks:
+            points = x[block]
+            dist = _distances(points, xn2[block], c32, cn2)
+            new = dist.argmin(axis=1).astype(np.int32)
+            old = self.labels[block].copy()
+            self.labels[block] = new
+            self.upper[block] = dist[np.arange(len(new)), new]
+            self.lower[block] = dist * self.SAFETY
+            changed = np.flatnonzero(new != old)
+            if len(changed):
+                moved += len(changed)
+                self._move(points[changed], old[changed], new[changed])
+        return moved
+
+    def _move(self, points: np.ndarray, old: np.ndarray, new: np.ndarray) -> None:
+        """Move points between clusters' float64 sums (old = -1: not yet in any cluster)."""
+        k = len(self.counts)
+        weights = np.zeros((k, len(points)), dtype=np.float64)
+        columns = np.arange(len(points))
+        weights[new, columns] = 1.0
+        left = old >= 0
+        weights[old[left], columns[left]] -= 1.0
+        self.sums += weights @ points.astype(np.float64)
+        self.counts += np.bincount(new, minlength=k)
+        self.counts -= np.bincount(old[left], minlength=k)
+
+    def stale_rows(self, shift: np.ndarray, centers: np.ndarray) -> np.ndarray:
+        """Move the bounds by the centres' shift; return the points whose cluster may change."""
+        np.take(shift, self.labels, out=self.scratch)
+        self.upper += self.scratch
+        self.lower -= shift.astype(np.float32)[None, :] * np.float32(1 + 2.0**-20)
+        half_gaps = _half_gaps(centers)  # K x K, inf on the diagonal
+        # Hamerly's cheap test first: nearer than half the gap to every other centre.
+        np.take(half_gaps.min(axis=1), self.labels, out=self.scratch)
+        candidates = np.flatnonzero(self.upper > self.scratch)
+        if len(candidates) == 0:
+            return candidates
+        labels = self.labels[candidates]
+        bound = np.maximum(self.lower[candidates], half_gaps[labels].astype(np.float32))
+        return candidates[self.upper[candidates] > bound.min(axis=1)]
+
+    def energy(self, centers: np.ndarray) -> float:
+        """Inertia of the current labels against `centers`, from the sums alone (no pass over X)."""
+        own = np.bincount(self.labels, weights=self.data.xn2, minlength=len(centers))
+        return float(own.sum() - 2 * np.einsum("kd,kd->", centers, self.sums) + self.counts @ _sq_norms(centers))
+
+
+def _half_gaps(centers: np.ndarray) -> np.ndarray:
+    """Half the distance between every two centres (K x K), inf on the diagonal."""
+    cn2 = _sq_norms(centers)
+    d2 = cn2[:, None] + cn2[None, :] - 2 * centers @ centers.T
+    half = 0.5 * np.sqrt(np.maximum(d2, 0.0))
+    np.fill_diagonal(half, np.inf)
+    return half
+
+
+def _update_centers(state: _State, centers: np.ndarray) -> tuple[np.ndarray, int]:
+    """Means of the clusters; an empty cluster is re-seeded with the point farthest from its centre."""
+    sums, counts = state.sums.copy(), state.counts.copy()
+    empty = np.flatnonzero(counts == 0)
+    reseeded = 0
+    if len(empty):
+        x, labels = state.data.x, state.labels
+        far = np.empty(x.shape[0], dtype=np.float64)
+        for rows in _chunks(x.shape[0]):
+            far[rows] = _sq_distances_to_own(x[rows], centers, labels[rows])
+        if far.max() > 0:  # all points on their centres (K > distinct points): nothing to gain
+            farthest = np.argsort(-far, kind="stable")[: len(empty)]
+            for cluster, point in zip(empty, farthest, strict=True):
+                donor = labels[point]
+                sums[donor] -= x[point]
+                counts[donor] -= 1
+                sums[cluster] = x[point]
+                counts[cluster] = 1
+                reseeded += 1
+    new = centers.copy()  # a cluster still empty keeps its centre
+    filled = counts > 0
+    new[filled] = sums[filled] / counts[filled, None]
+    return new, reseeded
+
+
+def _lloyd(data: _Prepared, centers: np.ndarray, max_iter: int, tol_abs: float, report) -> _Result:
+    n = data.x.shape[0]
+    state = _State(data, len(centers))
+    centers = centers.copy()
+    strict = converged = False
+    reseeds = 0
+    shift = np.zeros(len(centers))
+    for i in range(max_iter):
+        if i == 0:
+            n_changed = state.assign(centers, slice(None))
+        else:
+            stale = state.stale_rows(shift, centers)
+            n_changed = state.assign(centers, slice(None) if len(stale) > FULL_PASS_FRACTION * n else stale)
+        inertia = state.energy(centers) if report else 0.0
+        new_centers, reseeded = _update_centers(state, centers)
+        reseeds += reseeded
+        shift = np.sqrt(_sq_norms(new_centers - centers))
+        centers = new_centers
+        shift_total = float(shift @ shift)
+        if report:
+            report(IterationInfo(0, i + 1, inertia, n_changed, shift_total))
+        if i > 0 and n_changed == 0:
+            strict = converged = True
+            break
+        if shift_total <= tol_abs:
+            converged = True
+            break
+    if not strict:
+        # Labels must match the final centres (as scikit-learn's last E-step).
+        stale = state.stale_rows(shift, centers)
+        state.assign(centers, slice(None) if len(stale) > FULL_PASS_FRACTION * n else stale)
+    inertia = 0.0
+    for rows in _chunks(n):
+        inertia += float(_sq_distances_to_own(data.x[rows], centers, state.labels[rows]).sum())
+    return _Result(centers, state.labels, inertia, i + 1, converged, reseeds)
