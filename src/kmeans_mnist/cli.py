@@ -1,0 +1,240 @@
+"""`python -m kmeans_mnist K [K ...]`: load a dataset once, cluster it for each K, write the results.
+
+The only module that knows about arguments and exit codes: 0 on success, 2 with one `error:` line
+for anything the user can fix, 130 when interrupted. Heavy imports wait until the arguments are
+known, so `--help` and argument errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+DATASET_CHOICES = ("mnist", "fashion", "usps")
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A mistake in the command line or the data; printed as one `error:` line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print the whole usage; one line is kinder
+        raise UsageError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="kmeans-mnist",
+        description="Cluster MNIST, Fashion-MNIST or the USPS digit sheets with K-means and write "
+        "the representatives, the clusters, the assignments and their scores.",
+        epilog="Example: python -m kmeans_mnist 3 4 5 6 7 --dataset usps --data-dir dataset/usps",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("k", nargs="+", metavar="K", help="number of clusters; several K run one after another")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASET_CHOICES, default="mnist", help="which images to cluster")
+    data.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="read the files from DIR instead of downloading with kagglehub (the Kaggle CSV files for "
+        "mnist/fashion, usps_1.jpg..usps_5.jpg for usps; usps defaults to dataset/usps)",
+    )
+    data.add_argument("--split", choices=("train", "test", "all"), default="all", help="which part of mnist/fashion")
+    data.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="use a fixed pseudo-random subset of N images (for smoke runs); the same N gives the same images",
+    )
+    data.add_argument("--keep-blank", action="store_true", help="keep all-black images (skipped by default)")
+    fit = parser.add_argument_group("clustering")
+    fit.add_argument("--init", choices=("k-means++", "random"), default="k-means++", help="how the K representatives start")
+    fit.add_argument("--n-init", type=int, default=1, metavar="N", help="restarts; the lowest inertia wins")
+    fit.add_argument("--max-iter", type=int, default=300, metavar="N", help="iteration limit per restart")
+    fit.add_argument("--tol", type=float, default=1e-4, help="stop when the centres move less than this (relative)")
+    fit.add_argument("--seed", type=int, default=0, help="random seed: same seed, same results")
+    out = parser.add_argument_group("results")
+    out.add_argument("--output", default="output", metavar="DIR", help="results go to DIR/<dataset>/k<K>/")
+    out.add_argument("--samples", type=int, default=64, metavar="N", help="members shown per cluster grid")
+    out.add_argument("--export-members", action="store_true", help="also write every member as its own PNG")
+    out.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse and check everything that can be checked before loading any data."""
+    args = build_parser().parse_args(argv)
+    args.k = [_parse_k(text) for text in args.k]
+    if len(set(args.k)) != len(args.k):
+        raise UsageError(f"K given twice: {' '.join(map(str, args.k))}")
+    for name, value, low in (
+        ("--limit", args.limit, 1),
+        ("--n-init", args.n_init, 1),
+        ("--max-iter", args.max_iter, 1),
+        ("--samples", args.samples, 0),
+    ):
+        if value is not None and value < low:
+            raise UsageError(f"{name} must be at least {low}, got {value}")
+    if not args.tol >= 0 or args.tol == float("inf"):
+        raise UsageError(f"--tol must be a finite number >= 0, got {args.tol}")
+    if args.dataset == "usps" and args.split != "all":
+        raise UsageError("--split does not apply to usps: its five sheets have no train/test split")
+    return args
+
+
+def _parse_k(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        raise UsageError(f"K must be a whole number, got {text!r}") from None
+    if k < 1:
+        raise UsageError(f"K must be at least 1, got {k}")
+    return k
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `kmeans-mnist` and `python -m kmeans_mnist`; returns the exit code."""
+    try:
+        return run(parse_args(argv))
+    except UsageError as error:
+        return _fail(str(error))
+    except KeyboardInterrupt:
+        print("interrupted: no partial results were written; earlier results are intact", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def run(args: argparse.Namespace) -> int:
+    from .datasets import DatasetError, load_dataset
+
+    say = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
+    started = time.perf_counter()
+    try:
+        data = load_dataset(
+            args.dataset,
+            data_dir=args.data_dir,
+            split=args.split,
+            limit=args.limit,
+            keep_blank=args.keep_blank,
+        )
+    except DatasetError as error:
+        raise UsageError(str(error)) from None
+    load_seconds = time.perf_counter() - started
+    blank = f", {data.n_blank_skipped} all-black skipped" if data.n_blank_skipped else ""
+    say(f"loaded {len(data):,} images of {data.image_shape[0]}x{data.image_shape[1]} from {data.source}{blank} ({load_seconds:.2f}s)")
+    too_big = [k for k in args.k if k > len(data)]
+    if too_big:
+        raise UsageError(f"K={too_big[0]} is larger than the number of images ({len(data):,})")
+
+    rows = []
+    for k in args.k:
+        rows.append(_cluster_one_k(args, data, k, load_seconds))
+    if not args.quiet:
+        _print_table(rows, Path(args.output) / data.name)
+    return 0
+
+
+def _cluster_one_k(args: argparse.Namespace, data, k: int, load_seconds: float) -> dict:
+    from .kmeans import KMeans
+    from .metrics import evaluate
+    from .output import update_summary, write_run
+
+    with _progress(k, args) as callback:
+        model = KMeans(
+            k,
+            init=args.init,
+            n_init=args.n_init,
+            max_iter=args.max_iter,
+            tol=args.tol,
+            random_state=args.seed,
+            callback=callback,
+        )
+        started = time.perf_counter()
+        model.fit(data.all_pixel)
+        fit_seconds = time.perf_counter() - started
+
+    metrics = table = classes = None
+    if data.labels is not None:
+        metrics, table, classes = evaluate(data.labels, model.labels_, k)
+    params = {"init": args.init, "n_init": args.n_init, "seed": args.seed, "max_iter": args.max_iter, "tol": args.tol}
+    try:
+        folder = write_run(
+            Path(args.output),
+            data,
+            model,
+            params=params,
+            seconds={"load": load_seconds, "fit": fit_seconds},
+            metrics=metrics,
+            table=table,
+            classes=classes,
+            samples=args.samples,
+            export_members=args.export_members,
+        )
+        scores = metrics or {}
+        row = {
+            "k": k,
+            "inertia": f"{model.inertia_:.6e}",
+            **{name: f"{scores[name]:.4f}" if name in scores else "" for name in ("purity", "accuracy", "nmi", "ari")},
+            "n_iter": model.n_iter_,
+            "fit_seconds": f"{fit_seconds:.3f}",
+            "seed": args.seed,
+        }
+        update_summary(Path(args.output), data.name, row)
+    except OSError as error:
+        where = error.filename or args.output
+        raise UsageError(f"could not write the results to {where}: {error.strerror or error}") from None
+    return {**row, "converged": model.converged_, "folder": folder, "reseeds": model.n_empty_reseeds_}
+
+
+class _progress:
+    """A tqdm bar for one fit on stderr; off with --quiet or when stderr is not a terminal."""
+
+    def __init__(self, k: int, args: argparse.Namespace):
+        self.k, self.args, self.bar = k, args, None
+
+    def __enter__(self):
+        if self.args.quiet or not sys.stderr.isatty():
+            return None
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.args.max_iter * self.args.n_init, desc=f"K={self.k}", unit="it", leave=False)
+        return self.update
+
+    def update(self, info) -> None:
+        restart = f"run {info.run + 1}/{self.args.n_init} " if self.args.n_init > 1 else ""
+        self.bar.set_postfix_str(f"{restart}inertia {info.inertia:.4g}, {info.n_changed} moved", refresh=False)
+        self.bar.update()
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _print_table(rows: list[dict], dataset_folder: Path) -> None:
+    print(f"{'K':>4} {'iter':>5} {'inertia':>12} {'accuracy':>9} {'NMI':>7}  folder")
+    for row in rows:
+        note = "" if row["converged"] else "  (stopped at --max-iter)"
+        print(
+            f"{row['k']:>4} {row['n_iter']:>5} {float(row['inertia']):>12.4e} {row['accuracy'] or '-':>9} "
+            f"{row['nmi'] or '-':>7}  {row['folder']}{note}"
+        )
+    print(f"summary: {dataset_folder / 'summary.csv'}, elbow: {dataset_folder / 'elbow.png'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
