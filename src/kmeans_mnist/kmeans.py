@@ -25,6 +25,7 @@ import numpy as np
 CHUNK_ROWS = 4096  # rows per matrix product: large enough for BLAS, small enough for cache
 FULL_PASS_FRACTION = 0.5  # above this fraction of points to revisit, a contiguous pass is cheaper
 OFFSET_SAMPLE_ROWS = 4096  # rows averaged for the centring offset
+TIE_MARGIN = 2.0**-14  # relative gap below which float32 cannot be trusted to pick the nearest centre
 
 
 class IterationInfo(NamedTuple):
@@ -97,7 +98,7 @@ class KMeans:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The nearest centre (0..K-1) of each row of X."""
-        return self._nearest(X)[0]
+        return self._labels_and_inertia(X)[0]
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Euclidean distances from each row of X to every centre (N x K, float64)."""
@@ -111,7 +112,7 @@ class KMeans:
 
     def score(self, X: np.ndarray) -> float:
         """Minus the inertia of X against the fitted centres (higher is better), as scikit-learn."""
-        return -float(self._nearest(X)[1])
+        return -float(self._labels_and_inertia(X)[1])
 
     # ------------------------------------------------------------------ internals
 
@@ -165,21 +166,22 @@ class KMeans:
             raise ValueError("this KMeans is not fitted yet: call fit first")
         X = _check_X(X)
         if X.shape[1] != self.cluster_centers_.shape[1]:
-            raise ValueError(f"X has {X.shape[1]} features, the model was fitted with {self.cluster_centers_.shape[1]}")
+            raise ValueError(
+                f"X has {X.shape[1]} features, the model was fitted with {self.cluster_centers_.shape[1]}"
+            )
         # Centre new data on the centres' mean: any offset works, this one needs no extra state.
         centers = self.cluster_centers_
         data = _Prepared(X, offset=centers.mean(axis=0), scale=_power_of_two_scale(centers))
-        return X, data, data.transform_centers(centers)
+        return X, data, data.transform_centers(centers).astype(np.float32)
 
-    def _nearest(self, X: np.ndarray) -> tuple[np.ndarray, float]:
+    def _labels_and_inertia(self, X: np.ndarray) -> tuple[np.ndarray, float]:
         X, data, centers = self._for_new_data(X)
         labels = np.empty(X.shape[0], dtype=np.int32)
         cn2 = _sq_norms(centers)
         inertia = 0.0
         for rows in _chunks(X.shape[0]):
-            d2 = _sq_distances(data.x[rows], data.xn2[rows], centers, cn2)
-            labels[rows] = d2.argmin(axis=1)
-            inertia += float(_sq_distances_to_own(data.x[rows], centers, labels[rows]).sum())
+            labels[rows] = _nearest(data.x[rows], data.xn2[rows], centers, centers, cn2)[0]
+            inertia += float(_sq_distances_to_own(data.x[rows], centers, labels[rows]).sum(dtype=np.float64))
         return labels, inertia / data.scale**2
 
 
@@ -214,11 +216,15 @@ class _Prepared:
             # A strided sample of rows is near enough and costs no pass over X.
             sample = X[:: max(1, n // OFFSET_SAMPLE_ROWS)]
             offset = sample.sum(axis=0, dtype=np.float64) * self.scale / len(sample)
+            if X.dtype.kind in "uib":
+                offset = np.round(offset)
         else:
             offset = np.asarray(offset, dtype=np.float64) * self.scale
         self.offset = offset.astype(np.float32)
+        # Whole numbers stay whole after a whole offset: float32 sums of a chunk are then exact.
+        self.whole = X.dtype.kind in "uib" and bool(np.all(self.offset == np.round(self.offset)))
         self.x = np.empty(X.shape, dtype=np.float32)
-        self.xn2 = np.empty(n, dtype=np.float64)
+        self.xn2 = np.empty(n, dtype=np.float32)
         for rows in _chunks(n):
             chunk = self.x[rows]
             chunk[...] = X[rows] if self.scale == 1 else X[rows] * self.scale
@@ -256,29 +262,53 @@ def _chunks(n: int, size: int = CHUNK_ROWS):
 
 
 def _sq_norms(a: np.ndarray) -> np.ndarray:
-    """Squared row norms as float64 (accumulated in the array's own precision: fast, ~1e-7)."""
-    return np.einsum("ij,ij->i", a, a).astype(np.float64, copy=False)
+    """Squared row norms, accumulated in the array's own precision (float32: fast, ~1e-7)."""
+    return np.einsum("ij,ij->i", a, a)
+
+
+def _relative_sq_distances(x: np.ndarray, centers: np.ndarray, cn2: np.ndarray) -> np.ndarray:
+    """|c|^2 - 2 x.c (rows x K, float32, one matrix product): the squared distance less |x|^2.
+
+    Nearest centres are found on this, as scikit-learn does: adding |x|^2 first would round it.
+    """
+    d2 = x @ centers.astype(np.float32, copy=False).T
+    d2 *= -2.0
+    d2 += cn2[None, :]
+    return d2
+
+
+def _nearest(x: np.ndarray, xn2: np.ndarray, centers: np.ndarray, centers32: np.ndarray, cn2: np.ndarray):
+    """Nearest centre of each row, and |c|^2 - 2 x.c for every centre (rows x K, float32).
+
+    float32 products decide all but near ties; a tie closer than float32 can tell (relative
+    margin under TIE_MARGIN) is decided again in float64 from direct differences, so labels are
+    those of exact arithmetic whatever the rounding.
+    """
+    d2 = _relative_sq_distances(x, centers32, cn2)
+    labels = d2.argmin(axis=1).astype(np.int32)
+    if d2.shape[1] > 1:
+        rows = np.arange(len(labels))
+        best = d2[rows, labels]
+        d2[rows, labels] = np.inf
+        margin = d2.min(axis=1) - best
+        d2[rows, labels] = best
+        close = np.flatnonzero(margin <= TIE_MARGIN * (xn2 + cn2.max()))
+        if len(close):
+            exact = x[close].astype(np.float64)[:, None, :] - np.asarray(centers, dtype=np.float64)[None]
+            labels[close] = np.einsum("ikd,ikd->ik", exact, exact).argmin(axis=1)
+    return labels, d2
 
 
 def _sq_distances(x: np.ndarray, xn2: np.ndarray, centers: np.ndarray, cn2: np.ndarray) -> np.ndarray:
-    """Squared distances (rows x K, float64) from one float32 product: |x|^2 - 2 x.c + |c|^2."""
-    d2 = (x @ centers.astype(np.float32).T).astype(np.float64)
-    d2 *= -2.0
+    """Squared distances (rows x K, float32): |x|^2 - 2 x.c + |c|^2, never negative."""
+    d2 = _relative_sq_distances(x, centers, cn2)
     d2 += xn2[:, None]
-    d2 += cn2[None, :]
-    np.maximum(d2, 0.0, out=d2)
-    return d2
+    return np.maximum(d2, 0.0, out=d2)
 
 
 def _sq_distances_to_own(x: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Squared distance of each row to its own centre, from direct differences (0 when equal)."""
     return _sq_norms(x - centers.astype(np.float32)[labels])
-
-
-def _distances(x: np.ndarray, xn2: np.ndarray, centers32: np.ndarray, cn2: np.ndarray) -> np.ndarray:
-    """Euclidean distances (rows x K, float64), nearest centre found by argmin."""
-    d2 = _sq_distances(x, xn2, centers32, cn2)
-    return np.sqrt(d2, out=d2)
 
 
 # ---------------------------------------------------------------------- initialisation
@@ -309,13 +339,13 @@ def _kmeans_plusplus(data: _Prepared, k: int, rng: np.random.Generator) -> np.nd
     first = rng.integers(x.shape[0])
     centers[0] = x[first]
     closest = _sq_distances(x, xn2, x[first : first + 1], xn2[first : first + 1])[:, 0]
-    potential = closest.sum()
+    potential = closest.sum(dtype=np.float64)
     for c in range(1, k):
         draws = rng.uniform(size=n_trials) * potential
-        candidates = np.minimum(np.searchsorted(np.cumsum(closest), draws), x.shape[0] - 1)
+        candidates = np.minimum(np.searchsorted(np.cumsum(closest, dtype=np.float64), draws), x.shape[0] - 1)
         d2 = _sq_distances(x, xn2, x[candidates], xn2[candidates])  # N x trials
         np.minimum(d2, closest[:, None], out=d2)
-        potentials = d2.sum(axis=0)
+        potentials = d2.sum(axis=0, dtype=np.float64)
         best = int(potentials.argmin())
         potential, closest = potentials[best], d2[:, best].copy()
         centers[c] = x[candidates[best]]
@@ -343,7 +373,9 @@ class _State:
     upper > max(lower[:, j], half the distance between its centre and j).
     """
 
-    SAFETY = np.float32(1 - 2.0**-20)  # float32 lower bounds are rounded down, never up
+    # Bounds carry float32 rounding: widen them by more than it, so no skip is ever wrong.
+    SLACK_UP = 1 + 2.0**-16
+    SLACK_DOWN = np.float32(1 - 2.0**-16)
 
     def __init__(self, data: _Prepared, k: int):
         n, d = data.x.shape
@@ -367,12 +399,14 @@ class _State:
             blocks = (rows[part] for part in _chunks(len(rows)))
         for block in blocks:
             points = x[block]
-            dist = _distances(points, xn2[block], c32, cn2)
-            new = dist.argmin(axis=1).astype(np.int32)
+            new, dist = _nearest(points, xn2[block], centers, c32, cn2)
+            dist += xn2[block, None]
+            np.maximum(dist, 0.0, out=dist)
+            np.sqrt(dist, out=dist)
             old = self.labels[block].copy()
             self.labels[block] = new
-            self.upper[block] = dist[np.arange(len(new)), new]
-            self.lower[block] = dist * self.SAFETY
+            self.upper[block] = dist[np.arange(len(new)), new] * self.SLACK_UP
+            self.lower[block] = dist * self.SLACK_DOWN
             changed = np.flatnonzero(new != old)
             if len(changed):
                 moved += len(changed)
@@ -382,12 +416,13 @@ class _State:
     def _move(self, points: np.ndarray, old: np.ndarray, new: np.ndarray) -> None:
         """Move points between clusters' float64 sums (old = -1: not yet in any cluster)."""
         k = len(self.counts)
-        weights = np.zeros((k, len(points)), dtype=np.float64)
+        dtype = np.float32 if self.data.whole else np.float64  # float32 is exact on whole numbers
+        weights = np.zeros((k, len(points)), dtype=dtype)
         columns = np.arange(len(points))
         weights[new, columns] = 1.0
         left = old >= 0
         weights[old[left], columns[left]] -= 1.0
-        self.sums += weights @ points.astype(np.float64)
+        self.sums += weights @ points.astype(dtype, copy=False)
         self.counts += np.bincount(new, minlength=k)
         self.counts -= np.bincount(old[left], minlength=k)
 
@@ -409,7 +444,9 @@ class _State:
     def energy(self, centers: np.ndarray) -> float:
         """Inertia of the current labels against `centers`, from the sums alone (no pass over X)."""
         own = np.bincount(self.labels, weights=self.data.xn2, minlength=len(centers))
-        return float(own.sum() - 2 * np.einsum("kd,kd->", centers, self.sums) + self.counts @ _sq_norms(centers))
+        return float(
+            own.sum() - 2 * np.einsum("kd,kd->", centers, self.sums) + self.counts @ _sq_norms(centers)
+        )
 
 
 def _half_gaps(centers: np.ndarray) -> np.ndarray:
@@ -479,5 +516,7 @@ def _lloyd(data: _Prepared, centers: np.ndarray, max_iter: int, tol_abs: float, 
         state.assign(centers, slice(None) if len(stale) > FULL_PASS_FRACTION * n else stale)
     inertia = 0.0
     for rows in _chunks(n):
-        inertia += float(_sq_distances_to_own(data.x[rows], centers, state.labels[rows]).sum())
+        inertia += float(
+            _sq_distances_to_own(data.x[rows], centers, state.labels[rows]).sum(dtype=np.float64)
+        )
     return _Result(centers, state.labels, inertia, i + 1, converged, reseeds)
