@@ -23,8 +23,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 CHUNK_ROWS = 4096  # rows per matrix product: large enough for BLAS, small enough for cache
-FULL_PASS_FRACTION = 0.5  # above this fraction of points to revisit, a contiguous pass is cheaper
+DENSE_FRACTION = 0.4  # above this share of stale rows in a chunk, the whole chunk is recomputed
 OFFSET_SAMPLE_ROWS = 4096  # rows averaged for the centring offset
+BOUND_CHUNK = 65536  # points per step of the bound test: K x this many float32 of scratch
 TIE_MARGIN = 2.0**-14  # relative gap below which float32 cannot be trusted to pick the nearest centre
 
 
@@ -224,12 +225,19 @@ class _Prepared:
         # Whole numbers stay whole after a whole offset: float32 sums of a chunk are then exact.
         self.whole = X.dtype.kind in "uib" and bool(np.all(self.offset == np.round(self.offset)))
         self.x = np.empty(X.shape, dtype=np.float32)
-        self.xn2 = np.empty(n, dtype=np.float32)
+        self.xn2 = np.empty(n, dtype=np.float64)
         for rows in _chunks(n):
             chunk = self.x[rows]
-            chunk[...] = X[rows] if self.scale == 1 else X[rows] * self.scale
-            chunk -= self.offset
-            self.xn2[rows] = _sq_norms(chunk)
+            np.subtract(X[rows] if self.scale == 1 else X[rows] * self.scale, self.offset, out=chunk)
+            norms = _sq_norms(chunk)
+            # Inertia is computed from these norms (see _State.energy), so they must be exact:
+            # float32 is, for whole numbers below 2^24; other rows are redone in float64.
+            inexact = np.flatnonzero(norms >= 2.0**24) if self.whole else np.arange(len(norms))
+            if len(inexact):
+                redo = chunk[inexact].astype(np.float64)
+                norms = norms.astype(np.float64)
+                norms[inexact] = np.einsum("ij,ij->i", redo, redo)
+            self.xn2[rows] = norms
 
     def tol_abs(self, tol: float) -> float:
         """scikit-learn's tolerance: tol x the mean over features of the variance of X."""
@@ -367,10 +375,11 @@ class _Result(NamedTuple):
 class _State:
     """Labels, distance bounds and the per-cluster sums that make each iteration incremental.
 
-    Bounds as Elkan's: `upper` >= the distance of a point to its own centre, `lower[:, j]` <= its
-    distance to centre j. When centres move by `shift`, upper grows by its centre's shift and
-    lower[:, j] shrinks by centre j's; a point needs a look only if some centre j could be nearer:
-    upper > max(lower[:, j], half the distance between its centre and j).
+    Bounds as Elkan's: `upper[i]` >= the distance of point i to its own centre, `lower[j, i]` <=
+    its distance to centre j (K x N, so that the per-point minimum runs over contiguous rows).
+    When centres move by `shift`, upper grows by its centre's shift and lower[j] shrinks by
+    centre j's; a point needs a look only if some centre j could be nearer:
+    upper > max(lower[j], half the distance between its centre and j).
     """
 
     # Bounds carry float32 rounding: widen them by more than it, so no skip is ever wrong.
@@ -382,22 +391,18 @@ class _State:
         self.data = data
         self.labels = np.full(n, -1, dtype=np.int32)
         self.upper = np.empty(n, dtype=np.float64)
-        self.lower = np.empty((n, k), dtype=np.float32)
+        self.lower = np.empty((k, n), dtype=np.float32)
         self.scratch = np.empty(n, dtype=np.float64)
         self.sums = np.zeros((k, d), dtype=np.float64)
         self.counts = np.zeros(k, dtype=np.int64)
 
-    def assign(self, centers: np.ndarray, rows: slice | np.ndarray) -> int:
-        """Reassign `rows` to their nearest centre; reset their bounds; return how many moved."""
+    def assign(self, centers: np.ndarray, stale: np.ndarray | None = None) -> int:
+        """Reassign the stale points (all when None) to their nearest centre; return how many moved."""
         x, xn2 = self.data.x, self.data.xn2
         c32 = centers.astype(np.float32)
         cn2 = _sq_norms(c32)
         moved = 0
-        if isinstance(rows, slice):
-            blocks = _chunks(x.shape[0])
-        else:
-            blocks = (rows[part] for part in _chunks(len(rows)))
-        for block in blocks:
+        for block in _blocks(x.shape[0], stale):
             points = x[block]
             new, dist = _nearest(points, xn2[block], centers, c32, cn2)
             dist += xn2[block, None]
@@ -406,9 +411,13 @@ class _State:
             old = self.labels[block].copy()
             self.labels[block] = new
             self.upper[block] = dist[np.arange(len(new)), new] * self.SLACK_UP
-            self.lower[block] = dist * self.SLACK_DOWN
+            dist *= self.SLACK_DOWN
+            self.lower[:, block] = dist.T
             changed = np.flatnonzero(new != old)
-            if len(changed):
+            if len(changed) == len(new):  # first pass: no copy of the rows
+                moved += len(changed)
+                self._move(points, old, new)
+            elif len(changed):
                 moved += len(changed)
                 self._move(points[changed], old[changed], new[changed])
         return moved
@@ -430,23 +439,27 @@ class _State:
         """Move the bounds by the centres' shift; return the points whose cluster may change."""
         np.take(shift, self.labels, out=self.scratch)
         self.upper += self.scratch
-        self.lower -= shift.astype(np.float32)[None, :] * np.float32(1 + 2.0**-20)
-        half_gaps = _half_gaps(centers)  # K x K, inf on the diagonal
-        # Hamerly's cheap test first: nearer than half the gap to every other centre.
-        np.take(half_gaps.min(axis=1), self.labels, out=self.scratch)
-        candidates = np.flatnonzero(self.upper > self.scratch)
-        if len(candidates) == 0:
-            return candidates
-        labels = self.labels[candidates]
-        bound = np.maximum(self.lower[candidates], half_gaps[labels].astype(np.float32))
-        return candidates[self.upper[candidates] > bound.min(axis=1)]
+        self.lower -= (shift * self.SLACK_UP).astype(np.float32)[:, None]
+        half_gaps = _half_gaps(centers).astype(np.float32)  # symmetric, inf on the diagonal
+        stale = []
+        for part in _chunks(len(self.labels), BOUND_CHUNK):
+            # nearest_other[i] = min over j of max(lower[j, i], half_gap[j, label_i])
+            bound = np.take(half_gaps, self.labels[part], axis=1)
+            np.maximum(bound, self.lower[:, part], out=bound)
+            nearest_other = np.minimum.reduce(bound, axis=0)
+            stale.append(np.flatnonzero(self.upper[part] > nearest_other) + part.start)
+        return np.concatenate(stale)
 
     def energy(self, centers: np.ndarray) -> float:
-        """Inertia of the current labels against `centers`, from the sums alone (no pass over X)."""
-        own = np.bincount(self.labels, weights=self.data.xn2, minlength=len(centers))
-        return float(
-            own.sum() - 2 * np.einsum("kd,kd->", centers, self.sums) + self.counts @ _sq_norms(centers)
-        )
+        """Inertia of the current labels against `centers`, from the sums alone (no pass over X).
+
+        Per cluster: sum |x|^2 - 2 c.sum x + n |c|^2. The sums are exact for whole-number pixels,
+        so a cluster of identical images gets exactly 0.
+        """
+        k = len(centers)
+        own = np.bincount(self.labels, weights=self.data.xn2, minlength=k)
+        per_cluster = own - 2 * np.einsum("kd,kd->k", centers, self.sums) + self.counts * _sq_norms(centers)
+        return float(np.maximum(per_cluster, 0.0).sum())
 
 
 def _half_gaps(centers: np.ndarray) -> np.ndarray:
@@ -483,19 +496,30 @@ def _update_centers(state: _State, centers: np.ndarray) -> tuple[np.ndarray, int
     return new, reseeded
 
 
+def _blocks(n: int, stale: np.ndarray | None):
+    """Row blocks to revisit: whole chunks where stale points are dense (a contiguous product
+    beats gathering them), the remaining stale rows gathered into blocks of CHUNK_ROWS."""
+    if stale is None:
+        yield from _chunks(n)
+        return
+    edges = np.searchsorted(stale, np.arange(0, n + CHUNK_ROWS, CHUNK_ROWS))
+    dense = np.flatnonzero(np.diff(edges) > DENSE_FRACTION * CHUNK_ROWS)
+    for chunk in dense:
+        yield slice(chunk * CHUNK_ROWS, min((chunk + 1) * CHUNK_ROWS, n))
+    if len(dense):
+        stale = stale[np.isin(stale // CHUNK_ROWS, dense, invert=True)]
+    for part in _chunks(len(stale)):
+        yield stale[part]
+
+
 def _lloyd(data: _Prepared, centers: np.ndarray, max_iter: int, tol_abs: float, report) -> _Result:
-    n = data.x.shape[0]
     state = _State(data, len(centers))
     centers = centers.copy()
     strict = converged = False
     reseeds = 0
     shift = np.zeros(len(centers))
     for i in range(max_iter):
-        if i == 0:
-            n_changed = state.assign(centers, slice(None))
-        else:
-            stale = state.stale_rows(shift, centers)
-            n_changed = state.assign(centers, slice(None) if len(stale) > FULL_PASS_FRACTION * n else stale)
+        n_changed = state.assign(centers, None if i == 0 else state.stale_rows(shift, centers))
         inertia = state.energy(centers) if report else 0.0
         new_centers, reseeded = _update_centers(state, centers)
         reseeds += reseeded
@@ -512,11 +536,5 @@ def _lloyd(data: _Prepared, centers: np.ndarray, max_iter: int, tol_abs: float, 
             break
     if not strict:
         # Labels must match the final centres (as scikit-learn's last E-step).
-        stale = state.stale_rows(shift, centers)
-        state.assign(centers, slice(None) if len(stale) > FULL_PASS_FRACTION * n else stale)
-    inertia = 0.0
-    for rows in _chunks(n):
-        inertia += float(
-            _sq_distances_to_own(data.x[rows], centers, state.labels[rows]).sum(dtype=np.float64)
-        )
-    return _Result(centers, state.labels, inertia, i + 1, converged, reseeds)
+        state.assign(centers, state.stale_rows(shift, centers))
+    return _Result(centers, state.labels, state.energy(centers), i + 1, converged, reseeds)
