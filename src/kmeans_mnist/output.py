@@ -372,10 +372,10 @@ def update_summary(root: Path, dataset_name: str, row: dict) -> Path:
         }
         lines = [",".join(SUMMARY_COLUMNS)]
         lines += [",".join(rows[k].get(name, "") for name in SUMMARY_COLUMNS) for k in sorted(rows)]
-        with _replacing(path) as temporary:
-            temporary.write_text("\n".join(lines) + "\n")
-        with _replacing(folder / "elbow.png") as temporary:
-            _draw_elbow(temporary, dataset_name, [rows[k] for k in sorted(rows)])
+        # both written before either replaces its file: a failure (disk full) leaves both as they were
+        with _replacing(path) as summary, _replacing(folder / "elbow.png") as elbow:
+            summary.write_text("\n".join(lines) + "\n")
+            _draw_elbow(elbow, dataset_name, [rows[k] for k in sorted(rows)])
     return path
 
 
