@@ -357,7 +357,8 @@ def update_summary(root: Path, dataset_name: str, row: dict) -> Path:
     """Put one K's row into root/<dataset>/summary.csv (replacing that K's row), redraw elbow.png.
 
     Safe for several processes at once: the read-modify-write holds an exclusive lock, and
-    both files are replaced atomically, so readers never see a half-written file.
+    both files are replaced atomically, so readers never see a half-written file. A damaged
+    summary.csv raises SummaryError and is left as it is.
     """
     unknown = row.keys() - set(SUMMARY_COLUMNS)
     if unknown or "k" not in row:
@@ -366,7 +367,7 @@ def update_summary(root: Path, dataset_name: str, row: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "summary.csv"
     with _locked(folder / ".summary.lock"):
-        rows = {int(old["k"]): old for old in _read_summary(path)}
+        rows = {int(old["k"]): old for old in read_summary(path)}
         rows[int(row["k"])] = {
             name: "" if row.get(name) is None else str(row[name]) for name in SUMMARY_COLUMNS
         }
@@ -379,12 +380,50 @@ def update_summary(root: Path, dataset_name: str, row: dict) -> Path:
     return path
 
 
-def _read_summary(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
+class SummaryError(ValueError):
+    """A summary.csv that cannot be read back (edited by hand, say); str() is one line for the user."""
+
+
+def read_summary(path: Path) -> list[dict[str, str]]:
+    """The rows of a summary.csv: none if it is missing or empty, SummaryError if it is damaged.
+
+    Checked as strictly as update_summary needs it: the same number of fields on every line, a
+    whole number K, numbers (or nothing) for inertia and accuracy, which the elbow plot draws.
+    """
+    fix = "correct or delete that line, or move the file away (each k<K>/summary.json keeps its run)"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
         return []
-    header, *lines = path.read_text().splitlines()
-    names = header.split(",")
-    return [dict(zip(names, line.split(","), strict=True)) for line in lines if line]
+    except UnicodeDecodeError:
+        raise SummaryError(f"{path} is not the text file kmeans-mnist writes: move it away") from None
+    if not lines:
+        return []
+    names = lines[0].split(",")
+    if "k" not in names:
+        raise SummaryError(f"{path} line 1: the header has no 'k' column; {fix}")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line:
+            continue
+        fields = line.split(",")
+        if len(fields) != len(names):
+            raise SummaryError(f"{path} line {number}: {len(fields)} fields, the header has {len(names)}; {fix}")
+        row = dict(zip(names, fields, strict=True))
+        bad = [name for name in ("k", "inertia", "accuracy") if not _summary_value_ok(name, row.get(name, ""))]
+        if bad:
+            raise SummaryError(f"{path} line {number}: {bad[0]} {row[bad[0]][:20]!r} is not a valid value; {fix}")
+        rows.append(row)
+    return rows
+
+
+def _summary_value_ok(name: str, text: str) -> bool:
+    if name == "k":
+        return text.isdigit() and int(text) >= 1
+    try:
+        return not text or math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 @contextlib.contextmanager
