@@ -221,6 +221,9 @@ def _load_kaggle(
                     f"{file_name} not found in {folder}, which looks like {KAGGLE[other].title}: "
                     f"did you mean --dataset {other}?"
                 )
+            present = [split for split, name in spec.files.items() if (folder / name).is_file()]
+            if data_dir is not None and len(names) > 1 and present:  # the other split alone is there
+                missing_hint = f"use --split {present[0]} to read only {spec.files[present[0]]}, or {missing_hint}"
             raise DatasetError(f"{file_name} not found in {folder}: {missing_hint}")
 
     parts = [_read_csv_cached(folder / file_name, spec, cache_folder) for file_name in names]
@@ -442,16 +445,25 @@ def _decode_lines(text: bytes, begin: int, end: int) -> np.ndarray | None:
 def _check_header(path: Path, header: bytes, spec: KaggleSource) -> None:
     if header == spec.header.encode():
         return
-    found = header[:40].decode("utf-8", "replace") + ("..." if len(header) > 40 else "")
+    found = _printable(header[:40].decode("utf-8", "replace")) + ("..." if len(header) > 40 else "")
     hint = ""
     for name, other in KAGGLE.items():
         if header == other.header.encode():
             hint = f"; that is the {other.title} header: did you mean --dataset {name}?"
+    if any(header.startswith(other.header.encode() + b"\r") for other in KAGGLE.values()):
+        hint = "; its lines end with a lone CR (old Mac style): convert them to LF or CRLF"
+    elif header.startswith((b"\xff\xfe", b"\xfe\xff")):
+        hint = "; it looks like UTF-16 text: save it as ASCII or UTF-8"
     names = spec.header.split(",")
     expected = f"{','.join(names[:3])},...,{names[-1]}"
     raise DatasetError(
         f"{path} line 1: header is not the {spec.title} CSV header '{expected}' (found '{found}'){hint}"
     )
+
+
+def _printable(text: str) -> str:
+    """text with control characters and line breaks escaped, so that a message stays on one line."""
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 def _raise_first_bad_line(path: Path, lines: bytes, first_line: int) -> NoReturn:
