@@ -77,19 +77,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     args.k = [_parse_k(text) for text in args.k]
     if len(set(args.k)) != len(args.k):
-        raise UsageError(f"K given twice: {' '.join(map(str, args.k))}")
+        raise UsageError(f"K given twice: {' '.join(map(str, args.k))}; give each K once")
     for name, value, low in (
         ("--limit", args.limit, 1),
         ("--n-init", args.n_init, 1),
         ("--max-iter", args.max_iter, 1),
         ("--samples", args.samples, 0),
+        ("--seed", args.seed, 0),  # numpy's generators take no negative seed
     ):
         if value is not None and value < low:
             raise UsageError(f"{name} must be at least {low}, got {value}")
     if not args.tol >= 0 or args.tol == float("inf"):
         raise UsageError(f"--tol must be a finite number >= 0, got {args.tol}")
+    for name, value in (("--output", args.output), ("--data-dir", args.data_dir)):
+        if value is not None and not value.strip():  # Path("") would quietly mean the current folder
+            raise UsageError(f"{name} is empty: give a folder, or leave the option out")
     if args.dataset == "usps" and args.split != "all":
-        raise UsageError("--split does not apply to usps: its five sheets have no train/test split")
+        raise UsageError("--split does not apply to usps: its five sheets have no train/test split; leave --split out")
     return args
 
 
