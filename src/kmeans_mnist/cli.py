@@ -8,6 +8,8 @@ known, so `--help` and argument errors answer at once.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 import time
 from pathlib import Path
@@ -127,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     from .datasets import DatasetError, load_dataset
 
     say = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
+    _check_output(Path(args.output), args.dataset)  # before the load and the fits, not after them
     started = time.perf_counter()
     try:
         data = load_dataset(
@@ -139,11 +142,9 @@ def run(args: argparse.Namespace) -> int:
     except DatasetError as error:
         raise UsageError(str(error)) from None
     load_seconds = time.perf_counter() - started
+    _check_k_fits(args, data)
     blank = f", {data.n_blank_skipped} all-black skipped" if data.n_blank_skipped else ""
     say(f"loaded {len(data):,} images of {data.image_shape[0]}x{data.image_shape[1]} from {data.source}{blank} ({load_seconds:.2f}s)")
-    too_big = [k for k in args.k if k > len(data)]
-    if too_big:
-        raise UsageError(f"K={too_big[0]} is larger than the number of images ({len(data):,})")
 
     rows = []
     for k in args.k:
@@ -153,10 +154,51 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_output(output: Path, dataset: str) -> None:
+    """Refuse an --output that cannot hold results (a file on the way, no write permission), creating nothing."""
+    folder = output / dataset
+    existing = folder
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        usable = existing.is_dir()
+    except OSError as error:
+        raise UsageError(f"cannot use --output {output}: {error.strerror or error}") from None
+    if not usable:
+        raise UsageError(f"cannot write the results to {folder}: {existing} is a file, not a folder; choose another --output")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write the results to {folder}: no permission to write in {existing}; choose another --output")
+    summary = folder / "summary.csv"
+    if summary.is_file():  # a run must be able to add its row: find out now, not after the fit
+        from .output import SummaryError, read_summary
+
+        try:
+            read_summary(summary)
+        except SummaryError as error:
+            raise UsageError(str(error)) from None
+        except OSError as error:
+            raise UsageError(f"cannot read {summary}: {error.strerror or error}; choose another --output") from None
+
+
+def _check_k_fits(args: argparse.Namespace, data) -> None:
+    """Every K must be at most the number of images; say why there are so few when we know."""
+    too_big = [k for k in args.k if k > len(data)]
+    if not too_big:
+        return
+    why = ""
+    if data.n_blank_skipped:
+        why = f"; {data.n_blank_skipped:,} all-black images were skipped, --keep-blank keeps them"
+    elif args.limit is not None and args.limit == len(data):
+        why = f"; --limit {args.limit} keeps only that many"
+    if not len(data):
+        raise UsageError(f"no images to cluster in {data.source}{why}")
+    raise UsageError(f"K={too_big[0]} is larger than the number of images ({len(data):,}): use K <= {len(data):,}{why}")
+
+
 def _cluster_one_k(args: argparse.Namespace, data, k: int, load_seconds: float) -> dict:
     from .kmeans import KMeans
     from .metrics import evaluate
-    from .output import update_summary, write_run
+    from .output import SummaryError, run_dir, update_summary, write_run
 
     with _progress(k, args) as callback:
         model = KMeans(
@@ -189,20 +231,45 @@ def _cluster_one_k(args: argparse.Namespace, data, k: int, load_seconds: float) 
             samples=args.samples,
             export_members=args.export_members,
         )
-        scores = metrics or {}
-        row = {
-            "k": k,
-            "inertia": f"{model.inertia_:.6e}",
-            **{name: f"{scores[name]:.4f}" if name in scores else "" for name in ("purity", "accuracy", "nmi", "ari")},
-            "n_iter": model.n_iter_,
-            "fit_seconds": f"{fit_seconds:.3f}",
-            "seed": args.seed,
-        }
-        update_summary(Path(args.output), data.name, row)
     except OSError as error:
-        where = error.filename or args.output
-        raise UsageError(f"could not write the results to {where}: {error.strerror or error}") from None
+        target = run_dir(Path(args.output), data.name, k)
+        raise UsageError(
+            f"could not write the results of K={k} to {target}: {_reason(error)}; {_advice(error)} "
+            f"(earlier results of K={k} are unchanged)"
+        ) from None
+    scores = metrics or {}
+    row = {
+        "k": k,
+        "inertia": f"{model.inertia_:.6e}",
+        **{name: f"{scores[name]:.4f}" if name in scores else "" for name in ("purity", "accuracy", "nmi", "ari")},
+        "n_iter": model.n_iter_,
+        "fit_seconds": f"{fit_seconds:.3f}",
+        "seed": args.seed,
+    }
+    try:
+        update_summary(Path(args.output), data.name, row)
+    except SummaryError as error:
+        raise UsageError(f"{error} (the results of K={k} are complete in {folder})") from None
+    except OSError as error:
+        summary = Path(args.output) / data.name / "summary.csv"
+        raise UsageError(
+            f"could not update {summary}: {_reason(error)}; {_advice(error)} "
+            f"(the results of K={k} are complete in {folder}; summary.csv and elbow.png are unchanged)"
+        ) from None
     return {**row, "converged": model.converged_, "folder": folder, "reseeds": model.n_empty_reseeds_}
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or (str(error).splitlines() or [type(error).__name__])[0]
+
+
+def _advice(error: OSError) -> str:
+    """What to do about a failed write (its temp files are already gone)."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free some disk space or choose another --output"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "choose an --output folder you can write to"
+    return "check the --output folder"
 
 
 class _progress:
