@@ -8,10 +8,14 @@ known, so `--help` and argument errors answer at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 DATASET_CHOICES = ("mnist", "fashion", "usps")
@@ -247,7 +251,8 @@ def _cluster_one_k(args: argparse.Namespace, data, k: int, load_seconds: float) 
         "seed": args.seed,
     }
     try:
-        update_summary(Path(args.output), data.name, row)
+        with _interrupt_deferred():  # the new k<K> folder is in place: its summary row must follow it
+            update_summary(Path(args.output), data.name, row)
     except SummaryError as error:
         raise UsageError(f"{error} (the results of K={k} are complete in {folder})") from None
     except OSError as error:
@@ -257,6 +262,22 @@ def _cluster_one_k(args: argparse.Namespace, data, k: int, load_seconds: float) 
             f"(the results of K={k} are complete in {folder}; summary.csv and elbow.png are unchanged)"
         ) from None
     return {**row, "converged": model.converged_, "folder": folder, "reseeds": model.n_empty_reseeds_}
+
+
+@contextlib.contextmanager
+def _interrupt_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) back until the block is done, then raise KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _reason(error: OSError) -> str:
