@@ -1,0 +1,441 @@
+"""Every way to get the command wrong: one `error:` line, exit code 2, no traceback, results untouched.
+
+Each case runs `python -m kmeans_mnist` as a subprocess in tmp_path, with both caches in tmp_path
+and a dead proxy, beside an output folder holding an earlier run's results; the whole of tmp_path
+(caches aside) must be byte-identical afterwards.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_support import (
+    FASHION_HEADER,
+    csv_lines,
+    kaggle_csv,
+    leftovers,
+    random_images,
+    run_cli,
+    snapshot,
+    write_kaggle,
+    write_usps,
+)
+from kmeans_mnist import cli, output
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+ROOT_SKIP = "runs as root, where file permissions do not stop reading or writing"
+
+
+@pytest.fixture(scope="module")
+def earlier_results(tmp_path_factory) -> Path:
+    """An output folder holding a complete earlier run (mnist K=3 and K=4), made once."""
+    base = tmp_path_factory.mktemp("earlier")
+    data = write_kaggle(base / "data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KMEANS_MNIST_CACHE", str(base / "parsed-cache"))
+        code = cli.main(["3", "4", "--data-dir", str(data), "--output", str(base / "out"), "--quiet", "--samples", "4"])
+    assert code == 0
+    (base / "out" / "usps").mkdir()
+    (base / "out" / "usps" / "marker.txt").write_text("results of another dataset\n")
+    return base / "out"
+
+
+@pytest.fixture
+def workdir(tmp_path, earlier_results) -> Path:
+    shutil.copytree(earlier_results, tmp_path / "out")
+    return tmp_path
+
+
+# --- the cases -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    args: list[str]  # "--output out" is added unless given
+    expect: str  # a word the message must contain
+    setup: Callable[[Path], None] | None = None
+    root_skips: bool = False
+
+
+def mnist(tmp: Path) -> None:
+    write_kaggle(tmp / "data")
+
+
+def fashion_files(tmp: Path) -> None:
+    write_kaggle(tmp / "data", "fashion")
+
+
+def only_train(tmp: Path) -> None:
+    write_kaggle(tmp / "data")
+    (tmp / "data" / "mnist_test.csv").unlink()
+
+
+def black(tmp: Path) -> None:
+    _, labels = random_images(6)
+    (tmp / "data").mkdir()
+    for name in ("mnist_train.csv", "mnist_test.csv"):
+        (tmp / "data" / name).write_bytes(kaggle_csv(csv_lines(np.zeros((6, 28, 28), np.uint8), labels)))
+
+
+def bad_train_csv(make: Callable[[list[bytes]], bytes]) -> Callable[[Path], None]:
+    """mnist data whose train file is make(lines of a valid 30-row file)."""
+
+    def setup(tmp: Path) -> None:
+        write_kaggle(tmp / "data")
+        (tmp / "data" / "mnist_train.csv").write_bytes(make(csv_lines(*random_images(30))))
+
+    return setup
+
+
+def edit_line(lines: list[bytes], number: int, old: bytes, new: bytes) -> bytes:
+    """The file with line `number` (1 = header) changed: the first `old` replaced by `new`."""
+    lines = list(lines)
+    assert old in lines[number - 1]
+    lines[number - 1] = lines[number - 1].replace(old, new, 1)
+    return kaggle_csv(lines)
+
+
+def usps(**options) -> Callable[[Path], None]:
+    return lambda tmp: write_usps(tmp / "sheets", **options)
+
+
+def usps_replaced(content: bytes) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        write_usps(tmp / "sheets")
+        (tmp / "sheets" / "usps_3.jpg").write_bytes(content)
+
+    return setup
+
+
+def usps_truncated(tmp: Path) -> None:
+    write_usps(tmp / "sheets")
+    sheet = tmp / "sheets" / "usps_2.jpg"
+    sheet.write_bytes(sheet.read_bytes()[:300])
+
+
+def unreadable(tmp: Path) -> None:
+    write_kaggle(tmp / "data")
+    (tmp / "data" / "mnist_train.csv").chmod(0)
+
+
+def output_file(tmp: Path) -> None:
+    write_kaggle(tmp / "data")
+    (tmp / "results.txt").write_text("not a folder\n")
+
+
+def dataset_folder_is_file(tmp: Path) -> None:
+    write_kaggle(tmp / "data")
+    (tmp / "out2").mkdir()
+    (tmp / "out2" / "mnist").write_text("not a folder\n")
+
+
+def damaged_summary(content: bytes) -> Callable[[Path], None]:
+    """mnist data, and the earlier run's summary.csv replaced by content (edited by hand, say)."""
+
+    def setup(tmp: Path) -> None:
+        write_kaggle(tmp / "data")
+        (tmp / "out" / "mnist" / "summary.csv").write_bytes(content)
+
+    return setup
+
+
+SUMMARY_HEADER = b"k,inertia,purity,accuracy,nmi,ari,n_iter,fit_seconds,seed\n"
+
+
+def read_only_output(tmp: Path) -> None:
+    write_kaggle(tmp / "data")
+    (tmp / "out" / "mnist").chmod(0o555)
+
+
+D = ["--data-dir", "data"]
+S = ["--dataset", "usps", "--data-dir", "sheets"]
+
+CASES = [
+    # K
+    Case("k-missing", [], "required"),
+    Case("k-missing-with-options", ["--data-dir", "data", "--quiet"], "required"),
+    Case("k-zero", ["0"], "at least 1"),
+    Case("k-negative", ["-3"], "at least 1"),
+    Case("k-fraction", ["2.5"], "whole number"),
+    Case("k-word", ["abc"], "whole number"),
+    Case("k-empty-text", [""], "whole number"),
+    Case("k-twice", ["3", "3"], "twice"),
+    Case("k-one-bad-of-three", ["3", "x", "5", *D], "whole number", mnist),
+    Case("k-over-images", ["31", *D], "larger than the number of images", mnist),
+    Case("k-one-over-images", ["3", "999999", *D], "999999", mnist),
+    Case("k-over-limit", ["6", *D, "--limit", "5"], "--limit", mnist),
+    Case("k-over-split", ["21", *D, "--split", "train"], "larger than the number of images", mnist),
+    Case("k-all-black-skipped", ["2", *D], "--keep-blank", black),
+    # options
+    Case("dataset-unknown", ["3", "--dataset", "cifar"], "invalid choice"),
+    Case("split-unknown", ["3", "--split", "validation"], "invalid choice"),
+    Case("init-unknown", ["3", "--init", "kmeans++"], "invalid choice"),
+    Case("option-unknown", ["3", "--clusters", "4"], "unrecognized"),
+    Case("limit-zero", ["3", "--limit", "0"], "--limit"),
+    Case("limit-negative", ["3", "--limit", "-5"], "--limit"),
+    Case("limit-not-a-number", ["3", "--limit", "ten"], "--limit"),
+    Case("n-init-zero", ["3", "--n-init", "0"], "--n-init"),
+    Case("max-iter-zero", ["3", "--max-iter", "0"], "--max-iter"),
+    Case("tol-negative", ["3", "--tol", "-0.001"], "--tol"),
+    Case("tol-nan", ["3", "--tol", "nan"], "--tol"),
+    Case("tol-infinite", ["3", "--tol", "inf"], "--tol"),
+    Case("samples-negative", ["3", "--samples", "-1"], "--samples"),
+    Case("seed-negative", ["3", "--seed", "-1", *D], "--seed", mnist),
+    Case("seed-not-a-number", ["3", "--seed", "1.5"], "--seed"),
+    Case("split-with-usps", ["3", "--dataset", "usps", "--split", "train"], "--split"),
+    Case("option-missing-value", ["3", "--data-dir"], "--data-dir"),
+    # the data folder
+    Case("data-dir-missing", ["3", "--data-dir", "nowhere"], "does not exist"),
+    Case("data-dir-empty", ["3", "--data-dir", "empty"], "is empty", lambda tmp: (tmp / "empty").mkdir()),
+    Case("data-dir-is-a-file", ["3", "--data-dir", "data/mnist_train.csv"], "not a folder", mnist),
+    Case("data-dir-empty-text", ["3", "--data-dir", ""], "--data-dir", mnist),
+    Case("data-dir-fashion-files-for-mnist", ["3", *D], "--dataset fashion", fashion_files),
+    Case("data-dir-mnist-files-for-fashion", ["3", *D, "--dataset", "fashion"], "--dataset mnist", mnist),
+    Case("data-dir-test-file-missing", ["3", *D], "--split train", only_train),
+    Case("usps-dir-missing", ["3", "--dataset", "usps"], "does not exist"),
+    Case("usps-dir-holds-csv", ["3", "--dataset", "usps", *D], "usps_1.jpg", mnist),
+    # CSV contents
+    Case("csv-empty", ["3", *D], "is empty", bad_train_csv(lambda lines: b"")),
+    Case("csv-bom-only", ["3", *D], "is empty", bad_train_csv(lambda lines: b"\xef\xbb\xbf")),
+    Case("csv-header-only", ["3", *D], "no data rows", bad_train_csv(lambda lines: kaggle_csv(lines[:1]))),
+    Case("csv-wrong-header", ["3", *D], "header", bad_train_csv(lambda lines: kaggle_csv([b"a,b,c", *lines[1:]]))),
+    Case(
+        "csv-fashion-header-in-mnist-file",
+        ["3", *D],
+        "--dataset fashion",
+        bad_train_csv(lambda lines: kaggle_csv([FASHION_HEADER.encode(), *lines[1:]])),
+    ),
+    Case(
+        "csv-header-with-control-characters",
+        ["3", *D],
+        "header",
+        bad_train_csv(lambda lines: kaggle_csv([b"lab\rel\x0b\x0c\x1c\x85", *lines[1:]])),
+    ),
+    Case("csv-784-fields", ["3", *D], "784 fields", bad_train_csv(lambda lines: edit_line(lines, 5, b",", b""))),
+    Case("csv-786-fields", ["3", *D], "786 fields", bad_train_csv(lambda lines: kaggle_csv([*lines[:4], lines[4] + b",0", *lines[5:]]))),
+    Case("csv-non-numeric", ["3", *D], "'x'", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",x,"))),
+    Case("csv-value-256", ["3", *D], "256", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",256,"))),
+    Case("csv-value-minus-1", ["3", *D], "'-1'", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",-1,"))),
+    Case("csv-value-huge", ["3", *D], "out of range", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",99999999999999999999,"))),
+    Case("csv-value-decimal", ["3", *D], "'1.0'", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",1.0,"))),
+    Case("csv-value-with-space", ["3", *D], "' 7'", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b", 7,"))),
+    Case("csv-value-empty", ["3", *D], "empty", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",,"))),
+    Case("csv-label-10", ["3", *D], "label 10", bad_train_csv(lambda lines: kaggle_csv([*lines[:4], b"10" + lines[4][1:], *lines[5:]]))),
+    Case("csv-blank-line-inside", ["3", *D], "line 5: empty line", bad_train_csv(lambda lines: kaggle_csv([*lines[:4], b"", *lines[4:]]))),
+    Case("csv-truncated-last-line", ["3", *D], "line 31", bad_train_csv(lambda lines: kaggle_csv(lines)[:-900])),
+    Case("csv-stray-cr", ["3", *D], "carriage return", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",0\r,"))),
+    Case("csv-cr-line-endings", ["3", *D], "lone CR", bad_train_csv(lambda lines: kaggle_csv(lines, newline=b"\r"))),
+    Case("csv-utf16", ["3", *D], "UTF-16", bad_train_csv(lambda lines: kaggle_csv(lines).decode().encode("utf-16"))),
+    Case("csv-binary", ["3", *D], "header", bad_train_csv(lambda lines: bytes(range(256)) * 4)),
+    # USPS sheets
+    Case("usps-sheet-missing", ["3", *S], "usps_4.jpg not found", usps(skip=4)),
+    Case("usps-sheet-not-a-grid", ["3", *S], "not a grid of 16x16", usps(size=(30, 48))),
+    Case("usps-sheet-smaller-than-a-tile", ["3", *S], "not a grid of 16x16", usps(size=(8, 8))),
+    Case("usps-sheet-not-an-image", ["3", *S], "not an image", usps_replaced(b"hello, I am text\n")),
+    Case("usps-sheet-empty-file", ["3", *S], "not an image", usps_replaced(b"")),
+    Case("usps-sheet-truncated", ["3", *S], "usps_2.jpg", usps_truncated),
+    Case("usps-k-over-tiles", ["31", *S], "larger than the number of images", usps()),
+    # permissions and the output folder
+    Case("csv-unreadable", ["3", *D], "Permission denied", unreadable, root_skips=True),
+    Case("output-read-only", ["3", *D], "--output", read_only_output, root_skips=True),
+    Case("output-is-a-file", ["3", *D, "--output", "results.txt"], "not a folder", output_file),
+    Case("output-inside-a-file", ["3", *D, "--output", "results.txt/run1"], "not a folder", output_file),
+    Case("output-dataset-folder-is-a-file", ["3", *D, "--output", "out2"], "not a folder", dataset_folder_is_file),
+    Case("output-empty-text", ["3", *D, "--output", ""], "--output", mnist),
+    Case("summary-extra-field", ["5", *D], "line 2: 10 fields", damaged_summary(SUMMARY_HEADER + b"3,1,2,3,4,5,6,7,8,9\n")),
+    Case("summary-k-not-a-number", ["5", *D], "line 3: k 'three'", damaged_summary(SUMMARY_HEADER + b"4,1,,,,,,,\nthree,1,,,,,,,\n")),
+    Case("summary-inertia-not-a-number", ["5", *D], "inertia 'abc'", damaged_summary(SUMMARY_HEADER + b"3,abc,,,,,,,\n")),
+    Case("summary-no-k-column", ["5", *D], "no 'k' column", damaged_summary(b"K;inertia\n3;1.5\n")),
+    Case("summary-not-text", ["5", *D], "summary.csv", damaged_summary(b"\xff\xfe\x00\x01")),
+    # no --data-dir: kagglehub, with nothing cached and no way out
+    Case("kagglehub-offline-mnist", ["3"], "download"),
+    Case("kagglehub-offline-fashion", ["3", "--dataset", "fashion", "--split", "test"], "download"),
+]
+
+
+def check_one_error_line(stderr: str, expect: str) -> str:
+    """The single `error:` line of stderr, after checking there is nothing else."""
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()  # splits on every line break Python knows, \r and \x0b included
+    assert len(lines) == 1 and lines[0].strip(), f"expected one line, got {lines!r}"
+    message = lines[0]
+    assert message.startswith("error: "), message
+    assert expect in message, f"{expect!r} not in {message!r}"
+    return message
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input_fails_with_one_line(case, workdir):
+    if case.root_skips and IS_ROOT:
+        pytest.skip(ROOT_SKIP)
+    if case.setup:
+        case.setup(workdir)
+    args = case.args if "--output" in case.args else [*case.args, "--output", "out"]
+    before = snapshot(workdir)
+    result = run_cli(args, workdir)
+    assert result.returncode == 2, result.stderr
+    message = check_one_error_line(result.stderr, case.expect)
+    assert result.stdout == ""
+    assert snapshot(workdir) == before, "the run changed files"
+    if case.id.startswith("kagglehub"):
+        assert "--data-dir" in message and "KAGGLEHUB_CACHE" in message
+    print(message)  # pytest -s -k <case> shows it: the list of messages comes from here
+
+
+# --- what is accepted ----------------------------------------------------------------------
+
+
+def good_train_csv(**format_options) -> Callable[[Path], None]:
+    return bad_train_csv(lambda lines: kaggle_csv(lines, **format_options))
+
+
+ACCEPTED = {
+    "csv-crlf": (["3", *D], good_train_csv(newline=b"\r\n")),
+    "csv-bom": (["3", *D], good_train_csv(bom=True)),
+    "csv-no-final-newline": (["3", *D], good_train_csv(final_newline=False)),
+    "csv-bom-crlf-no-final-newline": (["3", *D], good_train_csv(bom=True, newline=b"\r\n", final_newline=False)),
+    "usps-colour-sheets": (["3", *S], usps(mode="RGB")),
+}
+
+
+@pytest.mark.parametrize("name", ACCEPTED)
+def test_accepted_input_runs(name, workdir):
+    args, setup = ACCEPTED[name]
+    setup(workdir)
+    dataset = "usps" if "usps" in args else "mnist"
+    earlier_k4 = snapshot(workdir / "out" / "mnist" / "k4")
+    result = run_cli([*args, "--output", "out", "--quiet", "--samples", "0"], workdir)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and result.stdout == ""
+    assert (workdir / "out" / dataset / "k3" / "summary.json").is_file()
+    assert snapshot(workdir / "out" / "mnist" / "k4") == earlier_k4
+    assert leftovers(workdir / "out") == []
+
+
+# --- the disk filling up while writing (in-process) -------------------------------------------
+
+
+def fail_on_call(real: Callable, number: int, error: BaseException) -> Callable:
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == number:
+            raise error
+        return real(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.parametrize("writer", ["_save_png", "_write_assignments", "save_model"])
+@pytest.mark.parametrize("quiet", [True, False], ids=["quiet", "verbose"])
+def test_disk_full_while_writing_leaves_earlier_results(writer, quiet, workdir, monkeypatch, capsys):
+    write_kaggle(workdir / "data")
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("KMEANS_MNIST_CACHE", str(workdir / "parsed-cache"))
+    number = 3 if writer == "_save_png" else 1  # the 3rd PNG: midway through the centroids
+    full = OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(output, writer, fail_on_call(getattr(output, writer), number, full))
+    before = snapshot(workdir)
+
+    code = cli.main(["3", "--data-dir", "data", "--output", "out", "--samples", "4", *(["--quiet"] * quiet)])
+
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.splitlines()
+    assert lines[-1].startswith("error: ") and "No space left on device" in lines[-1], lines
+    assert "free" in lines[-1] and "--output" in lines[-1]
+    if quiet:
+        assert len(lines) == 1 and captured.out == ""
+    else:
+        assert len(lines) == 2 and lines[0].startswith("loaded ")  # the progress line, then the error
+    assert snapshot(workdir) == before
+    assert leftovers(workdir) == []
+
+
+def test_disk_full_while_updating_the_summary_keeps_it_whole(workdir, monkeypatch, capsys):
+    write_kaggle(workdir / "data")
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("KMEANS_MNIST_CACHE", str(workdir / "parsed-cache"))
+    monkeypatch.setattr(
+        output, "_draw_elbow", fail_on_call(output._draw_elbow, 1, OSError(errno.ENOSPC, "No space left on device"))
+    )
+    summary_before = snapshot(workdir / "out" / "mnist", skip=("k3", "k4"))
+
+    code = cli.main(["5", "--data-dir", "data", "--output", "out", "--quiet"])
+
+    assert code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and "No space left on device" in line
+    # K=5 itself is complete and in place; the summary across K still has only the earlier rows
+    assert (workdir / "out" / "mnist" / "k5" / "summary.json").is_file()
+    assert snapshot(workdir / "out" / "mnist", skip=("k3", "k4", "k5")) == summary_before
+    assert leftovers(workdir) == []
+
+
+def test_output_without_write_permission_is_refused_before_loading(workdir, monkeypatch, capsys):
+    """As root, permissions stop nothing, so the check is made to fail here (see output-read-only)."""
+    write_kaggle(workdir / "data")
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("KMEANS_MNIST_CACHE", str(workdir / "parsed-cache"))
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: Path(path) != Path("out/mnist"))
+    monkeypatch.setattr("kmeans_mnist.datasets.load_dataset", fail_on_call(None, 1, AssertionError("loaded")))
+    before = snapshot(workdir)
+    assert cli.main(["3", "--data-dir", "data", "--output", "out"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == "error: cannot write the results to out/mnist: no permission to write in out/mnist; choose another --output"
+    assert snapshot(workdir) == before
+
+
+def test_permission_lost_while_writing(workdir, monkeypatch, capsys):
+    write_kaggle(workdir / "data")
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("KMEANS_MNIST_CACHE", str(workdir / "parsed-cache"))
+    denied = PermissionError(errno.EACCES, "Permission denied")
+    monkeypatch.setattr(output, "_save_png", fail_on_call(output._save_png, 3, denied))
+    before = snapshot(workdir)
+    assert cli.main(["3", "--data-dir", "data", "--output", "out", "--quiet"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert "Permission denied; choose an --output folder you can write to" in line
+    assert snapshot(workdir) == before
+    assert leftovers(workdir) == []
+
+
+def test_summary_damaged_during_the_run(workdir, monkeypatch, capsys):
+    """Checked before the fit; should it break later, the error says the K's own results are complete."""
+    write_kaggle(workdir / "data")
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("KMEANS_MNIST_CACHE", str(workdir / "parsed-cache"))
+    damaged = output.SummaryError("out/mnist/summary.csv line 2: 10 fields, the header has 9")
+    monkeypatch.setattr(output, "read_summary", fail_on_call(output.read_summary, 2, damaged))  # 1: the check
+    summary_before = snapshot(workdir / "out" / "mnist", skip=("k3", "k4"))
+
+    assert cli.main(["5", "--data-dir", "data", "--output", "out", "--quiet"]) == 2
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: out/mnist/summary.csv line 2") and "complete in out/mnist/k5" in line
+    assert snapshot(workdir / "out" / "mnist", skip=("k3", "k4", "k5")) == summary_before
+    assert leftovers(workdir) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "ks"),
+    [
+        (b"", []),
+        (b"k,inertia\r\n3,1.5\r\n\r\n4,\r\n", ["3", "4"]),  # saved back with CRLF; a blank line; no inertia
+        (b"k,inertia,note\n7,2.5,mine\n", ["7"]),  # a column added by hand is read (and dropped on rewrite)
+    ],
+    ids=["empty", "crlf-and-blank-lines", "extra-column"],
+)
+def test_summary_files_that_still_read(tmp_path, content, ks):
+    (tmp_path / "summary.csv").write_bytes(content)
+    assert [row["k"] for row in output.read_summary(tmp_path / "summary.csv")] == ks
