@@ -584,3 +584,28 @@ def test_real_kagglehub_with_an_empty_cache_fails_fast(tmp_path, monkeypatch):
     ):
         load_dataset("mnist")
     assert time.perf_counter() - started < 10
+
+
+def test_kagglehub_folder_is_remembered_while_its_files_are_there(monkeypatch, mnist_dir, train, test):
+    """kagglehub is asked once; later loads reuse its folder until the files go missing."""
+    kagglehub = pytest.importorskip("kagglehub")
+    calls = []
+
+    def cached_download(handle, *args, **kwargs):
+        calls.append(handle)
+        return str(mnist_dir)
+
+    monkeypatch.setattr(kagglehub, "dataset_download", cached_download)
+    first = load_dataset("mnist", keep_blank=True)
+    second = load_dataset("mnist", keep_blank=True)
+    assert calls == ["oddrationale/mnist-in-csv/versions/2"]
+    assert np.array_equal(first.images, second.images) and str(mnist_dir) in second.source
+
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(mnist_dir.parent / "another-cache"))  # another cache: ask again
+    load_dataset("mnist", keep_blank=True)
+    assert len(calls) == 2
+
+    (mnist_dir / "mnist_test.csv").unlink()  # the remembered folder lost a file: ask kagglehub again
+    with pytest.raises(DatasetError, match=r"mnist_test\.csv not found"):
+        load_dataset("mnist")
+    assert len(calls) == 3

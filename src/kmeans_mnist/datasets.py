@@ -198,7 +198,7 @@ def _load_kaggle(
     """Find the CSV files of `split` (downloading with kagglehub when no folder is given) and read them."""
     wanted = " and ".join(spec.files.values())
     if data_dir is None:
-        folder = _kagglehub_download(spec, wanted)
+        folder = _kagglehub_download(spec, wanted, cache_folder)
         where = f"kagglehub {spec.handle} ({folder})"
         missing_hint = (
             f"the kagglehub copy looks incomplete: delete {folder} to download it again, or use --data-dir"
@@ -232,12 +232,22 @@ def _load_kaggle(
     return images, labels, f"{where}: {' + '.join(names)}"
 
 
-def _kagglehub_download(spec: KaggleSource, wanted: str) -> Path:
-    """The folder of the pinned version, from kagglehub's cache or downloaded (imported only here)."""
+def _kagglehub_download(spec: KaggleSource, wanted: str, cache_folder: Path) -> Path:
+    """The folder of the pinned version, from kagglehub's cache or downloaded (imported only here).
+
+    Importing kagglehub alone takes about 0.25 s, so the folder it returned is remembered (per
+    handle and KAGGLEHUB_CACHE) and reused while its files are there: a pinned version never
+    changes, and shell loops over K start faster.
+    """
+    memo = cache_folder / f"kagglehub-{_short_digest(spec.handle + '|' + os.environ.get('KAGGLEHUB_CACHE', ''))}.txt"
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        folder = Path(memo.read_text(encoding="utf-8").strip())
+        if folder.is_absolute() and all((folder / name).is_file() for name in spec.files.values()):
+            return folder
     try:
         import kagglehub
 
-        return Path(kagglehub.dataset_download(spec.handle))
+        folder = Path(kagglehub.dataset_download(spec.handle)).resolve()
     except Exception as error:
         reason = f"{type(error).__name__}: {str(error).strip()}".splitlines()[0]
         if len(reason) > 160:
@@ -246,6 +256,10 @@ def _kagglehub_download(spec: KaggleSource, wanted: str) -> Path:
             f"kagglehub download of {spec.handle} failed ({reason}); to work offline use "
             f"--data-dir DIR with {wanted}, or set KAGGLEHUB_CACHE to a kagglehub cache that holds the dataset"
         ) from error
+    with contextlib.suppress(OSError):
+        cache_folder.mkdir(parents=True, exist_ok=True)
+        memo.write_text(f"{folder}\n", encoding="utf-8")
+    return folder
 
 
 def _other_dataset_in(folder: Path, spec: KaggleSource) -> str | None:
