@@ -26,6 +26,7 @@ CHUNK_ROWS = 4096  # rows per matrix product: large enough for BLAS, small enoug
 DENSE_FRACTION = 0.4  # above this share of stale rows in a chunk, the whole chunk is recomputed
 OFFSET_SAMPLE_ROWS = 4096  # rows averaged for the centring offset
 BOUND_CHUNK = 65536  # points per step of the bound test: K x this many float32 of scratch
+FEW_CENTERS = 32  # up to this K, the nearest two are found column by column
 TIE_MARGIN = 2.0**-14  # relative gap below which float32 cannot be trusted to pick the nearest centre
 
 
@@ -293,18 +294,37 @@ def _nearest(x: np.ndarray, xn2: np.ndarray, centers: np.ndarray, centers32: np.
     those of exact arithmetic whatever the rounding.
     """
     d2 = _relative_sq_distances(x, centers32, cn2)
-    labels = d2.argmin(axis=1).astype(np.int32)
+    labels, best, second = _two_smallest(d2)
     if d2.shape[1] > 1:
-        rows = np.arange(len(labels))
-        best = d2[rows, labels]
-        d2[rows, labels] = np.inf
-        margin = d2.min(axis=1) - best
-        d2[rows, labels] = best
-        close = np.flatnonzero(margin <= TIE_MARGIN * (xn2 + cn2.max()))
+        close = np.flatnonzero(second - best <= TIE_MARGIN * (xn2 + cn2.max()))
         if len(close):
             exact = x[close].astype(np.float64)[:, None, :] - np.asarray(centers, dtype=np.float64)[None]
             labels[close] = np.einsum("ikd,ikd->ik", exact, exact).argmin(axis=1)
     return labels, d2
+
+
+def _two_smallest(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: the column of the smallest value (first on ties), that value, and the next one."""
+    rows, k = d.shape
+    if k > FEW_CENTERS:
+        labels = d.argmin(axis=1).astype(np.int32)
+        best = d[np.arange(rows), labels]
+        d[np.arange(rows), labels] = np.inf
+        second = d.min(axis=1)
+        d[np.arange(rows), labels] = best
+        return labels, best, second
+    # Few columns: numpy reduces short rows slowly, so walk the columns instead.
+    labels = np.zeros(rows, dtype=np.int32)
+    best = d[:, 0].copy()
+    second = np.full(rows, np.inf, dtype=d.dtype)
+    scratch = np.empty_like(best)
+    for j in range(1, k):
+        column = d[:, j]
+        labels[column < best] = j
+        np.maximum(best, column, out=scratch)
+        np.minimum(second, scratch, out=second)
+        np.minimum(best, column, out=best)
+    return labels, best, second
 
 
 def _sq_distances(x: np.ndarray, xn2: np.ndarray, centers: np.ndarray, cn2: np.ndarray) -> np.ndarray:
