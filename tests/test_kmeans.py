@@ -257,3 +257,12 @@ def test_constructor_stores_parameters_as_given():
     assert model.init is init and model.n_init == 4 and model.max_iter == 7 and model.tol == 0.5
     assert not hasattr(model, "labels_")
     assert model.fit(np.arange(12.0).reshape(4, 3)) is model
+
+
+def test_many_exact_ties_are_settled_in_small_steps():
+    """Every point ties between identical centres: the float64 tie-break must not blow up memory."""
+    X = np.full((20000, 784), 9, dtype=np.uint8)
+    X[:5] = 200
+    model = KMeans(4, init=np.vstack([X[:1], X[5:8]]).astype(np.float64)).fit(X)
+    assert np.all(np.isfinite(model.cluster_centers_)) and model.inertia_ == 0.0
+    assert sorted(np.bincount(model.labels_, minlength=4).tolist())[-2:] == [5, 19995]

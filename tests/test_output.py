@@ -70,6 +70,7 @@ def fit_stand_in(dataset: FakeDataset, k: int, seed=0, empty_last=False) -> Simp
         inertia_=float(squared.min(axis=1).sum()),
         n_iter_=4,
         converged_=True,
+        n_empty_reseeds_=2,
     )
 
 
@@ -204,6 +205,7 @@ def test_summary_json_for_labelled_data(tmp_path):
     assert summary["cluster_sizes"] == np.bincount(model.labels_, minlength=3).tolist()
     assert sum(summary["cluster_sizes"]) == 60
     assert summary["n_blank_skipped"] == 3
+    assert summary["empty_cluster_reseeds"] == 2
     assert set(summary["seconds"]) == {"load", "fit", "write"} and summary["seconds"]["fit"] == 1.25
     scores, table, classes = evaluate(dataset.labels, model.labels_, 3)
     assert summary["metrics"] == pytest.approx(scores)

@@ -321,6 +321,8 @@ def _print_table(rows: list[dict], dataset_folder: Path) -> None:
     print(f"{'K':>4} {'iter':>5} {'inertia':>12} {'accuracy':>9} {'NMI':>7}  folder")
     for row in rows:
         note = "" if row["converged"] else "  (stopped at --max-iter)"
+        if row["reseeds"]:
+            note += f"  ({row['reseeds']} emptied cluster(s) re-seeded)"
         print(
             f"{row['k']:>4} {row['n_iter']:>5} {float(row['inertia']):>12.4e} {row['accuracy'] or '-':>9} "
             f"{row['nmi'] or '-':>7}  {row['folder']}{note}"

@@ -16,18 +16,26 @@ float32 copy of X is O(N + K*D) plus one chunk of rows.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+THREADS = os.cpu_count() or 1  # blocks are processed in parallel, BLAS single-threaded
+PARALLEL_MIN_VALUES = 2**23  # smaller data runs in one thread: handing blocks over costs more
 CHUNK_ROWS = 4096  # rows per matrix product: large enough for BLAS, small enough for cache
 DENSE_FRACTION = 0.4  # above this share of stale rows in a chunk, the whole chunk is recomputed
 OFFSET_SAMPLE_ROWS = 4096  # rows averaged for the centring offset
 BOUND_CHUNK = 65536  # points per step of the bound test: K x this many float32 of scratch
 FEW_CENTERS = 32  # up to this K, the nearest two are found column by column
 TIE_MARGIN = 2.0**-14  # relative gap below which float32 cannot be trusted to pick the nearest centre
+TIE_BLOCK_VALUES = 2**21  # float64 values per step of the exact tie-break (16 MB)
 
 
 class IterationInfo(NamedTuple):
@@ -80,11 +88,17 @@ class KMeans:
         rng = np.random.default_rng(self.random_state)
         n_runs = 1 if _is_array(self.init) else self.n_init
         best = None
-        for run in range(n_runs):
-            centers = self._initial_centers(data, rng)
-            result = _lloyd(data, centers, self.max_iter, data.tol_abs(self.tol), self._reporter(run))
-            if best is None or result.inertia < best.inertia:
-                best = result
+        parallel = THREADS > 1 and X.size >= PARALLEL_MIN_VALUES
+        with ThreadPoolExecutor(THREADS) if parallel else contextlib.nullcontext() as pool:
+            for run in range(n_runs):
+                centers = self._initial_centers(data, rng)
+                # Worker threads take blocks of rows in parallel: BLAS runs single-threaded in them.
+                with threadpool_limits(1, user_api="blas") if parallel else contextlib.nullcontext():
+                    result = _lloyd(
+                        data, centers, self.max_iter, data.tol_abs(self.tol), self._reporter(run), pool
+                    )
+                if best is None or result.inertia < best.inertia:
+                    best = result
         self.cluster_centers_ = data.restore_centers(best.centers)
         self.labels_ = best.labels
         self.inertia_ = best.inertia / data.scale**2
@@ -227,18 +241,26 @@ class _Prepared:
         self.whole = X.dtype.kind in "uib" and bool(np.all(self.offset == np.round(self.offset)))
         self.x = np.empty(X.shape, dtype=np.float32)
         self.xn2 = np.empty(n, dtype=np.float64)
-        for rows in _chunks(n):
-            chunk = self.x[rows]
-            np.subtract(X[rows] if self.scale == 1 else X[rows] * self.scale, self.offset, out=chunk)
-            norms = _sq_norms(chunk)
-            # Inertia is computed from these norms (see _State.energy), so they must be exact:
-            # float32 is, for whole numbers below 2^24; other rows are redone in float64.
-            inexact = np.flatnonzero(norms >= 2.0**24) if self.whole else np.arange(len(norms))
-            if len(inexact):
-                redo = chunk[inexact].astype(np.float64)
-                norms = norms.astype(np.float64)
-                norms[inexact] = np.einsum("ij,ij->i", redo, redo)
-            self.xn2[rows] = norms
+        if THREADS > 1 and X.size >= PARALLEL_MIN_VALUES:
+            with ThreadPoolExecutor(THREADS) as pool:
+                list(pool.map(lambda rows: self._fill(X, rows), _chunks(n)))
+        else:
+            for rows in _chunks(n):
+                self._fill(X, rows)
+
+    def _fill(self, X: np.ndarray, rows: slice) -> None:
+        """Rows of x (scaled, centred float32) and their squared norms."""
+        chunk = self.x[rows]
+        np.subtract(X[rows] if self.scale == 1 else X[rows] * self.scale, self.offset, out=chunk)
+        norms = _sq_norms(chunk)
+        # Inertia is computed from these norms (see _State.energy), so they must be exact:
+        # float32 is, for whole numbers below 2^24; other rows are redone in float64.
+        inexact = np.flatnonzero(norms >= 2.0**24) if self.whole else np.arange(len(norms))
+        if len(inexact):
+            redo = chunk[inexact].astype(np.float64)
+            norms = norms.astype(np.float64)
+            norms[inexact] = np.einsum("ij,ij->i", redo, redo)
+        self.xn2[rows] = norms
 
     def tol_abs(self, tol: float) -> float:
         """scikit-learn's tolerance: tol x the mean over features of the variance of X."""
@@ -297,9 +319,12 @@ def _nearest(x: np.ndarray, xn2: np.ndarray, centers: np.ndarray, centers32: np.
     labels, best, second = _two_smallest(d2)
     if d2.shape[1] > 1:
         close = np.flatnonzero(second - best <= TIE_MARGIN * (xn2 + cn2.max()))
-        if len(close):
-            exact = x[close].astype(np.float64)[:, None, :] - np.asarray(centers, dtype=np.float64)[None]
-            labels[close] = np.einsum("ikd,ikd->ik", exact, exact).argmin(axis=1)
+        centers64 = np.asarray(centers, dtype=np.float64)
+        step = max(1, TIE_BLOCK_VALUES // centers64.size)  # ties can be many (duplicate images)
+        for part in _chunks(len(close), step):
+            rows = close[part]
+            exact = x[rows].astype(np.float64)[:, None, :] - centers64[None]
+            labels[rows] = np.einsum("ikd,ikd->ik", exact, exact).argmin(axis=1)
     return labels, d2
 
 
@@ -406,9 +431,9 @@ class _State:
     SLACK_UP = 1 + 2.0**-16
     SLACK_DOWN = np.float32(1 - 2.0**-16)
 
-    def __init__(self, data: _Prepared, k: int):
+    def __init__(self, data: _Prepared, k: int, pool: ThreadPoolExecutor | None):
         n, d = data.x.shape
-        self.data = data
+        self.data, self.pool = data, pool
         self.labels = np.full(n, -1, dtype=np.int32)
         self.upper = np.empty(n, dtype=np.float64)
         self.lower = np.empty((k, n), dtype=np.float32)
@@ -417,30 +442,38 @@ class _State:
         self.counts = np.zeros(k, dtype=np.int64)
 
     def assign(self, centers: np.ndarray, stale: np.ndarray | None = None) -> int:
-        """Reassign the stale points (all when None) to their nearest centre; return how many moved."""
-        x, xn2 = self.data.x, self.data.xn2
+        """Reassign the stale points (all when None) to their nearest centre; return how many moved.
+
+        Blocks are independent, so worker threads take them (numpy and BLAS release the GIL);
+        only the shared sums are updated here, block by block, in order.
+        """
         c32 = centers.astype(np.float32)
         cn2 = _sq_norms(c32)
         moved = 0
-        for block in _blocks(x.shape[0], stale):
-            points = x[block]
-            new, dist = _nearest(points, xn2[block], centers, c32, cn2)
-            dist += xn2[block, None]
-            np.maximum(dist, 0.0, out=dist)
-            np.sqrt(dist, out=dist)
-            old = self.labels[block].copy()
-            self.labels[block] = new
-            self.upper[block] = dist[np.arange(len(new)), new] * self.SLACK_UP
-            dist *= self.SLACK_DOWN
-            self.lower[:, block] = dist.T
-            changed = np.flatnonzero(new != old)
-            if len(changed) == len(new):  # first pass: no copy of the rows
-                moved += len(changed)
-                self._move(points, old, new)
-            elif len(changed):
-                moved += len(changed)
-                self._move(points[changed], old[changed], new[changed])
+        blocks = _blocks(self.data.x.shape[0], stale)
+        work = lambda block: self._reassign(block, centers, c32, cn2)  # noqa: E731
+        for points, old, new in _in_parallel(self.pool, work, blocks):
+            moved += len(new)
+            self._move(points, old, new)
         return moved
+
+    def _reassign(self, block, centers: np.ndarray, c32: np.ndarray, cn2: np.ndarray):
+        """One block: new labels and bounds; the points that changed cluster, from and to."""
+        points = self.data.x[block]
+        xn2 = self.data.xn2[block]
+        new, dist = _nearest(points, xn2, centers, c32, cn2)
+        dist += xn2[:, None]
+        np.maximum(dist, 0.0, out=dist)
+        np.sqrt(dist, out=dist)
+        old = self.labels[block].copy()
+        self.labels[block] = new
+        self.upper[block] = dist[np.arange(len(new)), new] * self.SLACK_UP
+        dist *= self.SLACK_DOWN
+        self.lower[:, block] = dist.T
+        changed = np.flatnonzero(new != old)
+        if len(changed) == len(new):  # first pass: no copy of the rows
+            return points, old, new
+        return points[changed], old[changed], new[changed]
 
     def _move(self, points: np.ndarray, old: np.ndarray, new: np.ndarray) -> None:
         """Move points between clusters' float64 sums (old = -1: not yet in any cluster)."""
@@ -532,8 +565,30 @@ def _blocks(n: int, stale: np.ndarray | None):
         yield stale[part]
 
 
-def _lloyd(data: _Prepared, centers: np.ndarray, max_iter: int, tol_abs: float, report) -> _Result:
-    state = _State(data, len(centers))
+def _in_parallel(pool: ThreadPoolExecutor | None, work, items):
+    """work(item) for each item on the pool's threads (or here, without a pool), results in order,
+    at most two per thread in flight (bounded memory)."""
+    if pool is None:
+        yield from map(work, items)
+        return
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(work, item))
+        if len(pending) >= 2 * THREADS:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _lloyd(
+    data: _Prepared,
+    centers: np.ndarray,
+    max_iter: int,
+    tol_abs: float,
+    report,
+    pool: ThreadPoolExecutor | None,
+) -> _Result:
+    state = _State(data, len(centers), pool)
     centers = centers.copy()
     strict = converged = False
     reseeds = 0

@@ -148,6 +148,7 @@ def _run_summary(dataset, model, params, seconds, metrics, table, classes) -> di
         "converged": bool(model.converged_),
         "inertia": float(model.inertia_),
         "cluster_sizes": np.bincount(model.labels_, minlength=len(model.cluster_centers_)).tolist(),
+        "empty_cluster_reseeds": int(getattr(model, "n_empty_reseeds_", 0)),
         "n_blank_skipped": int(dataset.n_blank_skipped),
         "seconds": {name: round(float(value), 4) for name, value in seconds.items()},
     }
