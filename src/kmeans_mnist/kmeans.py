@@ -1,17 +1,19 @@
 """The K-means engine: vectorized NumPy, scikit-learn's interface, scikit-learn's answers.
 
 Lloyd's algorithm exactly as scikit-learn runs it (same iterations, same stopping rule, same
-empty-cluster rule), made fast in three ways that do not change the answer:
+empty-cluster rule), made fast in ways that do not change the answer:
 
 - distances are one float32 matrix product per chunk of rows, with squared norms precomputed;
-- Hamerly's bounds (an upper bound on each point's distance to its own centre, a lower bound on
-  the distance to any other) prove most points cannot change cluster, so only the rest are
-  looked at again; after the first iterations that is a small fraction of the data;
-- centre sums are kept in float64 and updated only for the points that changed cluster.
+- Elkan-style bounds (an upper bound on each point's distance to its own centre, a lower bound
+  on its distance to each other centre) prove most points cannot change cluster, so only the
+  rest are looked at again; after the first iterations that is a small fraction of the data;
+- centre sums are kept in float64 and updated only for the points that changed cluster;
+- chunks of rows are processed on worker threads, one per core.
 
-Data is centred (and, for extreme magnitudes, scaled by a power of two) before clustering, as
-scikit-learn centres it, so float32 distances keep their precision. Working memory beyond the
-float32 copy of X is O(N + K*D) plus one chunk of rows.
+Labels are those of exact arithmetic: float32 decides the clear cases, near ties are decided
+again in float64. Data is centred (and, for extreme magnitudes, scaled by a power of two) before
+clustering, as scikit-learn centres it. Working memory: one float32 copy of X, K x N float32
+bounds, O(N + K*D) more, and a few chunks of rows.
 """
 
 from __future__ import annotations
