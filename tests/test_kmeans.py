@@ -39,7 +39,7 @@ def brute_force(X: np.ndarray, centers: np.ndarray):
 # ---------------------------------------------------------------------- scikit-learn's answers
 
 
-@pytest.mark.parametrize("k", [3, 10])
+@pytest.mark.parametrize("k", [3, 10, 48])  # 48: more centres than bound groups (MAX_GROUPS)
 def test_same_answers_as_scikit_learn_from_the_same_start(pixels, k):
     rng = np.random.default_rng(k)
     init = pixels[rng.choice(len(pixels), k, replace=False)].astype(np.float64)

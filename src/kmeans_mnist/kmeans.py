@@ -35,6 +35,7 @@ CHUNK_ROWS = 4096  # rows per matrix product: large enough for BLAS, small enoug
 DENSE_FRACTION = 0.4  # above this share of stale rows in a chunk, the whole chunk is recomputed
 OFFSET_SAMPLE_ROWS = 4096  # rows averaged for the centring offset
 BOUND_CHUNK = 65536  # points per step of the bound test: K x this many float32 of scratch
+MAX_GROUPS = 32  # bound groups: each centre its own up to this K, then groups of neighbours
 FEW_CENTERS = 32  # up to this K, the nearest two are found column by column
 TIE_MARGIN = 2.0**-14  # relative gap below which float32 cannot be trusted to pick the nearest centre
 TIE_BLOCK_VALUES = 2**21  # float64 values per step of the exact tie-break (16 MB)
@@ -422,11 +423,13 @@ class _Result(NamedTuple):
 class _State:
     """Labels, distance bounds and the per-cluster sums that make each iteration incremental.
 
-    Bounds as Elkan's: `upper[i]` >= the distance of point i to its own centre, `lower[j, i]` <=
-    its distance to centre j (K x N, so that the per-point minimum runs over contiguous rows).
-    When centres move by `shift`, upper grows by its centre's shift and lower[j] shrinks by
-    centre j's; a point needs a look only if some centre j could be nearer:
-    upper > max(lower[j], half the distance between its centre and j).
+    Bounds as Elkan's, over groups of centres as Yinyang's: `upper[i]` >= the distance of point i
+    to its own centre, `lower[g, i]` <= its distance to every other centre of group g (G x N, so
+    the per-point minimum runs over contiguous rows). Up to MAX_GROUPS centres each centre is its
+    own group (Elkan); beyond, groups of neighbouring indices keep the bookkeeping at G x N.
+    When centres move by `shift`, upper grows by its centre's shift and lower[g] shrinks by the
+    largest shift in g; a point needs a look only if some group g could hold a nearer centre:
+    upper > max(lower[g], half the smallest distance between its centre and one of g's).
     """
 
     # Bounds carry float32 rounding: widen them by more than it, so no skip is ever wrong.
@@ -438,7 +441,9 @@ class _State:
         self.data, self.pool = data, pool
         self.labels = np.full(n, -1, dtype=np.int32)
         self.upper = np.empty(n, dtype=np.float64)
-        self.lower = np.empty((k, n), dtype=np.float32)
+        groups = min(k, MAX_GROUPS)
+        self.group_starts = (np.arange(groups) * k) // groups  # first centre of each group
+        self.lower = np.empty((groups, n), dtype=np.float32)
         self.scratch = np.empty(n, dtype=np.float64)
         self.sums = np.zeros((k, d), dtype=np.float64)
         self.counts = np.zeros(k, dtype=np.int64)
@@ -469,7 +474,11 @@ class _State:
         np.sqrt(dist, out=dist)
         old = self.labels[block].copy()
         self.labels[block] = new
-        self.upper[block] = dist[np.arange(len(new)), new] * self.SLACK_UP
+        rows = np.arange(len(new))
+        self.upper[block] = dist[rows, new] * self.SLACK_UP
+        dist[rows, new] = np.inf  # lower bounds are on the other centres
+        if len(self.group_starts) < dist.shape[1]:
+            dist = np.minimum.reduceat(dist, self.group_starts, axis=1)
         dist *= self.SLACK_DOWN
         self.lower[:, block] = dist.T
         changed = np.flatnonzero(new != old)
@@ -494,11 +503,13 @@ class _State:
         """Move the bounds by the centres' shift; return the points whose cluster may change."""
         np.take(shift, self.labels, out=self.scratch)
         self.upper += self.scratch
-        self.lower -= (shift * self.SLACK_UP).astype(np.float32)[:, None]
-        half_gaps = _half_gaps(centers).astype(np.float32)  # symmetric, inf on the diagonal
+        group_shift = np.maximum.reduceat(shift, self.group_starts)
+        self.lower -= (group_shift * self.SLACK_UP).astype(np.float32)[:, None]
+        # half_gaps[g, a]: half the distance from centre a to the nearest other centre in group g
+        half_gaps = np.minimum.reduceat(_half_gaps(centers), self.group_starts, axis=0).astype(np.float32)
         stale = []
         for part in _chunks(len(self.labels), BOUND_CHUNK):
-            # nearest_other[i] = min over j of max(lower[j, i], half_gap[j, label_i])
+            # nearest_other[i] = min over g of max(lower[g, i], half_gaps[g, label_i])
             bound = np.take(half_gaps, self.labels[part], axis=1)
             np.maximum(bound, self.lower[:, part], out=bound)
             nearest_other = np.minimum.reduce(bound, axis=0)
