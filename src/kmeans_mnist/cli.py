@@ -304,7 +304,8 @@ class _progress:
             return None
         from tqdm import tqdm
 
-        self.bar = tqdm(total=self.args.max_iter * self.args.n_init, desc=f"K={self.k}", unit="it", leave=False)
+        # No total: a fit stops when it converges, long before --max-iter as a rule.
+        self.bar = tqdm(desc=f"K={self.k}", unit="it", leave=False)
         return self.update
 
     def update(self, info) -> None:
