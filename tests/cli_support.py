@@ -30,15 +30,22 @@ def random_images(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def csv_lines(images: np.ndarray, labels: np.ndarray, header: str = MNIST_HEADER) -> list[bytes]:
-    rows = [",".join(map(str, [int(label), *image.ravel().tolist()])) for image, label in zip(images, labels, strict=True)]
+    rows = [
+        ",".join(map(str, [int(label), *image.ravel().tolist()]))
+        for image, label in zip(images, labels, strict=True)
+    ]
     return [header.encode()] + [row.encode() for row in rows]
 
 
-def kaggle_csv(lines: list[bytes], newline: bytes = b"\n", bom: bool = False, final_newline: bool = True) -> bytes:
+def kaggle_csv(
+    lines: list[bytes], newline: bytes = b"\n", bom: bool = False, final_newline: bool = True
+) -> bytes:
     return (b"\xef\xbb\xbf" if bom else b"") + newline.join(lines) + (newline if final_newline else b"")
 
 
-def write_kaggle(folder: Path, name: str = "mnist", n_train: int = 20, n_test: int = 10, seed: int = 0) -> Path:
+def write_kaggle(
+    folder: Path, name: str = "mnist", n_train: int = 20, n_test: int = 10, seed: int = 0
+) -> Path:
     """Both Kaggle CSV files of dataset `name` (random images) in folder."""
     folder.mkdir(parents=True, exist_ok=True)
     train_name, test_name, header = KAGGLE_FILES[name]
@@ -62,7 +69,9 @@ def write_fixed_width_mnist(folder: Path, count: int, seed: int = 0) -> Path:
     return folder
 
 
-def write_usps(folder: Path, size: tuple[int, int] = (32, 48), mode: str = "L", skip: int | None = None) -> Path:
+def write_usps(
+    folder: Path, size: tuple[int, int] = (32, 48), mode: str = "L", skip: int | None = None
+) -> Path:
     """usps_1.jpg .. usps_5.jpg: random sheets of size (width, height) px, in Pillow mode `mode`."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(5)

@@ -67,13 +67,18 @@ def test_several_k_in_one_call(tmp_path):
     assert leftovers(tmp_path / "out") == []
 
     # stderr: only the "loaded" line; stdout: the table, one row per K, then where the summary is
-    assert re.fullmatch(r"loaded 30 images of 28x28 from data: mnist_train\.csv \+ mnist_test\.csv \(\d+\.\d\ds\)\n", result.stderr)
+    assert re.fullmatch(
+        r"loaded 30 images of 28x28 from data: mnist_train\.csv \+ mnist_test\.csv \(\d+\.\d\ds\)\n",
+        result.stderr,
+    )
     header, *table, last = result.stdout.splitlines()
     assert header.split() == ["K", "iter", "inertia", "accuracy", "NMI", "folder"]
     assert len(table) == 3
     for k, line in zip((3, 4, 5), table, strict=True):
         fields = line.split()
-        assert fields[0] == str(k) and fields[5] == str((tmp_path / "out" / "mnist" / f"k{k}").relative_to(tmp_path))
+        assert fields[0] == str(k) and fields[5] == str(
+            (tmp_path / "out" / "mnist" / f"k{k}").relative_to(tmp_path)
+        )
         assert 0 <= float(fields[3]) <= 1 and 0 <= float(fields[4]) <= 1
     assert last == "summary: out/mnist/summary.csv, elbow: out/mnist/elbow.png"
 
@@ -108,7 +113,19 @@ def test_runs_side_by_side_share_the_summary(tmp_path, round_ks):
     for ks in round_ks:
         processes = [
             subprocess.Popen(
-                [sys.executable, "-m", "kmeans_mnist", str(k), "--data-dir", "data", "--output", "out", "--quiet", "--samples", "2"],
+                [
+                    sys.executable,
+                    "-m",
+                    "kmeans_mnist",
+                    str(k),
+                    "--data-dir",
+                    "data",
+                    "--output",
+                    "out",
+                    "--quiet",
+                    "--samples",
+                    "2",
+                ],
                 cwd=tmp_path,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -124,7 +141,17 @@ def test_runs_side_by_side_share_the_summary(tmp_path, round_ks):
         done += ks
         with open(tmp_path / "out" / "mnist" / "summary.csv", newline="") as file:
             rows = list(csv.reader(file))
-        assert rows[0] == ["k", "inertia", "purity", "accuracy", "nmi", "ari", "n_iter", "fit_seconds", "seed"]
+        assert rows[0] == [
+            "k",
+            "inertia",
+            "purity",
+            "accuracy",
+            "nmi",
+            "ari",
+            "n_iter",
+            "fit_seconds",
+            "seed",
+        ]
         assert [int(row[0]) for row in rows[1:]] == sorted(done)
         assert all(len(row) == 9 and all(row) for row in rows[1:])
         for row in rows[1:]:
@@ -160,7 +187,9 @@ ODD_RUNS = [
 ]
 
 
-@pytest.mark.parametrize(("kind", "args"), ODD_RUNS, ids=[f"{kind}-{'-'.join(args)}" for kind, args in ODD_RUNS])
+@pytest.mark.parametrize(
+    ("kind", "args"), ODD_RUNS, ids=[f"{kind}-{'-'.join(args)}" for kind, args in ODD_RUNS]
+)
 def test_odd_data_runs_without_nan(kind, args, tmp_path, monkeypatch, capsys):
     images, labels = odd_data(kind)
     (tmp_path / "data").mkdir()

@@ -41,7 +41,9 @@ def earlier_results(tmp_path_factory) -> Path:
     data = write_kaggle(base / "data")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KMEANS_MNIST_CACHE", str(base / "parsed-cache"))
-        code = cli.main(["3", "4", "--data-dir", str(data), "--output", str(base / "out"), "--quiet", "--samples", "4"])
+        code = cli.main(
+            ["3", "4", "--data-dir", str(data), "--output", str(base / "out"), "--quiet", "--samples", "4"]
+        )
     assert code == 0
     (base / "out" / "usps").mkdir()
     (base / "out" / "usps" / "marker.txt").write_text("results of another dataset\n")
@@ -207,7 +209,12 @@ CASES = [
     Case("csv-empty", ["3", *D], "is empty", bad_train_csv(lambda lines: b"")),
     Case("csv-bom-only", ["3", *D], "is empty", bad_train_csv(lambda lines: b"\xef\xbb\xbf")),
     Case("csv-header-only", ["3", *D], "no data rows", bad_train_csv(lambda lines: kaggle_csv(lines[:1]))),
-    Case("csv-wrong-header", ["3", *D], "header", bad_train_csv(lambda lines: kaggle_csv([b"a,b,c", *lines[1:]]))),
+    Case(
+        "csv-wrong-header",
+        ["3", *D],
+        "header",
+        bad_train_csv(lambda lines: kaggle_csv([b"a,b,c", *lines[1:]])),
+    ),
     Case(
         "csv-fashion-header-in-mnist-file",
         ["3", *D],
@@ -220,21 +227,81 @@ CASES = [
         "header",
         bad_train_csv(lambda lines: kaggle_csv([b"lab\rel\x0b\x0c\x1c\x85", *lines[1:]])),
     ),
-    Case("csv-784-fields", ["3", *D], "784 fields", bad_train_csv(lambda lines: edit_line(lines, 5, b",", b""))),
-    Case("csv-786-fields", ["3", *D], "786 fields", bad_train_csv(lambda lines: kaggle_csv([*lines[:4], lines[4] + b",0", *lines[5:]]))),
-    Case("csv-non-numeric", ["3", *D], "'x'", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",x,"))),
-    Case("csv-value-256", ["3", *D], "256", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",256,"))),
-    Case("csv-value-minus-1", ["3", *D], "'-1'", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",-1,"))),
-    Case("csv-value-huge", ["3", *D], "out of range", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",99999999999999999999,"))),
-    Case("csv-value-decimal", ["3", *D], "'1.0'", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",1.0,"))),
-    Case("csv-value-with-space", ["3", *D], "' 7'", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b", 7,"))),
-    Case("csv-value-empty", ["3", *D], "empty", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",,"))),
-    Case("csv-label-10", ["3", *D], "label 10", bad_train_csv(lambda lines: kaggle_csv([*lines[:4], b"10" + lines[4][1:], *lines[5:]]))),
-    Case("csv-blank-line-inside", ["3", *D], "line 5: empty line", bad_train_csv(lambda lines: kaggle_csv([*lines[:4], b"", *lines[4:]]))),
-    Case("csv-truncated-last-line", ["3", *D], "line 31", bad_train_csv(lambda lines: kaggle_csv(lines)[:-900])),
-    Case("csv-stray-cr", ["3", *D], "carriage return", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",0\r,"))),
-    Case("csv-cr-line-endings", ["3", *D], "lone CR", bad_train_csv(lambda lines: kaggle_csv(lines, newline=b"\r"))),
-    Case("csv-utf16", ["3", *D], "UTF-16", bad_train_csv(lambda lines: kaggle_csv(lines).decode().encode("utf-16"))),
+    Case(
+        "csv-784-fields", ["3", *D], "784 fields", bad_train_csv(lambda lines: edit_line(lines, 5, b",", b""))
+    ),
+    Case(
+        "csv-786-fields",
+        ["3", *D],
+        "786 fields",
+        bad_train_csv(lambda lines: kaggle_csv([*lines[:4], lines[4] + b",0", *lines[5:]])),
+    ),
+    Case(
+        "csv-non-numeric", ["3", *D], "'x'", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",x,"))
+    ),
+    Case(
+        "csv-value-256", ["3", *D], "256", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",256,"))
+    ),
+    Case(
+        "csv-value-minus-1",
+        ["3", *D],
+        "'-1'",
+        bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",-1,")),
+    ),
+    Case(
+        "csv-value-huge",
+        ["3", *D],
+        "out of range",
+        bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",99999999999999999999,")),
+    ),
+    Case(
+        "csv-value-decimal",
+        ["3", *D],
+        "'1.0'",
+        bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",1.0,")),
+    ),
+    Case(
+        "csv-value-with-space",
+        ["3", *D],
+        "' 7'",
+        bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b", 7,")),
+    ),
+    Case(
+        "csv-value-empty", ["3", *D], "empty", bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",,"))
+    ),
+    Case(
+        "csv-label-10",
+        ["3", *D],
+        "label 10",
+        bad_train_csv(lambda lines: kaggle_csv([*lines[:4], b"10" + lines[4][1:], *lines[5:]])),
+    ),
+    Case(
+        "csv-blank-line-inside",
+        ["3", *D],
+        "line 5: empty line",
+        bad_train_csv(lambda lines: kaggle_csv([*lines[:4], b"", *lines[4:]])),
+    ),
+    Case(
+        "csv-truncated-last-line", ["3", *D], "line 31", bad_train_csv(lambda lines: kaggle_csv(lines)[:-900])
+    ),
+    Case(
+        "csv-stray-cr",
+        ["3", *D],
+        "carriage return",
+        bad_train_csv(lambda lines: edit_line(lines, 5, b",0,", b",0\r,")),
+    ),
+    Case(
+        "csv-cr-line-endings",
+        ["3", *D],
+        "lone CR",
+        bad_train_csv(lambda lines: kaggle_csv(lines, newline=b"\r")),
+    ),
+    Case(
+        "csv-utf16",
+        ["3", *D],
+        "UTF-16",
+        bad_train_csv(lambda lines: kaggle_csv(lines).decode().encode("utf-16")),
+    ),
     Case("csv-binary", ["3", *D], "header", bad_train_csv(lambda lines: bytes(range(256)) * 4)),
     # USPS sheets
     Case("usps-sheet-missing", ["3", *S], "usps_4.jpg not found", usps(skip=4)),
@@ -249,11 +316,31 @@ CASES = [
     Case("output-read-only", ["3", *D], "--output", read_only_output, root_skips=True),
     Case("output-is-a-file", ["3", *D, "--output", "results.txt"], "not a folder", output_file),
     Case("output-inside-a-file", ["3", *D, "--output", "results.txt/run1"], "not a folder", output_file),
-    Case("output-dataset-folder-is-a-file", ["3", *D, "--output", "out2"], "not a folder", dataset_folder_is_file),
+    Case(
+        "output-dataset-folder-is-a-file",
+        ["3", *D, "--output", "out2"],
+        "not a folder",
+        dataset_folder_is_file,
+    ),
     Case("output-empty-text", ["3", *D, "--output", ""], "--output", mnist),
-    Case("summary-extra-field", ["5", *D], "line 2: 10 fields", damaged_summary(SUMMARY_HEADER + b"3,1,2,3,4,5,6,7,8,9\n")),
-    Case("summary-k-not-a-number", ["5", *D], "line 3: k 'three'", damaged_summary(SUMMARY_HEADER + b"4,1,,,,,,,\nthree,1,,,,,,,\n")),
-    Case("summary-inertia-not-a-number", ["5", *D], "inertia 'abc'", damaged_summary(SUMMARY_HEADER + b"3,abc,,,,,,,\n")),
+    Case(
+        "summary-extra-field",
+        ["5", *D],
+        "line 2: 10 fields",
+        damaged_summary(SUMMARY_HEADER + b"3,1,2,3,4,5,6,7,8,9\n"),
+    ),
+    Case(
+        "summary-k-not-a-number",
+        ["5", *D],
+        "line 3: k 'three'",
+        damaged_summary(SUMMARY_HEADER + b"4,1,,,,,,,\nthree,1,,,,,,,\n"),
+    ),
+    Case(
+        "summary-inertia-not-a-number",
+        ["5", *D],
+        "inertia 'abc'",
+        damaged_summary(SUMMARY_HEADER + b"3,abc,,,,,,,\n"),
+    ),
     Case("summary-no-k-column", ["5", *D], "no 'k' column", damaged_summary(b"K;inertia\n3;1.5\n")),
     Case("summary-not-text", ["5", *D], "summary.csv", damaged_summary(b"\xff\xfe\x00\x01")),
     # no --data-dir: kagglehub, with nothing cached and no way out
@@ -302,7 +389,10 @@ ACCEPTED = {
     "csv-crlf": (["3", *D], good_train_csv(newline=b"\r\n")),
     "csv-bom": (["3", *D], good_train_csv(bom=True)),
     "csv-no-final-newline": (["3", *D], good_train_csv(final_newline=False)),
-    "csv-bom-crlf-no-final-newline": (["3", *D], good_train_csv(bom=True, newline=b"\r\n", final_newline=False)),
+    "csv-bom-crlf-no-final-newline": (
+        ["3", *D],
+        good_train_csv(bom=True, newline=b"\r\n", final_newline=False),
+    ),
     "usps-colour-sheets": (["3", *S], usps(mode="RGB")),
 }
 
@@ -367,7 +457,9 @@ def test_disk_full_while_updating_the_summary_keeps_it_whole(workdir, monkeypatc
     monkeypatch.chdir(workdir)
     monkeypatch.setenv("KMEANS_MNIST_CACHE", str(workdir / "parsed-cache"))
     monkeypatch.setattr(
-        output, "_draw_elbow", fail_on_call(output._draw_elbow, 1, OSError(errno.ENOSPC, "No space left on device"))
+        output,
+        "_draw_elbow",
+        fail_on_call(output._draw_elbow, 1, OSError(errno.ENOSPC, "No space left on device")),
     )
     summary_before = snapshot(workdir / "out" / "mnist", skip=("k3", "k4"))
 
@@ -392,7 +484,10 @@ def test_output_without_write_permission_is_refused_before_loading(workdir, monk
     before = snapshot(workdir)
     assert cli.main(["3", "--data-dir", "data", "--output", "out"]) == 2
     [line] = capsys.readouterr().err.splitlines()
-    assert line == "error: cannot write the results to out/mnist: no permission to write in out/mnist; choose another --output"
+    assert (
+        line
+        == "error: cannot write the results to out/mnist: no permission to write in out/mnist; choose another --output"
+    )
     assert snapshot(workdir) == before
 
 

@@ -94,7 +94,9 @@ def rows(draw, count: int) -> list[list[bytes]]:
     pixels = rng.integers(0, 256, (count, FIELDS - 1))
     pixels[rng.random(pixels.shape) < 0.7] = 0
     labels = rng.integers(0, 10, count)
-    return [[str(value).encode() for value in [label, *row]] for label, row in zip(labels, pixels, strict=True)]
+    return [
+        [str(value).encode() for value in [label, *row]] for label, row in zip(labels, pixels, strict=True)
+    ]
 
 
 @st.composite
@@ -102,7 +104,9 @@ def valid_files(draw) -> bytes:
     table = draw(rows(draw(st.integers(1, 4))))
     newline = draw(st.sampled_from([b"\n", b"\r\n"]))
     body = newline.join([MNIST_HEADER.encode(), *(b",".join(row) for row in table)])
-    return (b"\xef\xbb\xbf" if draw(st.booleans()) else b"") + body + (newline if draw(st.booleans()) else b"")
+    return (
+        (b"\xef\xbb\xbf" if draw(st.booleans()) else b"") + body + (newline if draw(st.booleans()) else b"")
+    )
 
 
 @st.composite
@@ -112,7 +116,9 @@ def structured_files(draw) -> bytes:
     for row in table:
         for _ in range(draw(st.integers(0, 2))):
             position = draw(st.integers(0, len(row) - 1))
-            row[position] = draw(st.sampled_from(ODD_FIELDS) | st.integers(0, 10**30).map(lambda n: str(n).encode()))
+            row[position] = draw(
+                st.sampled_from(ODD_FIELDS) | st.integers(0, 10**30).map(lambda n: str(n).encode())
+            )
         change = draw(st.sampled_from([0, 0, 0, 0, -1, 1, -2, 2]))
         if change < 0:
             del row[change:]
@@ -180,7 +186,9 @@ def test_random_bytes_fail_in_one_line(data):
     load_both_ways(data)
 
 
-@pytest.mark.parametrize("data", [b"", b"\xef\xbb\xbf", b"\n", b"\r\n", MNIST_HEADER.encode(), MNIST_HEADER.encode() + b"\n\n"])
+@pytest.mark.parametrize(
+    "data", [b"", b"\xef\xbb\xbf", b"\n", b"\r\n", MNIST_HEADER.encode(), MNIST_HEADER.encode() + b"\n\n"]
+)
 def test_nearly_empty_files(data):
     load_both_ways(data)
 
@@ -193,7 +201,9 @@ def engine_cases(draw):
     n = draw(st.integers(1, 30))
     d = draw(st.integers(1, 12))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    kind = draw(st.sampled_from(["uint8", "int64", "float32", "float64", "bool", "constant", "duplicates", "scaled"]))
+    kind = draw(
+        st.sampled_from(["uint8", "int64", "float32", "float64", "bool", "constant", "duplicates", "scaled"])
+    )
     if kind == "uint8":
         X = rng.integers(0, 256, (n, d), dtype=np.uint8)
     elif kind == "int64":
@@ -210,7 +220,9 @@ def engine_cases(draw):
         if kind == "scaled":
             X = X * 10.0 ** draw(st.integers(-150, 150))
     if kind in ("float32", "float64") and draw(st.integers(0, 9)) == 0:
-        X[draw(st.integers(0, n - 1)), draw(st.integers(0, d - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+        X[draw(st.integers(0, n - 1)), draw(st.integers(0, d - 1))] = draw(
+            st.sampled_from([np.nan, np.inf, -np.inf])
+        )
     # valid parameters, then (half the time) one of them made wrong
     k = draw(st.integers(1, n))
     params = {
@@ -226,10 +238,16 @@ def engine_cases(draw):
     elif wrong == "init":
         params["init"] = draw(st.sampled_from(["bogus", "wrong-shape", "nan"]))
     elif wrong is not None:
-        params[wrong] = draw(st.sampled_from({"n_init": [0, -1, 1.5], "max_iter": [0, -3], "tol": [-1e-3, np.nan, np.inf]}[wrong]))
+        params[wrong] = draw(
+            st.sampled_from(
+                {"n_init": [0, -1, 1.5], "max_iter": [0, -3], "tol": [-1e-3, np.nan, np.inf]}[wrong]
+            )
+        )
     if isinstance(params["init"], str) and params["init"] in ("array", "wrong-shape", "nan"):
         rows = k if wrong != "k" else 1
-        finite = X[np.isfinite(X).all(axis=1)].astype(np.float64) if X.dtype.kind == "f" else X.astype(np.float64)
+        finite = (
+            X[np.isfinite(X).all(axis=1)].astype(np.float64) if X.dtype.kind == "f" else X.astype(np.float64)
+        )
         scale = (float(np.std(finite)) or float(np.max(np.abs(finite)))) if finite.size else 1.0
         scale = scale or 1.0
         # starting centres near the data, on its scale: far-off ones overflow float32 (engine issue)
@@ -263,4 +281,3 @@ def test_engine_fits_or_raises_value_error(case):
     assert model.labels_.shape == (n,) and model.labels_.min() >= 0 and model.labels_.max() < k
     assert np.isfinite(model.inertia_) and model.inertia_ >= 0
     assert 1 <= model.n_iter_ <= params["max_iter"]
-

@@ -37,7 +37,20 @@ def big_data(tmp_path_factory) -> Path:
 def earlier_run(tmp_path, big_data) -> Path:
     """tmp_path after one complete, quick run of K on the big data (which also fills the parsed cache)."""
     (tmp_path / "data").symlink_to(big_data, target_is_directory=True)
-    quick = [K, "--data-dir", "data", "--split", "train", "--max-iter", "2", "--output", "out", "--quiet", "--samples", "2"]
+    quick = [
+        K,
+        "--data-dir",
+        "data",
+        "--split",
+        "train",
+        "--max-iter",
+        "2",
+        "--output",
+        "out",
+        "--quiet",
+        "--samples",
+        "2",
+    ]
     result = run_cli(quick, tmp_path)
     assert result.returncode == 0, result.stderr
     return tmp_path
@@ -109,7 +122,21 @@ def check_interrupted(code: int, stderr: list[str], workdir: Path, before: dict)
 
 def test_sigint_during_the_fit(earlier_run):
     before = snapshot(earlier_run)
-    slow = [K, "--data-dir", "data", "--split", "train", "--max-iter", "300", "--tol", "0", "--n-init", "500", "--output", "out"]
+    slow = [
+        K,
+        "--data-dir",
+        "data",
+        "--split",
+        "train",
+        "--max-iter",
+        "300",
+        "--tol",
+        "0",
+        "--n-init",
+        "500",
+        "--output",
+        "out",
+    ]
     process = start_cli(slow, earlier_run)
     lines, seen = stderr_lines(process), []
     wait_for_line(lines, "loaded ", seen)
@@ -121,7 +148,18 @@ def test_sigint_during_the_fit(earlier_run):
 
 def test_sigint_during_the_write(earlier_run):
     before = snapshot(earlier_run)
-    exporting = [K, "--data-dir", "data", "--split", "train", "--max-iter", "2", "--export-members", "--output", "out"]
+    exporting = [
+        K,
+        "--data-dir",
+        "data",
+        "--split",
+        "train",
+        "--max-iter",
+        "2",
+        "--export-members",
+        "--output",
+        "out",
+    ]
     process = start_cli(exporting, earlier_run)
     lines, seen = stderr_lines(process), []
     wait_for_path(earlier_run / "out" / "mnist", f".k{K}.tmp-*", process)
@@ -161,7 +199,9 @@ def test_interrupt_at_each_stage(small_run, monkeypatch, capsys, module, name):
     before = snapshot(small_run / "out")
     assert cli.main(["3", "--data-dir", "data", "--output", "out", "--seed", "1"]) == 130
     stderr = capsys.readouterr().err.splitlines()
-    assert stderr[-1].startswith("interrupted") and len(stderr) <= 2, stderr  # after the "loaded" line, if any
+    assert stderr[-1].startswith("interrupted") and len(stderr) <= 2, (
+        stderr
+    )  # after the "loaded" line, if any
     assert snapshot(small_run / "out") == before
     assert leftovers(small_run) == []
 

@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: python -m kmeans_mnist 3 4 5 6 7 --dataset usps --data-dir dataset/usps",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("k", nargs="+", metavar="K", help="number of clusters; several K run one after another")
+    parser.add_argument(
+        "k", nargs="+", metavar="K", help="number of clusters; several K run one after another"
+    )
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASET_CHOICES, default="mnist", help="which images to cluster")
     data.add_argument(
@@ -49,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the files from DIR instead of downloading with kagglehub (the Kaggle CSV files for "
         "mnist/fashion, usps_1.jpg..usps_5.jpg for usps; usps defaults to dataset/usps)",
     )
-    data.add_argument("--split", choices=("train", "test", "all"), default="all", help="which part of mnist/fashion")
+    data.add_argument(
+        "--split", choices=("train", "test", "all"), default="all", help="which part of mnist/fashion"
+    )
     data.add_argument(
         "--limit",
         type=int,
@@ -58,10 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--keep-blank", action="store_true", help="keep all-black images (skipped by default)")
     fit = parser.add_argument_group("clustering")
-    fit.add_argument("--init", choices=("k-means++", "random"), default="k-means++", help="how the K representatives start")
+    fit.add_argument(
+        "--init", choices=("k-means++", "random"), default="k-means++", help="how the K representatives start"
+    )
     fit.add_argument("--n-init", type=int, default=1, metavar="N", help="restarts; the lowest inertia wins")
     fit.add_argument("--max-iter", type=int, default=300, metavar="N", help="iteration limit per restart")
-    fit.add_argument("--tol", type=float, default=1e-4, help="stop when the centres move less than this (relative)")
+    fit.add_argument(
+        "--tol", type=float, default=1e-4, help="stop when the centres move less than this (relative)"
+    )
     fit.add_argument("--seed", type=int, default=0, help="random seed: same seed, same results")
     out = parser.add_argument_group("results")
     out.add_argument("--output", default="output", metavar="DIR", help="results go to DIR/<dataset>/k<K>/")
@@ -99,7 +107,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if value is not None and not value.strip():  # Path("") would quietly mean the current folder
             raise UsageError(f"{name} is empty: give a folder, or leave the option out")
     if args.dataset == "usps" and args.split != "all":
-        raise UsageError("--split does not apply to usps: its five sheets have no train/test split; leave --split out")
+        raise UsageError(
+            "--split does not apply to usps: its five sheets have no train/test split; leave --split out"
+        )
     return args
 
 
@@ -148,7 +158,9 @@ def run(args: argparse.Namespace) -> int:
     load_seconds = time.perf_counter() - started
     _check_k_fits(args, data)
     blank = f", {data.n_blank_skipped} all-black skipped" if data.n_blank_skipped else ""
-    say(f"loaded {len(data):,} images of {data.image_shape[0]}x{data.image_shape[1]} from {data.source}{blank} ({load_seconds:.2f}s)")
+    say(
+        f"loaded {len(data):,} images of {data.image_shape[0]}x{data.image_shape[1]} from {data.source}{blank} ({load_seconds:.2f}s)"
+    )
 
     rows = []
     for k in args.k:
@@ -169,9 +181,13 @@ def _check_output(output: Path, dataset: str) -> None:
     except OSError as error:
         raise UsageError(f"cannot use --output {output}: {error.strerror or error}") from None
     if not usable:
-        raise UsageError(f"cannot write the results to {folder}: {existing} is a file, not a folder; choose another --output")
+        raise UsageError(
+            f"cannot write the results to {folder}: {existing} is a file, not a folder; choose another --output"
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write the results to {folder}: no permission to write in {existing}; choose another --output")
+        raise UsageError(
+            f"cannot write the results to {folder}: no permission to write in {existing}; choose another --output"
+        )
     summary = folder / "summary.csv"
     if summary.is_file():  # a run must be able to add its row: find out now, not after the fit
         from .output import SummaryError, read_summary
@@ -181,7 +197,9 @@ def _check_output(output: Path, dataset: str) -> None:
         except SummaryError as error:
             raise UsageError(str(error)) from None
         except OSError as error:
-            raise UsageError(f"cannot read {summary}: {error.strerror or error}; choose another --output") from None
+            raise UsageError(
+                f"cannot read {summary}: {error.strerror or error}; choose another --output"
+            ) from None
 
 
 def _check_k_fits(args: argparse.Namespace, data) -> None:
@@ -196,7 +214,9 @@ def _check_k_fits(args: argparse.Namespace, data) -> None:
         why = f"; --limit {args.limit} keeps only that many"
     if not len(data):
         raise UsageError(f"no images to cluster in {data.source}{why}")
-    raise UsageError(f"K={too_big[0]} is larger than the number of images ({len(data):,}): use K <= {len(data):,}{why}")
+    raise UsageError(
+        f"K={too_big[0]} is larger than the number of images ({len(data):,}): use K <= {len(data):,}{why}"
+    )
 
 
 def _cluster_one_k(args: argparse.Namespace, data, k: int, load_seconds: float) -> dict:
@@ -221,7 +241,13 @@ def _cluster_one_k(args: argparse.Namespace, data, k: int, load_seconds: float) 
     metrics = table = classes = None
     if data.labels is not None:
         metrics, table, classes = evaluate(data.labels, model.labels_, k)
-    params = {"init": args.init, "n_init": args.n_init, "seed": args.seed, "max_iter": args.max_iter, "tol": args.tol}
+    params = {
+        "init": args.init,
+        "n_init": args.n_init,
+        "seed": args.seed,
+        "max_iter": args.max_iter,
+        "tol": args.tol,
+    }
     try:
         folder = write_run(
             Path(args.output),
@@ -245,7 +271,10 @@ def _cluster_one_k(args: argparse.Namespace, data, k: int, load_seconds: float) 
     row = {
         "k": k,
         "inertia": f"{model.inertia_:.6e}",
-        **{name: f"{scores[name]:.4f}" if name in scores else "" for name in ("purity", "accuracy", "nmi", "ari")},
+        **{
+            name: f"{scores[name]:.4f}" if name in scores else ""
+            for name in ("purity", "accuracy", "nmi", "ari")
+        },
         "n_iter": model.n_iter_,
         "fit_seconds": f"{fit_seconds:.3f}",
         "seed": args.seed,
@@ -310,7 +339,9 @@ class _progress:
 
     def update(self, info) -> None:
         restart = f"run {info.run + 1}/{self.args.n_init} " if self.args.n_init > 1 else ""
-        self.bar.set_postfix_str(f"{restart}inertia {info.inertia:.4g}, {info.n_changed} moved", refresh=False)
+        self.bar.set_postfix_str(
+            f"{restart}inertia {info.inertia:.4g}, {info.n_changed} moved", refresh=False
+        )
         self.bar.update()
 
     def __exit__(self, *exc) -> None:

@@ -223,7 +223,9 @@ def _load_kaggle(
                 )
             present = [split for split, name in spec.files.items() if (folder / name).is_file()]
             if data_dir is not None and len(names) > 1 and present:  # the other split alone is there
-                missing_hint = f"use --split {present[0]} to read only {spec.files[present[0]]}, or {missing_hint}"
+                missing_hint = (
+                    f"use --split {present[0]} to read only {spec.files[present[0]]}, or {missing_hint}"
+                )
             raise DatasetError(f"{file_name} not found in {folder}: {missing_hint}")
 
     parts = [_read_csv_cached(folder / file_name, spec, cache_folder) for file_name in names]
@@ -239,7 +241,10 @@ def _kagglehub_download(spec: KaggleSource, wanted: str, cache_folder: Path) -> 
     handle and KAGGLEHUB_CACHE) and reused while its files are there: a pinned version never
     changes, and shell loops over K start faster.
     """
-    memo = cache_folder / f"kagglehub-{_short_digest(spec.handle + '|' + os.environ.get('KAGGLEHUB_CACHE', ''))}.txt"
+    memo = (
+        cache_folder
+        / f"kagglehub-{_short_digest(spec.handle + '|' + os.environ.get('KAGGLEHUB_CACHE', ''))}.txt"
+    )
     with contextlib.suppress(OSError, UnicodeDecodeError):
         folder = Path(memo.read_text(encoding="utf-8").strip())
         if folder.is_absolute() and all((folder / name).is_file() for name in spec.files.values()):

@@ -409,11 +409,17 @@ def read_summary(path: Path) -> list[dict[str, str]]:
             continue
         fields = line.split(",")
         if len(fields) != len(names):
-            raise SummaryError(f"{path} line {number}: {len(fields)} fields, the header has {len(names)}; {fix}")
+            raise SummaryError(
+                f"{path} line {number}: {len(fields)} fields, the header has {len(names)}; {fix}"
+            )
         row = dict(zip(names, fields, strict=True))
-        bad = [name for name in ("k", "inertia", "accuracy") if not _summary_value_ok(name, row.get(name, ""))]
+        bad = [
+            name for name in ("k", "inertia", "accuracy") if not _summary_value_ok(name, row.get(name, ""))
+        ]
         if bad:
-            raise SummaryError(f"{path} line {number}: {bad[0]} {row[bad[0]][:20]!r} is not a valid value; {fix}")
+            raise SummaryError(
+                f"{path} line {number}: {bad[0]} {row[bad[0]][:20]!r} is not a valid value; {fix}"
+            )
         rows.append(row)
     return rows
 
