@@ -266,3 +266,21 @@ def test_many_exact_ties_are_settled_in_small_steps():
     model = KMeans(4, init=np.vstack([X[:1], X[5:8]]).astype(np.float64)).fit(X)
     assert np.all(np.isfinite(model.cluster_centers_)) and model.inertia_ == 0.0
     assert sorted(np.bincount(model.labels_, minlength=4).tolist())[-2:] == [5, 19995]
+
+
+@pytest.mark.parametrize("init", ["k-means++", "random"])
+def test_threads_and_compact_storage_change_nothing(monkeypatch, init):
+    """Large data runs on worker threads and converts uint8 blocks on the fly; small data runs in
+    one thread on a float32 copy. Forced either way, the answers are the same."""
+    import kmeans_mnist.kmeans as engine
+
+    X = mnist_like(3000, seed=12)
+    fits = []
+    for threshold in (1, 2**62):
+        monkeypatch.setattr(engine, "PARALLEL_MIN_VALUES", threshold)
+        fits.append(KMeans(8, init=init, n_init=2, random_state=5).fit(X))
+    parallel, serial = fits
+    assert np.array_equal(parallel.labels_, serial.labels_)
+    np.testing.assert_allclose(parallel.cluster_centers_, serial.cluster_centers_, rtol=0, atol=1e-9)
+    assert parallel.inertia_ == pytest.approx(serial.inertia_, rel=1e-12)
+    assert parallel.n_iter_ == serial.n_iter_

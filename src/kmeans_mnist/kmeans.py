@@ -92,14 +92,15 @@ class KMeans:
         n_runs = 1 if _is_array(self.init) else self.n_init
         best = None
         parallel = THREADS > 1 and X.size >= PARALLEL_MIN_VALUES
-        with ThreadPoolExecutor(THREADS) if parallel else contextlib.nullcontext() as pool:
+        with (
+            ThreadPoolExecutor(THREADS) if parallel else contextlib.nullcontext() as pool,
+            # Worker threads take blocks of rows in parallel: BLAS runs single-threaded in them.
+            threadpool_limits(1, user_api="blas") if parallel else contextlib.nullcontext(),
+        ):
             for run in range(n_runs):
-                centers = self._initial_centers(data, rng)
-                # Worker threads take blocks of rows in parallel: BLAS runs single-threaded in them.
-                with threadpool_limits(1, user_api="blas") if parallel else contextlib.nullcontext():
-                    result = _lloyd(
-                        data, centers, self.max_iter, data.tol_abs(self.tol), self._reporter(run), pool
-                    )
+                centers = self._initial_centers(data, rng, pool)
+                tol_abs = data.tol_abs(self.tol)
+                result = _lloyd(data, centers, self.max_iter, tol_abs, self._reporter(run), pool)
                 if best is None or result.inertia < best.inertia:
                     best = result
         self.cluster_centers_ = data.restore_centers(best.centers)
@@ -125,7 +126,7 @@ class KMeans:
         out = np.empty((X.shape[0], len(centers)), dtype=np.float64)
         cn2 = _sq_norms(centers)
         for rows in _chunks(X.shape[0]):
-            out[rows] = _sq_distances(data.x[rows], data.xn2[rows], centers, cn2)
+            out[rows] = _sq_distances(data.block(rows), data.xn2[rows], centers, cn2)
         np.sqrt(out, out=out)
         return out / data.scale
 
@@ -157,12 +158,14 @@ class KMeans:
         elif self.init not in ("k-means++", "random"):
             raise ValueError(f"init must be 'k-means++', 'random' or an array, got {self.init!r}")
 
-    def _initial_centers(self, data: _Prepared, rng: np.random.Generator) -> np.ndarray:
+    def _initial_centers(
+        self, data: _Prepared, rng: np.random.Generator, pool: ThreadPoolExecutor | None = None
+    ) -> np.ndarray:
         if _is_array(self.init):
             return data.transform_centers(np.asarray(self.init, dtype=np.float64))
         if self.init == "random":
-            return data.x[_distinct_rows(data.x, self.n_clusters, rng)].astype(np.float64)
-        return _kmeans_plusplus(data, self.n_clusters, rng)
+            return data.block(_distinct_rows(data.rows_for_keys, self.n_clusters, rng)).astype(np.float64)
+        return _kmeans_plusplus(data, self.n_clusters, rng, pool)
 
     def _reporter(self, run: int) -> Callable[[IterationInfo], None] | None:
         if not self.verbose and self.callback is None:
@@ -199,8 +202,9 @@ class KMeans:
         cn2 = _sq_norms(centers)
         inertia = 0.0
         for rows in _chunks(X.shape[0]):
-            labels[rows] = _nearest(data.x[rows], data.xn2[rows], centers, centers, cn2)[0]
-            inertia += float(_sq_distances_to_own(data.x[rows], centers, labels[rows]).sum(dtype=np.float64))
+            points = data.block(rows)
+            labels[rows] = _nearest(points, data.xn2[rows], centers, centers, cn2)[0]
+            inertia += float(_sq_distances_to_own(points, centers, labels[rows]).sum(dtype=np.float64))
         return labels, inertia / data.scale**2
 
 
@@ -225,7 +229,13 @@ def _check_X(X: np.ndarray) -> np.ndarray:
 
 
 class _Prepared:
-    """X as the engine works on it: float32, centred, scaled into float32's comfortable range."""
+    """X as the engine works on it: float32, centred, scaled into float32's comfortable range.
+
+    Large data of small whole numbers (uint8 pixels, any integer type of 1 or 2 bytes) stays as it
+    is and each block is converted when it is read: that costs what reading a float32 copy costs,
+    and saves the copy (4 bytes per pixel). Other input, and small data (where the conversions
+    would cost more than the copy), is copied to float32 once.
+    """
 
     def __init__(self, X: np.ndarray, offset: np.ndarray | None = None, scale: float | None = None):
         n = X.shape[0]
@@ -242,8 +252,13 @@ class _Prepared:
         self.offset = offset.astype(np.float32)
         # Whole numbers stay whole after a whole offset: float32 sums of a chunk are then exact.
         self.whole = X.dtype.kind in "uib" and bool(np.all(self.offset == np.round(self.offset)))
-        self.x = np.empty(X.shape, dtype=np.float32)
+        self.shape = X.shape
+        compact = self.whole and X.dtype.itemsize <= 2 and X.size >= PARALLEL_MIN_VALUES
+        self.raw = X if compact else None
+        self.x = None if compact else np.empty(X.shape, dtype=np.float32)
+        self.rows_for_keys = X if compact else self.x  # what distinct-image checks compare
         self.xn2 = np.empty(n, dtype=np.float64)
+        self.column_sums: list[np.ndarray] = []
         if THREADS > 1 and X.size >= PARALLEL_MIN_VALUES:
             with ThreadPoolExecutor(THREADS) as pool:
                 list(pool.map(lambda rows: self._fill(X, rows), _chunks(n)))
@@ -251,10 +266,22 @@ class _Prepared:
             for rows in _chunks(n):
                 self._fill(X, rows)
 
+    def block(self, rows: slice | np.ndarray) -> np.ndarray:
+        """Rows of X as float32, scaled and centred (a new array, or a view of the float32 copy)."""
+        if self.x is not None:
+            return self.x[rows]
+        values = self.raw[rows].astype(np.float32)
+        values -= self.offset
+        return values
+
     def _fill(self, X: np.ndarray, rows: slice) -> None:
-        """Rows of x (scaled, centred float32) and their squared norms."""
-        chunk = self.x[rows]
-        np.subtract(X[rows] if self.scale == 1 else X[rows] * self.scale, self.offset, out=chunk)
+        """Rows of the float32 copy (when there is one), their squared norms and column sums."""
+        if self.x is None:
+            chunk = self.block(rows)
+        else:
+            chunk = self.x[rows]
+            np.subtract(X[rows] if self.scale == 1 else X[rows] * self.scale, self.offset, out=chunk)
+        self.column_sums.append(np.ones(len(chunk), dtype=np.float32) @ chunk)
         norms = _sq_norms(chunk)
         # Inertia is computed from these norms (see _State.energy), so they must be exact:
         # float32 is, for whole numbers below 2^24; other rows are redone in float64.
@@ -269,9 +296,15 @@ class _Prepared:
         """scikit-learn's tolerance: tol x the mean over features of the variance of X."""
         if tol == 0:
             return 0.0
-        n, d = self.x.shape
-        column_means = (np.ones(n, dtype=np.float32) @ self.x).astype(np.float64) / n  # var = E[x^2] - E[x]^2
+        n, d = self.shape
+        column_means = np.sum(self.column_sums, axis=0, dtype=np.float64) / n  # var = E[x^2] - E[x]^2
         return tol * (self.xn2.sum() / n - float(column_means @ column_means)) / d
+
+    def sq_distances(self, points: np.ndarray, pool: ThreadPoolExecutor | None) -> np.ndarray:
+        """Squared distances from every row of X to each of `points` (N x len(points), float32)."""
+        norms = _sq_norms(points)
+        work = lambda rows: _sq_distances(self.block(rows), self.xn2[rows], points, norms)  # noqa: E731
+        return np.concatenate(list(_in_parallel(pool, work, _chunks(self.shape[0]))))
 
     def transform_centers(self, centers: np.ndarray) -> np.ndarray:
         return centers * self.scale - self.offset
@@ -387,24 +420,28 @@ def _distinct_rows(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarra
     return np.array(chosen + extra)
 
 
-def _kmeans_plusplus(data: _Prepared, k: int, rng: np.random.Generator) -> np.ndarray:
+def _kmeans_plusplus(
+    data: _Prepared, k: int, rng: np.random.Generator, pool: ThreadPoolExecutor | None
+) -> np.ndarray:
     """Greedy k-means++: each new centre is the best of 2 + ln K candidates drawn by D^2."""
-    x, xn2 = data.x, data.xn2
+    n, d = data.shape
     n_trials = 2 + int(math.log(k))
-    centers = np.empty((k, x.shape[1]), dtype=np.float64)
-    first = rng.integers(x.shape[0])
-    centers[0] = x[first]
-    closest = _sq_distances(x, xn2, x[first : first + 1], xn2[first : first + 1])[:, 0]
+    centers = np.empty((k, d), dtype=np.float64)
+    first = data.block(rng.integers(n, size=1))
+    centers[0] = first[0]
+    closest = data.sq_distances(first, pool)[:, 0]
     potential = closest.sum(dtype=np.float64)
     for c in range(1, k):
         draws = rng.uniform(size=n_trials) * potential
-        candidates = np.minimum(np.searchsorted(np.cumsum(closest, dtype=np.float64), draws), x.shape[0] - 1)
-        d2 = _sq_distances(x, xn2, x[candidates], xn2[candidates])  # N x trials
+        candidates = data.block(
+            np.minimum(np.searchsorted(np.cumsum(closest, dtype=np.float64), draws), n - 1)
+        )
+        d2 = data.sq_distances(candidates, pool)  # N x trials
         np.minimum(d2, closest[:, None], out=d2)
         potentials = d2.sum(axis=0, dtype=np.float64)
         best = int(potentials.argmin())
         potential, closest = potentials[best], d2[:, best].copy()
-        centers[c] = x[candidates[best]]
+        centers[c] = candidates[best]
     return centers
 
 
@@ -437,7 +474,7 @@ class _State:
     SLACK_DOWN = np.float32(1 - 2.0**-16)
 
     def __init__(self, data: _Prepared, k: int, pool: ThreadPoolExecutor | None):
-        n, d = data.x.shape
+        n, d = data.shape
         self.data, self.pool = data, pool
         self.labels = np.full(n, -1, dtype=np.int32)
         self.upper = np.empty(n, dtype=np.float64)
@@ -457,7 +494,7 @@ class _State:
         c32 = centers.astype(np.float32)
         cn2 = _sq_norms(c32)
         moved = 0
-        blocks = _blocks(self.data.x.shape[0], stale)
+        blocks = _blocks(self.data.shape[0], stale)
         work = lambda block: self._reassign(block, centers, c32, cn2)  # noqa: E731
         for points, old, new in _in_parallel(self.pool, work, blocks):
             moved += len(new)
@@ -466,7 +503,7 @@ class _State:
 
     def _reassign(self, block, centers: np.ndarray, c32: np.ndarray, cn2: np.ndarray):
         """One block: new labels and bounds; the points that changed cluster, from and to."""
-        points = self.data.x[block]
+        points = self.data.block(block)
         xn2 = self.data.xn2[block]
         new, dist = _nearest(points, xn2, centers, c32, cn2)
         dist += xn2[:, None]
@@ -543,17 +580,17 @@ def _update_centers(state: _State, centers: np.ndarray) -> tuple[np.ndarray, int
     empty = np.flatnonzero(counts == 0)
     reseeded = 0
     if len(empty):
-        x, labels = state.data.x, state.labels
-        far = np.empty(x.shape[0], dtype=np.float64)
-        for rows in _chunks(x.shape[0]):
-            far[rows] = _sq_distances_to_own(x[rows], centers, labels[rows])
+        data, labels = state.data, state.labels
+        far = np.empty(data.shape[0], dtype=np.float64)
+        for rows in _chunks(data.shape[0]):
+            far[rows] = _sq_distances_to_own(data.block(rows), centers, labels[rows])
         if far.max() > 0:  # all points on their centres (K > distinct points): nothing to gain
             farthest = np.argsort(-far, kind="stable")[: len(empty)]
-            for cluster, point in zip(empty, farthest, strict=True):
+            for cluster, point, values in zip(empty, farthest, data.block(farthest), strict=True):
                 donor = labels[point]
-                sums[donor] -= x[point]
+                sums[donor] -= values
                 counts[donor] -= 1
-                sums[cluster] = x[point]
+                sums[cluster] = values
                 counts[cluster] = 1
                 reseeded += 1
     new = centers.copy()  # a cluster still empty keeps its centre
