@@ -91,11 +91,10 @@ class KMeans:
         rng = np.random.default_rng(self.random_state)
         n_runs = 1 if _is_array(self.init) else self.n_init
         best = None
-        parallel = THREADS > 1 and X.size >= PARALLEL_MIN_VALUES
         with (
-            ThreadPoolExecutor(THREADS) if parallel else contextlib.nullcontext() as pool,
+            ThreadPoolExecutor(THREADS) if data.parallel else contextlib.nullcontext() as pool,
             # Worker threads take blocks of rows in parallel: BLAS runs single-threaded in them.
-            threadpool_limits(1, user_api="blas") if parallel else contextlib.nullcontext(),
+            threadpool_limits(1, user_api="blas") if data.parallel else contextlib.nullcontext(),
         ):
             for run in range(n_runs):
                 centers = self._initial_centers(data, rng, pool)
@@ -259,7 +258,8 @@ class _Prepared:
         self.rows_for_keys = X if compact else self.x  # what distinct-image checks compare
         self.xn2 = np.empty(n, dtype=np.float64)
         self.column_sums: list[np.ndarray] = []
-        if THREADS > 1 and X.size >= PARALLEL_MIN_VALUES:
+        self.parallel = THREADS > 1 and X.size >= PARALLEL_MIN_VALUES  # worth worker threads
+        if self.parallel:
             with ThreadPoolExecutor(THREADS) as pool:
                 list(pool.map(lambda rows: self._fill(X, rows), _chunks(n)))
         else:
