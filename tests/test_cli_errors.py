@@ -56,6 +56,15 @@ def workdir(tmp_path, earlier_results) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def in_workdir(workdir, monkeypatch) -> Path:
+    """workdir as the current folder, with small Kaggle CSVs in data/ and its own parsed cache."""
+    write_kaggle(workdir / "data")
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("KMEANS_MNIST_CACHE", str(workdir / "parsed-cache"))
+    return workdir
+
+
 # --- the cases -------------------------------------------------------------------------------
 
 
@@ -428,10 +437,8 @@ def fail_on_call(real: Callable, number: int, error: BaseException) -> Callable:
 
 @pytest.mark.parametrize("writer", ["_save_png", "_write_assignments", "save_model"])
 @pytest.mark.parametrize("quiet", [True, False], ids=["quiet", "verbose"])
+@pytest.mark.usefixtures("in_workdir")
 def test_disk_full_while_writing_leaves_earlier_results(writer, quiet, workdir, monkeypatch, capsys):
-    write_kaggle(workdir / "data")
-    monkeypatch.chdir(workdir)
-    monkeypatch.setenv("KMEANS_MNIST_CACHE", str(workdir / "parsed-cache"))
     number = 3 if writer == "_save_png" else 1  # the 3rd PNG: midway through the centroids
     full = OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(output, writer, fail_on_call(getattr(output, writer), number, full))
@@ -452,10 +459,8 @@ def test_disk_full_while_writing_leaves_earlier_results(writer, quiet, workdir, 
     assert leftovers(workdir) == []
 
 
+@pytest.mark.usefixtures("in_workdir")
 def test_disk_full_while_updating_the_summary_keeps_it_whole(workdir, monkeypatch, capsys):
-    write_kaggle(workdir / "data")
-    monkeypatch.chdir(workdir)
-    monkeypatch.setenv("KMEANS_MNIST_CACHE", str(workdir / "parsed-cache"))
     monkeypatch.setattr(
         output,
         "_draw_elbow",
@@ -474,11 +479,9 @@ def test_disk_full_while_updating_the_summary_keeps_it_whole(workdir, monkeypatc
     assert leftovers(workdir) == []
 
 
+@pytest.mark.usefixtures("in_workdir")
 def test_output_without_write_permission_is_refused_before_loading(workdir, monkeypatch, capsys):
     """As root, permissions stop nothing, so the check is made to fail here (see output-read-only)."""
-    write_kaggle(workdir / "data")
-    monkeypatch.chdir(workdir)
-    monkeypatch.setenv("KMEANS_MNIST_CACHE", str(workdir / "parsed-cache"))
     monkeypatch.setattr(cli.os, "access", lambda path, mode: Path(path) != Path("out/mnist"))
     monkeypatch.setattr("kmeans_mnist.datasets.load_dataset", fail_on_call(None, 1, AssertionError("loaded")))
     before = snapshot(workdir)
@@ -491,10 +494,8 @@ def test_output_without_write_permission_is_refused_before_loading(workdir, monk
     assert snapshot(workdir) == before
 
 
+@pytest.mark.usefixtures("in_workdir")
 def test_permission_lost_while_writing(workdir, monkeypatch, capsys):
-    write_kaggle(workdir / "data")
-    monkeypatch.chdir(workdir)
-    monkeypatch.setenv("KMEANS_MNIST_CACHE", str(workdir / "parsed-cache"))
     denied = PermissionError(errno.EACCES, "Permission denied")
     monkeypatch.setattr(output, "_save_png", fail_on_call(output._save_png, 3, denied))
     before = snapshot(workdir)
@@ -505,11 +506,9 @@ def test_permission_lost_while_writing(workdir, monkeypatch, capsys):
     assert leftovers(workdir) == []
 
 
+@pytest.mark.usefixtures("in_workdir")
 def test_summary_damaged_during_the_run(workdir, monkeypatch, capsys):
     """Checked before the fit; should it break later, the error says the K's own results are complete."""
-    write_kaggle(workdir / "data")
-    monkeypatch.chdir(workdir)
-    monkeypatch.setenv("KMEANS_MNIST_CACHE", str(workdir / "parsed-cache"))
     damaged = output.SummaryError("out/mnist/summary.csv line 2: 10 fields, the header has 9")
     monkeypatch.setattr(output, "read_summary", fail_on_call(output.read_summary, 2, damaged))  # 1: the check
     summary_before = snapshot(workdir / "out" / "mnist", skip=("k3", "k4"))
