@@ -28,7 +28,7 @@ from cli_support import (
     write_kaggle,
     write_usps,
 )
-from kmeans_mnist import cli, output
+from kmeans_mnist import cli, output, summary
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 ROOT_SKIP = "runs as root, where file permissions do not stop reading or writing"
@@ -435,11 +435,11 @@ def fail_on_call(real: Callable, number: int, error: BaseException) -> Callable:
     return wrapper
 
 
-@pytest.mark.parametrize("writer", ["_save_png", "_write_assignments", "save_model"])
+@pytest.mark.parametrize("writer", ["save_png", "_write_assignments", "save_model"])
 @pytest.mark.parametrize("quiet", [True, False], ids=["quiet", "verbose"])
 @pytest.mark.usefixtures("in_workdir")
 def test_disk_full_while_writing_leaves_earlier_results(writer, quiet, workdir, monkeypatch, capsys):
-    number = 3 if writer == "_save_png" else 1  # the 3rd PNG: midway through the centroids
+    number = 3 if writer == "save_png" else 1  # the 3rd PNG: midway through the centroids
     full = OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(output, writer, fail_on_call(getattr(output, writer), number, full))
     before = snapshot(workdir)
@@ -462,9 +462,9 @@ def test_disk_full_while_writing_leaves_earlier_results(writer, quiet, workdir, 
 @pytest.mark.usefixtures("in_workdir")
 def test_disk_full_while_updating_the_summary_keeps_it_whole(workdir, monkeypatch, capsys):
     monkeypatch.setattr(
-        output,
-        "_draw_elbow",
-        fail_on_call(output._draw_elbow, 1, OSError(errno.ENOSPC, "No space left on device")),
+        summary,
+        "draw_elbow",
+        fail_on_call(summary.draw_elbow, 1, OSError(errno.ENOSPC, "No space left on device")),
     )
     summary_before = snapshot(workdir / "out" / "mnist", skip=("k3", "k4"))
 
@@ -497,7 +497,7 @@ def test_output_without_write_permission_is_refused_before_loading(workdir, monk
 @pytest.mark.usefixtures("in_workdir")
 def test_permission_lost_while_writing(workdir, monkeypatch, capsys):
     denied = PermissionError(errno.EACCES, "Permission denied")
-    monkeypatch.setattr(output, "_save_png", fail_on_call(output._save_png, 3, denied))
+    monkeypatch.setattr(output, "save_png", fail_on_call(output.save_png, 3, denied))
     before = snapshot(workdir)
     assert cli.main(["3", "--data-dir", "data", "--output", "out", "--quiet"]) == 2
     [line] = capsys.readouterr().err.splitlines()
@@ -509,8 +509,10 @@ def test_permission_lost_while_writing(workdir, monkeypatch, capsys):
 @pytest.mark.usefixtures("in_workdir")
 def test_summary_damaged_during_the_run(workdir, monkeypatch, capsys):
     """Checked before the fit; should it break later, the error says the K's own results are complete."""
-    damaged = output.SummaryError("out/mnist/summary.csv line 2: 10 fields, the header has 9")
-    monkeypatch.setattr(output, "read_summary", fail_on_call(output.read_summary, 2, damaged))  # 1: the check
+    damaged = summary.SummaryError("out/mnist/summary.csv line 2: 10 fields, the header has 9")
+    monkeypatch.setattr(
+        summary, "read_summary", fail_on_call(summary.read_summary, 2, damaged)
+    )  # 1: the check
     summary_before = snapshot(workdir / "out" / "mnist", skip=("k3", "k4"))
 
     assert cli.main(["5", "--data-dir", "data", "--output", "out", "--quiet"]) == 2
@@ -532,4 +534,4 @@ def test_summary_damaged_during_the_run(workdir, monkeypatch, capsys):
 )
 def test_summary_files_that_still_read(tmp_path, content, ks):
     (tmp_path / "summary.csv").write_bytes(content)
-    assert [row["k"] for row in output.read_summary(tmp_path / "summary.csv")] == ks
+    assert [row["k"] for row in summary.read_summary(tmp_path / "summary.csv")] == ks

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from cli_support import leftovers, run_cli, snapshot, start_cli, write_fixed_width_mnist, write_kaggle
-from kmeans_mnist import cli, datasets, output
+from kmeans_mnist import cli, datasets, output, summary
 
 K = "20"
 N_IMAGES = 4000
@@ -189,7 +189,7 @@ def small_run(tmp_path, monkeypatch, capsys) -> Path:
     ("module", "name"),
     [
         (datasets, "_read_csv_cached"),  # while loading
-        (output, "_save_png"),  # while writing the files of K
+        (output, "save_png"),  # while writing the files of K
         (output, "_swap_into_place"),  # just before the new folder replaces the old one
     ],
     ids=["load", "write", "swap"],
@@ -220,13 +220,13 @@ def test_interrupt_inside_the_progress_bar(small_run, monkeypatch, capsys):
 
 def test_ctrl_c_while_updating_the_summary_waits_for_it(small_run, monkeypatch, capsys):
     """Once the new k<K> folder is in place, its summary row follows it: Ctrl-C takes effect after."""
-    real_draw = output._draw_elbow
+    real_draw = summary.draw_elbow
 
     def draw_with_ctrl_c(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
         real_draw(*args, **kwargs)
 
-    monkeypatch.setattr(output, "_draw_elbow", draw_with_ctrl_c)
+    monkeypatch.setattr(summary, "draw_elbow", draw_with_ctrl_c)
     assert cli.main(["3", "--data-dir", "data", "--output", "out", "--seed", "1"]) == 130
     assert capsys.readouterr().err.splitlines()[-1].startswith("interrupted")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

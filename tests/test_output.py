@@ -16,7 +16,8 @@ from PIL import Image
 
 from kmeans_mnist import output
 from kmeans_mnist.metrics import evaluate
-from kmeans_mnist.output import load_model, run_dir, update_summary, write_run
+from kmeans_mnist.output import load_model, run_dir, write_run
+from kmeans_mnist.summary import update_summary
 
 PARAMS = {"init": "k-means++", "n_init": 1, "seed": 7, "max_iter": 300, "tol": 1e-4}
 SECONDS = {"load": 0.5, "fit": 1.25}
@@ -303,7 +304,7 @@ def test_failed_rerun_leaves_previous_results_untouched(tmp_path, monkeypatch, e
     def fail(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(output, "_draw_confusion", fail)
+    monkeypatch.setattr(output, "draw_confusion", fail)
     with pytest.raises(type(error)):
         write(tmp_path, dataset, fit_stand_in(dataset, 3, seed=2))
     assert snapshot(folder) == before

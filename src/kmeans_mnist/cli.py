@@ -190,7 +190,7 @@ def _check_output(output: Path, dataset: str) -> None:
         )
     summary = folder / "summary.csv"
     if summary.is_file():  # a run must be able to add its row: find out now, not after the fit
-        from .output import SummaryError, read_summary
+        from .summary import SummaryError, read_summary
 
         try:
             read_summary(summary)
@@ -222,7 +222,8 @@ def _check_k_fits(args: argparse.Namespace, data) -> None:
 def _cluster_one_k(args: argparse.Namespace, data, k: int, load_seconds: float) -> dict:
     from .kmeans import KMeans
     from .metrics import evaluate
-    from .output import SummaryError, run_dir, update_summary, write_run
+    from .output import run_dir, write_run
+    from .summary import SummaryError, update_summary
 
     with _progress(k, args) as callback:
         model = KMeans(
