@@ -80,7 +80,7 @@ def test_several_k_in_one_call(tmp_path):
             (tmp_path / "out" / "mnist" / f"k{k}").relative_to(tmp_path)
         )
         assert 0 <= float(fields[3]) <= 1 and 0 <= float(fields[4]) <= 1
-    assert last == "summary: out/mnist/summary.csv, elbow: out/mnist/elbow.png"
+    assert last == "summary: out/mnist/summary.csv, report: out/mnist/report.html"
 
 
 def test_quiet_prints_nothing(tmp_path):

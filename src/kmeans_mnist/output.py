@@ -60,13 +60,15 @@ def write_run(
     samples: int = 64,
     export_members: bool = False,
     history=None,
+    progress=None,
 ) -> Path:
     """Write every file for one fitted K and return its folder.
 
     Files go to a temporary folder beside the target and are swapped in only when complete,
     so a failure or Ctrl-C leaves the previous results of that K untouched. When labels are
     known and metrics (or the table) are not given, they are computed here. history: the
-    `FitHistory` that watched the fit, for history.csv and evolution.gif.
+    `FitHistory` that watched the fit, for history.csv and evolution.gif. progress(done, total)
+    is told the number of pictures written so far.
     """
     started = time.perf_counter()
     k = len(model.cluster_centers_)
@@ -82,7 +84,7 @@ def write_run(
 
             metrics, table, classes = evaluate(dataset.labels, model.labels_, k)
         matching = cluster_classes(dataset, table, classes) if table is not None else None
-        _write_files(staging, dataset, model, params, metrics, matching, samples, export_members)
+        _write_files(staging, dataset, model, params, metrics, matching, samples, export_members, progress)
         if table is not None:
             title = run_title(dataset.name, k, len(dataset.images), metrics)
             draw_confusion(
@@ -133,7 +135,9 @@ def cluster_classes(dataset, table: np.ndarray, classes: np.ndarray) -> ClusterC
     )
 
 
-def _write_files(folder, dataset, model, params, metrics, matching, samples, export_members) -> None:
+def _write_files(
+    folder, dataset, model, params, metrics, matching, samples, export_members, progress
+) -> None:
     centers = np.asarray(model.cluster_centers_, dtype=np.float64)
     clusters = np.asarray(model.labels_, dtype=np.int64)
     k = len(centers)
@@ -145,10 +149,19 @@ def _write_files(folder, dataset, model, params, metrics, matching, samples, exp
     sizes = np.bincount(clusters, minlength=k)
     representatives = center_images(centers, dataset.image_shape)
     title = run_title(dataset.name, k, len(images), metrics)
+    total = 2 * k + (k if samples > 0 else 0) + (len(images) if export_members else 0)
+    done = 0
+
+    def step(count: int = 1) -> None:
+        nonlocal done
+        done += count
+        if progress is not None:
+            progress(done, total)
 
     (folder / "centroids").mkdir()
     for number, image in enumerate(representatives, start=1):
         save_png(image, folder / "centroids" / f"centroid_{number:0{width}d}.png")
+        step()
     note = None
     if matching is not None:
         note = (
@@ -161,6 +174,7 @@ def _write_files(folder, dataset, model, params, metrics, matching, samples, exp
         centroid_sheet(representatives, sizes, title=title, classes=captions, note=note),
         folder / "centroids.png",
     )
+    step(k)
 
     members_by_cluster = _members_nearest_first(clusters, distances, k)
     if samples > 0 or export_members:
@@ -169,8 +183,9 @@ def _write_files(folder, dataset, model, params, metrics, matching, samples, exp
         if samples > 0:
             grid = _cluster_grid(dataset, title, number, members, samples, matching)
             save_png(grid, folder / "clusters" / f"cluster_{number:0{width}d}.png")
+            step()
         if export_members:
-            _export_members(images, members, folder / "clusters" / f"{number:0{width}d}")
+            _export_members(images, members, folder / "clusters" / f"{number:0{width}d}", step)
 
     _write_assignments(folder / "assignments.csv", dataset.labels, clusters, distances, matching)
     save_model(
@@ -368,12 +383,14 @@ def _members_nearest_first(clusters: np.ndarray, distances: np.ndarray, k: int) 
     return np.split(order, boundaries)
 
 
-def _export_members(images: np.ndarray, members: np.ndarray, folder: Path) -> None:
-    """Every member as its own PNG, named by its index in the loaded data."""
+def _export_members(images: np.ndarray, members: np.ndarray, folder: Path, step=None) -> None:
+    """Every member as its own PNG, named by its index in the loaded data; step() after each."""
     folder.mkdir()
     width = max(6, len(str(len(images) - 1)))
     for index in members:
         save_png(images[index], folder / f"{index:0{width}d}.png")
+        if step is not None:
+            step()
 
 
 def _write_assignments(

@@ -100,7 +100,7 @@ def run_title(dataset: str, k: int, n_images: int, metrics: dict | None = None) 
     parts = [dataset, f"K={k}", f"{n_images:,} images"]
     for name, short in (("accuracy", "ACC"), ("nmi", "NMI"), ("purity", "purity"), ("ari", "ARI")):
         if metrics and name in metrics:
-            parts.append(f"{short} {metrics[name]:.3f}")
+            parts.append(f"{short} {metrics[name] + 0.0:.3f}".replace("-0.000", "0.000"))
     return " · ".join(parts)
 
 
@@ -372,33 +372,52 @@ def draw_convergence(path: Path, histories: dict[int, dict[str, list[float]]], t
     """Inertia (relative to the final one) and points moved per iteration, one line per K.
 
     histories: K -> {"iteration": [...], "inertia": [...], "moved": [...]} of the kept restart.
-    The one chart that uses matplotlib, drawn once per sweep.
+    The one chart that uses matplotlib, drawn once per sweep. Both panels are on log scales
+    (both quantities fall by orders of magnitude); values of 0 (the last iteration) are left out.
     """
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator, NullFormatter
 
     figure = Figure(figsize=(9, 3.8))
     figure.subplots_adjust(left=0.08, right=0.86, top=0.84, bottom=0.14, wspace=0.28)
     excess_axes, moved_axes = figure.subplots(1, 2)
     colours = _colours(len(histories))
+    longest = max((max(history["iteration"], default=1) for history in histories.values()), default=1)
+    drawn: dict = {excess_axes: [], moved_axes: []}
     for colour, (k, history) in zip(colours, sorted(histories.items()), strict=True):
         iterations = np.asarray(history["iteration"])
         inertia = np.asarray(history["inertia"], dtype=np.float64)
         moved = np.asarray(history["moved"], dtype=np.float64)
         excess = inertia / inertia[-1] - 1 if len(inertia) and inertia[-1] > 0 else np.zeros_like(inertia)
-        positive = excess > 0
-        excess_axes.plot(iterations[positive], excess[positive], color=colour, lw=1.4, label=f"K={k}")
-        moving = moved > 0
-        moved_axes.plot(iterations[moving], moved[moving], color=colour, lw=1.4, label=f"K={k}")
-    excess_axes.set_yscale("log")
+        style = {
+            "color": colour,
+            "lw": 1.4,
+            "label": f"K={k}",
+            "marker": "o",
+            "ms": 2.5 if longest < 40 else 0,
+        }
+        for axes, values in ((excess_axes, excess), (moved_axes, moved)):
+            positive = values > 0
+            axes.plot(iterations[positive], values[positive], **style)
+            drawn[axes] += values[positive].tolist()
     excess_axes.set_title("inertia above its final value", fontsize=10)
-    excess_axes.set_ylabel("inertia / final inertia − 1")
-    moved_axes.set_yscale("log")
+    excess_axes.set_ylabel("inertia / final inertia - 1")
     moved_axes.set_title("images that changed cluster", fontsize=10)
-    for axes in (excess_axes, moved_axes):
+    for axes, values in drawn.items():
         axes.set_xlabel("iteration")
+        axes.set_xlim(0.5, longest + 0.5)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(True, which="major", alpha=0.3)
+        if values:  # whole decades, so that the log axis always has labelled ticks
+            low, high = math.floor(math.log10(min(values))), math.ceil(math.log10(max(values)))
+            axes.set_yscale("log")
+            axes.set_ylim(10.0**low / 1.6, 10.0 ** max(high, low + 1))
+            axes.yaxis.set_minor_formatter(NullFormatter())
+        else:
+            axes.set_yticks([])
+            axes.text(
+                0.5, 0.5, "nothing above zero to draw", ha="center", transform=axes.transAxes, color="0.4"
+            )
     moved_axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     figure.suptitle(title, fontsize=11)
     figure.savefig(path, format="png", dpi=90)
@@ -415,8 +434,10 @@ def _colours(count: int) -> list:
 # --- the sweep: K side by side -------------------------------------------------------------
 
 
-def side_by_side(rows: Sequence[tuple[int, np.ndarray, Sequence[str] | None]], title: str) -> np.ndarray:
-    """One row of representatives per K (K, K x H x W images, captions or None), K ascending."""
+def side_by_side(
+    rows: Sequence[tuple[int, np.ndarray, Sequence[Sequence[str]] | None]], title: str
+) -> np.ndarray:
+    """One row of representatives per K (K, K x H x W images, caption lines or None), K ascending."""
     widest = max(min(len(images), SIDE_BY_SIDE_MAX_TILES) for _, images, _ in rows)
     blocks = [text_block([(title, 14)])]
     for k, images, captions in rows:
@@ -426,7 +447,5 @@ def side_by_side(rows: Sequence[tuple[int, np.ndarray, Sequence[str] | None]], t
         tiles = upscale(images[:shown], GRID_TILE_PIXELS)
         if captions:
             tiles = widen(tiles, 64)
-        blocks.append(
-            captioned_grid(tiles, widest, [[c] for c in captions[:shown]] if captions else None, size=10)
-        )
+        blocks.append(captioned_grid(tiles, widest, captions[:shown] if captions else None, size=10))
     return np.asarray(stack(blocks))
