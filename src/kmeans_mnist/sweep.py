@@ -180,9 +180,10 @@ def _together(*callbacks):
 
 def _fit(pixels, k: int, settings: Settings, callback):
     """One K-means fit with the sweep's settings (the engine never touches files)."""
-    from .kmeans import KMeans
+    from .engine import fit
 
-    return KMeans(
+    return fit(
+        pixels,
         k,
         init=settings.init,
         n_init=settings.n_init,
@@ -190,7 +191,7 @@ def _fit(pixels, k: int, settings: Settings, callback):
         tol=settings.tol,
         random_state=settings.seed,
         callback=callback,
-    ).fit(pixels)
+    )
 
 
 @contextlib.contextmanager
