@@ -25,20 +25,23 @@ class FitHistory:
     """Callback for KMeans / the engine: records every IterationInfo it is given.
 
     Works with what the engine reports: `centers` (the centres after the update) and `seconds`
-    when present; without them, no frames are kept and seconds are measured here.
+    (the iteration's wall time) when present; without them, no frames are kept and each
+    iteration's seconds are measured here, from one report to the next.
     """
 
     def __init__(self, image_shape: tuple[int, int] | None = None):
         self.image_shape = image_shape
         self.rows: list[tuple] = []
-        self.started = time.perf_counter()
+        self.last = time.perf_counter()
         self._run = None  # the restart in progress: its frames, stride, last centres, last inertia
         self._best = None  # the finished restart with the lowest inertia so far
 
     def __call__(self, info) -> None:
+        now = time.perf_counter()
         seconds = getattr(info, "seconds", None)
-        if seconds is None:
-            seconds = time.perf_counter() - self.started
+        if seconds is None:  # an engine that does not time its iterations: the time since the last
+            seconds = now - self.last
+        self.last = now
         self.rows.append(
             (info.run + 1, info.iteration, info.inertia, info.n_changed, info.center_shift, seconds)
         )
@@ -86,7 +89,9 @@ class FitHistory:
         return [(caption, images) for _, caption, images in frames]
 
     def write_csv(self, path: Path) -> None:
-        """history.csv: run (from 1), iteration (from 1), inertia, moved, center_shift, seconds."""
+        """history.csv: run (restart, from 1), iteration (from 1 within it), inertia (of the
+        iteration's assignment), moved (images that changed cluster), center_shift (squared
+        centre movement summed over the centres), seconds (the iteration's wall time)."""
         lines = [",".join(HISTORY_COLUMNS)]
         lines += [
             f"{run},{iteration},{inertia:.10g},{moved},{shift:.6g},{seconds:.4f}"
@@ -106,8 +111,8 @@ class FitHistory:
 
 
 def read_history(path: Path) -> dict[str, list[float]] | None:
-    """The rows of a history.csv of the kept restart (the last restart whose rows end at the
-    model's iteration count is not known here: the restart with the lowest final inertia)."""
+    """iteration, inertia and moved of the restart with the lowest final inertia in a history.csv
+    (the one the model kept, as far as the file can tell); None if it cannot be read."""
     try:
         lines = path.read_text(encoding="ascii").splitlines()
     except (OSError, UnicodeDecodeError):

@@ -84,22 +84,19 @@ def write_run(
 
             metrics, table, classes = evaluate(dataset.labels, model.labels_, k)
         matching = cluster_classes(dataset, table, classes) if table is not None else None
-        _write_files(staging, dataset, model, params, metrics, matching, samples, export_members, progress)
-        if table is not None:
-            title = run_title(dataset.name, k, len(dataset.images), metrics)
-            draw_confusion(
-                staging / "confusion.png",
-                table,
-                matching.class_names,
-                matching.column,
-                matching.method,
-                title,
-            )
-        if history is not None:
-            history.write_csv(staging / "history.csv")
-            history.write_gif(
-                staging / "evolution.gif", model.cluster_centers_, _evolution_title(dataset, k), k
-            )
+        _write_files(
+            staging,
+            dataset,
+            model,
+            params,
+            metrics,
+            table,
+            matching,
+            samples,
+            export_members,
+            history,
+            progress,
+        )
         seconds = {**seconds, "write": time.perf_counter() - started}
         summary = _run_summary(dataset, model, params, seconds, metrics, table, matching)
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -136,7 +133,7 @@ def cluster_classes(dataset, table: np.ndarray, classes: np.ndarray) -> ClusterC
 
 
 def _write_files(
-    folder, dataset, model, params, metrics, matching, samples, export_members, progress
+    folder, dataset, model, params, metrics, table, matching, samples, export_members, history, progress
 ) -> None:
     centers = np.asarray(model.cluster_centers_, dtype=np.float64)
     clusters = np.asarray(model.labels_, dtype=np.int64)
@@ -149,7 +146,14 @@ def _write_files(
     sizes = np.bincount(clusters, minlength=k)
     representatives = center_images(centers, dataset.image_shape)
     title = run_title(dataset.name, k, len(images), metrics)
-    total = 2 * k + (k if samples > 0 else 0) + (len(images) if export_members else 0)
+    total = (
+        k  # centroids/
+        + 3  # centroids.png, assignments.csv, model.npz
+        + (k if samples > 0 else 0)
+        + (len(images) if export_members else 0)
+        + (1 if table is not None else 0)
+        + (2 if history is not None else 0)
+    )
     done = 0
 
     def step(count: int = 1) -> None:
@@ -174,7 +178,7 @@ def _write_files(
         centroid_sheet(representatives, sizes, title=title, classes=captions, note=note),
         folder / "centroids.png",
     )
-    step(k)
+    step()
 
     members_by_cluster = _members_nearest_first(clusters, distances, k)
     if samples > 0 or export_members:
@@ -188,6 +192,7 @@ def _write_files(
             _export_members(images, members, folder / "clusters" / f"{number:0{width}d}", step)
 
     _write_assignments(folder / "assignments.csv", dataset.labels, clusters, distances, matching)
+    step()
     save_model(
         folder / "model.npz",
         model,
@@ -196,6 +201,17 @@ def _write_files(
         init=_init_name(params.get("init")),
         seed=params.get("seed"),
     )
+    step()
+    if table is not None:
+        draw_confusion(
+            folder / "confusion.png", table, matching.class_names, matching.column, matching.method, title
+        )
+        step()
+    if history is not None:
+        history.write_csv(folder / "history.csv")
+        step()
+        history.write_gif(folder / "evolution.gif", centers, _evolution_title(dataset, k), k)
+        step()
 
 
 def grid_members(

@@ -105,7 +105,9 @@ class FitProgress:
             self.terminal.done()
             from tqdm import tqdm
 
-            self.bar = tqdm(file=self.terminal.stream, leave=False, dynamic_ncols=True, **options)
+            # miniters=1: redraw on time alone; tqdm's default skips updates after a fast start,
+            # which froze the bar while slower files followed.
+            self.bar = tqdm(file=self.terminal.stream, leave=False, dynamic_ncols=True, miniters=1, **options)
             self.kind = kind
             self.terminal._fit = self
             _on_screen = self.terminal

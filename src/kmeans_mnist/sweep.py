@@ -103,7 +103,13 @@ class Sweep:
         progress = self.progress(k) if self.progress else contextlib.nullcontext()
         with progress as callback:
             started = time.perf_counter()
-            model = _fit(data.all_pixel, k, settings, _together(history, callback))
+            model = _fit(
+                data.all_pixel,
+                k,
+                settings,
+                _together(history, callback),
+                init_progress=getattr(callback, "initialisation", None),
+            )
             fit_seconds = time.perf_counter() - started
 
         metrics = table = classes = None
@@ -178,7 +184,7 @@ def _together(*callbacks):
     return together
 
 
-def _fit(pixels, k: int, settings: Settings, callback):
+def _fit(pixels, k: int, settings: Settings, callback, init_progress=None):
     """One K-means fit with the sweep's settings (the engine never touches files)."""
     from .engine import fit
 
@@ -191,6 +197,7 @@ def _fit(pixels, k: int, settings: Settings, callback):
         tol=settings.tol,
         random_state=settings.seed,
         callback=callback,
+        progress=init_progress,
     )
 
 
