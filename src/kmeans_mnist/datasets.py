@@ -439,9 +439,17 @@ def _read_csv_cached(
     require_file(path, f"{path.name} not found in {path.parent}")
 
     def parse() -> dict[str, np.ndarray]:
-        images, labels = _parse_csv(path, spec)
-        if download is not None:
-            _check_download(spec, split, download[1], images, labels)
+        if download is None:
+            images, labels = _parse_csv(path, spec)
+            return {"images": images, "labels": labels}
+        try:
+            images, labels = _parse_csv(path, spec)
+        except DatasetError as error:  # a pinned version parses: a file that does not was cut short
+            raise DatasetError(
+                f"the kagglehub download of {spec.handle} is incomplete or damaged ({error}); "
+                f"delete {download[1]} and run again to download it anew (or use --data-dir with complete files)"
+            ) from error
+        _check_download(spec, split, download[1], images, labels)
         return {"images": images, "labels": labels}
 
     def plausible(arrays: dict[str, np.ndarray]) -> bool:
@@ -521,7 +529,8 @@ def _read_usps_sheets(folder: Path) -> tuple[np.ndarray, np.ndarray, str]:
         )
     tiles, labels = [], []
     for digit, path in zip(USPS_DIGITS, paths, strict=True):
-        sheet = read_grey_image(path)
+        with pillow_warnings_off():
+            sheet = read_grey_image(path)
         height, width = sheet.shape
         if height % USPS_TILE or width % USPS_TILE:
             raise DatasetError(f"{path} is {width}x{height} px, not a grid of {USPS_TILE}x{USPS_TILE} tiles")
@@ -533,23 +542,30 @@ def _read_usps_sheets(folder: Path) -> tuple[np.ndarray, np.ndarray, str]:
     return np.concatenate(tiles), np.concatenate(labels), f"{where}: {USPS_FILES}"
 
 
+@contextlib.contextmanager
+def pillow_warnings_off():
+    """Hide Pillow's warnings (DecompressionBombWarning, palette transparency...): the images are
+    read as they are, and --quiet means quiet. Not thread-safe: enter it around, not inside, threads."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def read_grey_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """One image file as a 2-D uint8 array of grey levels, resized to size (height, width) if given.
 
     Pillow (imported only here) converts any mode to grey with convert("L"). Every failure is a
     DatasetError naming the file: not an image, damaged or cut off, beyond Pillow's
-    decompression-bomb limit, not a regular file. Pillow's warnings are not shown.
+    decompression-bomb limit, not a regular file. Call it inside `pillow_warnings_off`.
     """
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with cache.open_regular(path) as file, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. DecompressionBombWarning, palette transparency
-            with Image.open(file) as image:
-                grey = image if image.mode == "L" else image.convert("L")
-                if size is not None and grey.size != (size[1], size[0]):
-                    grey = grey.resize((size[1], size[0]), Image.Resampling.LANCZOS)
-                return np.array(grey, dtype=np.uint8)
+        with cache.open_regular(path) as file, Image.open(file) as image:
+            grey = image if image.mode == "L" else image.convert("L")
+            if size is not None and grey.size != (size[1], size[0]):
+                grey = grey.resize((size[1], size[0]), Image.Resampling.LANCZOS)
+            return np.array(grey, dtype=np.uint8)
     except UnidentifiedImageError as error:
         raise DatasetError(f"{path} is not an image that Pillow can read") from error
     except Image.DecompressionBombError as error:

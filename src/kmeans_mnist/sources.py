@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cache
-from .datasets import DATASETS, DatasetError, read_grey_image, require_file
+from .datasets import DATASETS, DatasetError, pillow_warnings_off, read_grey_image, require_file
 
 KINDS = "a folder of images, IDX files, a .npy/.npz file or a CSV file"
 IDX_IMAGES = re.compile(r"^(?P<head>.*)images(?P<sep>[-.])idx3-ubyte(?P<gz>\.gz)?$")
@@ -214,7 +214,7 @@ def _read_image_folder(folder: Path, size: tuple[int, int] | None, skip_unreadab
         except DatasetError as error:
             return error
 
-    with ThreadPoolExecutor(DECODE_THREADS) as pool:  # Pillow decodes without holding the GIL
+    with pillow_warnings_off(), ThreadPoolExecutor(DECODE_THREADS) as pool:  # Pillow decodes without the GIL
         decoded = list(pool.map(decode, paths, chunksize=64))
     bad = [index for index, image in enumerate(decoded) if isinstance(image, DatasetError)]
     if bad and not skip_unreadable:
