@@ -11,11 +11,8 @@ import argparse
 import contextlib
 import errno
 import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 DATASET_CHOICES = ("mnist", "fashion", "usps", "files")
@@ -243,11 +240,41 @@ def run(args: argparse.Namespace) -> int:
         f"loaded {len(data):,} images of {data.image_shape[0]}x{data.image_shape[1]} from {data.source}{blank} ({load_seconds:.2f}s)"
     )
 
-    rows = []
-    for k in args.k:
-        rows.append(_cluster_one_k(args, data, k, load_seconds))
+    from .sweep import Settings, SummaryFailed, Sweep, WriteFailed
+
+    settings = Settings(
+        init=args.init,
+        n_init=args.n_init,
+        max_iter=args.max_iter,
+        tol=args.tol,
+        seed=args.seed,
+        samples=args.samples,
+        export_members=args.export_members,
+    )
+    sweep = Sweep(
+        Path(args.output), data, settings, load_seconds=load_seconds, progress=lambda k: _progress(k, args)
+    )
+    try:
+        results = sweep.run(args.k)
+    except WriteFailed as failure:
+        raise UsageError(
+            f"could not write the results of K={failure.k} to {failure.target}: {_reason(failure.error)}; "
+            f"{_advice(failure.error)} (earlier results of K={failure.k} are unchanged)"
+        ) from None
+    except SummaryFailed as failure:
+        from .summary import SummaryError
+
+        if isinstance(failure.error, SummaryError):
+            raise UsageError(
+                f"{failure.error} (the results of K={failure.k} are complete in {failure.folder})"
+            ) from None
+        raise UsageError(
+            f"could not update {failure.summary}: {_reason(failure.error)}; {_advice(failure.error)} "
+            f"(the results of K={failure.k} are complete in {failure.folder}; "
+            "summary.csv and elbow.png are unchanged)"
+        ) from None
     if not args.quiet:
-        _print_table(rows, Path(args.output) / data.name)
+        _print_table(results, Path(args.output) / data.name)
     return 0
 
 
@@ -300,97 +327,6 @@ def _check_k_fits(args: argparse.Namespace, data) -> None:
     )
 
 
-def _cluster_one_k(args: argparse.Namespace, data, k: int, load_seconds: float) -> dict:
-    from .kmeans import KMeans
-    from .metrics import evaluate
-    from .output import run_dir, write_run
-    from .summary import SummaryError, update_summary
-
-    with _progress(k, args) as callback:
-        model = KMeans(
-            k,
-            init=args.init,
-            n_init=args.n_init,
-            max_iter=args.max_iter,
-            tol=args.tol,
-            random_state=args.seed,
-            callback=callback,
-        )
-        started = time.perf_counter()
-        model.fit(data.all_pixel)
-        fit_seconds = time.perf_counter() - started
-
-    metrics = table = classes = None
-    if data.labels is not None:
-        metrics, table, classes = evaluate(data.labels, model.labels_, k)
-    params = {
-        "init": args.init,
-        "n_init": args.n_init,
-        "seed": args.seed,
-        "max_iter": args.max_iter,
-        "tol": args.tol,
-    }
-    try:
-        folder = write_run(
-            Path(args.output),
-            data,
-            model,
-            params=params,
-            seconds={"load": load_seconds, "fit": fit_seconds},
-            metrics=metrics,
-            table=table,
-            classes=classes,
-            samples=args.samples,
-            export_members=args.export_members,
-        )
-    except OSError as error:
-        target = run_dir(Path(args.output), data.name, k)
-        raise UsageError(
-            f"could not write the results of K={k} to {target}: {_reason(error)}; {_advice(error)} "
-            f"(earlier results of K={k} are unchanged)"
-        ) from None
-    scores = metrics or {}
-    row = {
-        "k": k,
-        "inertia": f"{model.inertia_:.6e}",
-        **{
-            name: f"{scores[name]:.4f}" if name in scores else ""
-            for name in ("purity", "accuracy", "nmi", "ari")
-        },
-        "n_iter": model.n_iter_,
-        "fit_seconds": f"{fit_seconds:.3f}",
-        "seed": args.seed,
-    }
-    try:
-        with _interrupt_deferred():  # the new k<K> folder is in place: its summary row must follow it
-            update_summary(Path(args.output), data.name, row)
-    except SummaryError as error:
-        raise UsageError(f"{error} (the results of K={k} are complete in {folder})") from None
-    except OSError as error:
-        summary = Path(args.output) / data.name / "summary.csv"
-        raise UsageError(
-            f"could not update {summary}: {_reason(error)}; {_advice(error)} "
-            f"(the results of K={k} are complete in {folder}; summary.csv and elbow.png are unchanged)"
-        ) from None
-    return {**row, "converged": model.converged_, "folder": folder, "reseeds": model.n_empty_reseeds_}
-
-
-@contextlib.contextmanager
-def _interrupt_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C (SIGINT) back until the block is done, then raise KeyboardInterrupt."""
-    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
-        yield
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
-
-
 def _reason(error: OSError) -> str:
     return error.strerror or (str(error).splitlines() or [type(error).__name__])[0]
 
@@ -431,15 +367,16 @@ class _progress:
             self.bar.close()
 
 
-def _print_table(rows: list[dict], dataset_folder: Path) -> None:
+def _print_table(results: list, dataset_folder: Path) -> None:
     print(f"{'K':>4} {'iter':>5} {'inertia':>12} {'accuracy':>9} {'NMI':>7}  folder")
-    for row in rows:
-        note = "" if row["converged"] else "  (stopped at --max-iter)"
-        if row["reseeds"]:
-            note += f"  ({row['reseeds']} emptied cluster(s) re-seeded)"
+    for result in results:
+        row = result.row
+        note = "" if result.converged else "  (stopped at --max-iter)"
+        if result.reseeds:
+            note += f"  ({result.reseeds} emptied cluster(s) re-seeded)"
         print(
             f"{row['k']:>4} {row['n_iter']:>5} {float(row['inertia']):>12.4e} {row['accuracy'] or '-':>9} "
-            f"{row['nmi'] or '-':>7}  {row['folder']}{note}"
+            f"{row['nmi'] or '-':>7}  {result.folder}{note}"
         )
     print(f"summary: {dataset_folder / 'summary.csv'}, elbow: {dataset_folder / 'elbow.png'}")
 

@@ -4,9 +4,9 @@
     clusters, distances = assign(data.all_pixel, model.centers)
     write_predictions(Path("test.csv"), data.labels, clusters, distances)
 
-The model's arrays are read with numpy alone (no pickle, no scikit-learn), and the assignment is
-plain numpy: nearest centre by squared Euclidean distance, as the fit assigns, with near ties
-settled by exact differences. Problems with the user's files raise PredictError (one line).
+The model's arrays are read with numpy alone (no pickle, no scikit-learn), and the images are
+assigned by the pure-NumPy engine's nearest-centre code, as the fit assigns them. Problems with
+the user's files raise PredictError (one line).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from . import cache
 
 CHUNK_ROWS = 4096
 MODEL_FORMAT_VERSION = 1  # output.save_model's format
-TIE_MARGIN = 1e-9  # relative gap between the two nearest centres below which exact differences decide
 
 
 class PredictError(ValueError):
@@ -81,28 +80,18 @@ def read_model(path: Path) -> SavedModel:
 
 
 def assign(pixels: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The nearest centre of each row (0..K-1) and the Euclidean distance to it, chunk by chunk.
+    """The nearest centre of each row (0..K-1), by the engine's own rule (so the clusters of the
+    images a model was fitted on are the fit's), and the Euclidean distance to it (float64)."""
+    from .engine import labels_inertia
 
-    Distances come from |x|^2 - 2 x.c + |c|^2 in float64; where the two nearest are within
-    TIE_MARGIN of each other, the exact differences decide (lowest index on an exact tie, as the fit).
-    """
     centers = np.asarray(centers, dtype=np.float64)
-    center_norms = np.einsum("ij,ij->i", centers, centers)
-    clusters = np.empty(len(pixels), dtype=np.int64)
+    labels, _ = labels_inertia(pixels, centers)
+    clusters = labels.astype(np.int64)
     distances = np.empty(len(pixels), dtype=np.float64)
     for start in range(0, len(pixels), CHUNK_ROWS):
         rows = np.asarray(pixels[start : start + CHUNK_ROWS], dtype=np.float64)
-        norms = np.einsum("ij,ij->i", rows, rows)
-        squared = norms[:, None] - 2 * rows @ centers.T + center_norms[None, :]
-        best = np.argmin(squared, axis=1)
-        if len(centers) > 1:
-            two = np.partition(squared, 1, axis=1)[:, :2]
-            scale = norms + center_norms.max()
-            for row in np.flatnonzero(two[:, 1] - two[:, 0] <= TIE_MARGIN * scale):
-                exact = np.square(rows[row] - centers).sum(axis=1)
-                best[row] = int(np.argmin(exact))
-        clusters[start : start + len(rows)] = best
-        distances[start : start + len(rows)] = np.sqrt(np.square(rows - centers[best]).sum(axis=1))
+        own = centers[clusters[start : start + len(rows)]]
+        distances[start : start + len(rows)] = np.sqrt(np.square(rows - own).sum(axis=1))
     return clusters, distances
 
 
