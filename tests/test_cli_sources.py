@@ -6,6 +6,7 @@ import csv
 import gzip
 import importlib.metadata
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -291,11 +292,21 @@ def test_predict_the_test_split_with_a_model_of_the_train_split(tmp_path, real_e
 # --- predict on small data ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_model(tmp_path) -> Path:
-    write_kaggle(tmp_path / "data", n_train=30, n_test=10)
-    result = run_cli(["4", "--data-dir", "data", "--samples", "0", "--output", "out", "--quiet"], tmp_path)
+@pytest.fixture(scope="module")
+def model_home(tmp_path_factory) -> Path:
+    """A folder holding data/ (small MNIST CSV files) and out/mnist/k4/ fitted on them (made once)."""
+    home = tmp_path_factory.mktemp("model-home")
+    write_kaggle(home / "data", n_train=30, n_test=10)
+    result = run_cli(["4", "--data-dir", "data", "--samples", "0", "--output", "out", "--quiet"], home)
     assert result.returncode == 0, result.stderr
+    shutil.rmtree(home / "parsed-cache")
+    return home
+
+
+@pytest.fixture
+def small_model(tmp_path, model_home) -> Path:
+    """tmp_path holding a copy of model_home; the path of its model.npz."""
+    shutil.copytree(model_home, tmp_path, dirs_exist_ok=True)
     return tmp_path / "out" / "mnist" / "k4" / "model.npz"
 
 
@@ -367,3 +378,15 @@ def test_help_tells_of_own_files_and_predict(tmp_path):
         assert text in result.stdout
     result = run_cli(["predict", "--help"], tmp_path)
     assert result.returncode == 0 and "MODEL" in result.stdout and "SOURCE" in result.stdout
+
+
+def test_predict_never_imports_scikit_learn(tmp_path, small_model):
+    code = (
+        "import sys; from kmeans_mnist import cli; "
+        f"code = cli.main(['predict', {str(small_model)!r}, 'mnist', '--data-dir', 'data', '--output', 'p.csv']); "
+        "print(code, sorted(name for name in sys.modules if name.split('.')[0] == 'sklearn'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=isolated_env(tmp_path), capture_output=True, text=True
+    )
+    assert result.stdout.strip() == "0 []", result.stderr
