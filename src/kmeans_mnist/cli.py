@@ -8,13 +8,15 @@ known, so `--help` and argument errors answer at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import sys
 import time
 from pathlib import Path
 
-DATASET_CHOICES = ("mnist", "fashion", "usps")
+DATASET_CHOICES = ("mnist", "fashion", "usps", "files")
+OWN_FILES_HELP = "a folder of images (sub-folders name classes), IDX files, a .npy/.npz file or a CSV file"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -31,25 +33,24 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kmeans-mnist",
-        description="Cluster MNIST, Fashion-MNIST or the USPS digit sheets with K-means and write "
+        description="Cluster MNIST, Fashion-MNIST, the USPS digit sheets or your own images with K-means and write "
         "the representatives, the clusters, the assignments and their scores.",
-        epilog="Example: python -m kmeans_mnist 3 4 5 6 7 --dataset usps --data-dir dataset/usps",
+        epilog="Examples: python -m kmeans_mnist 3 4 5 6 7 --dataset usps; "
+        "python -m kmeans_mnist 10 --dataset files --data-dir my-images/. "
+        "A saved model assigns new images: kmeans-mnist predict MODEL SOURCE (see kmeans-mnist predict --help).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "k", nargs="+", metavar="K", help="number of clusters; several K run one after another"
     )
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", choices=DATASET_CHOICES, default="mnist", help="which images to cluster")
     data.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="read the files from DIR instead of downloading with kagglehub (the Kaggle CSV files for "
-        "mnist/fashion, usps_1.jpg..usps_5.jpg for usps; usps defaults to dataset/usps)",
+        "--dataset",
+        choices=DATASET_CHOICES,
+        default="mnist",
+        help="which images to cluster; 'files': your own, at --data-dir PATH",
     )
-    data.add_argument(
-        "--split", choices=("train", "test", "all"), default="all", help="which part of mnist/fashion"
-    )
+    _add_data_options(data)
     data.add_argument(
         "--limit",
         type=int,
@@ -74,6 +75,42 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     return parser
+
+
+def _add_data_options(group) -> None:
+    """The options that say where the images are and how to read them (clustering and predict)."""
+    group.add_argument(
+        "--data-dir",
+        metavar="PATH",
+        help="read the files from PATH instead of downloading with kagglehub (the Kaggle CSV files for "
+        "mnist/fashion, usps_1.jpg..usps_5.jpg for usps, which ship with the package); with --dataset "
+        f"files: {OWN_FILES_HELP}",
+    )
+    group.add_argument(
+        "--split",
+        choices=("train", "test", "all"),
+        default="all",
+        help="which part of mnist/fashion (or of IDX files, or of an .npz with x_train/x_test)",
+    )
+    group.add_argument(
+        "--size",
+        metavar="HxW",
+        help="files: resize every image of a folder to HxW pixels (or NxN for N); without it all images "
+        "must have one size",
+    )
+    group.add_argument(
+        "--shape", metavar="HxW", help="files: the image shape of flat rows (.npy N x D, CSV); default square"
+    )
+    group.add_argument(
+        "--keys",
+        metavar="IMAGES[,LABELS]",
+        help="files: the arrays of an .npz to read (without it: images/labels, x/y or x_train/x_test...)",
+    )
+    group.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="files: skip (and count) image files that cannot be read, instead of stopping at the first",
+    )
 
 
 def _version() -> str:
@@ -106,7 +143,53 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UsageError(
             "--split does not apply to usps: its five sheets have no train/test split; leave --split out"
         )
+    _check_data_options(args, args.dataset)
     return args
+
+
+def _check_data_options(args: argparse.Namespace, dataset: str) -> None:
+    """Turn --size/--shape/--keys into values, refusing them where they mean nothing."""
+    own = ("--size", args.size), ("--shape", args.shape), ("--keys", args.keys)
+    for name, value in (*own, ("--skip-unreadable", args.skip_unreadable)):
+        if value and dataset != "files":
+            raise UsageError(f"{name} applies only to your own files (--dataset files), not to {dataset}")
+    if dataset == "files" and args.data_dir is None:
+        raise UsageError(f"--dataset files needs --data-dir PATH: {OWN_FILES_HELP}")
+    args.size = _parse_height_width(args.size, "--size")
+    args.shape = _parse_height_width(args.shape, "--shape")
+    if args.keys is not None:
+        names = [name.strip() for name in args.keys.split(",")]
+        if len(names) > 2 or not all(names):
+            raise UsageError(
+                f"--keys wants IMAGES or IMAGES,LABELS (array names of the .npz), got {args.keys!r}"
+            )
+        args.keys = (names[0], names[1] if len(names) == 2 else None)
+
+
+def _parse_height_width(text: str | None, name: str) -> tuple[int, int] | None:
+    """'28' -> (28, 28), '32x48' -> (32, 48) (height x width)."""
+    if text is None:
+        return None
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        values = [int(part) for part in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values, default=0) < 1:
+        raise UsageError(f"{name} wants HxW or N in pixels (e.g. 28x28 or 28), got {text!r}")
+    return (values[0], values[-1])
+
+
+def _load_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of load_dataset that the data options give."""
+    return {
+        "data_dir": args.data_dir,
+        "split": args.split,
+        "size": args.size,
+        "shape": args.shape,
+        "keys": args.keys,
+        "skip_unreadable": args.skip_unreadable,
+    }
 
 
 def _parse_k(text: str) -> int:
@@ -121,7 +204,10 @@ def _parse_k(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `kmeans-mnist` and `python -m kmeans_mnist`; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv[:1] == ["predict"]:
+            return run_predict(parse_predict_args(argv[1:]))
         return run(parse_args(argv))
     except UsageError as error:
         return _fail(str(error))
@@ -142,18 +228,14 @@ def run(args: argparse.Namespace) -> int:
     _check_output(Path(args.output), args.dataset)  # before the load and the fits, not after them
     started = time.perf_counter()
     try:
-        data = load_dataset(
-            args.dataset,
-            data_dir=args.data_dir,
-            split=args.split,
-            limit=args.limit,
-            keep_blank=args.keep_blank,
-        )
+        data = load_dataset(args.dataset, limit=args.limit, keep_blank=args.keep_blank, **_load_options(args))
     except DatasetError as error:
         raise UsageError(str(error)) from None
     load_seconds = time.perf_counter() - started
     _check_k_fits(args, data)
     blank = f", {data.n_blank_skipped} all-black skipped" if data.n_blank_skipped else ""
+    if data.n_unreadable_skipped:
+        blank += f", {data.n_unreadable_skipped} unreadable files skipped"
     say(
         f"loaded {len(data):,} images of {data.image_shape[0]}x{data.image_shape[1]} from {data.source}{blank} ({load_seconds:.2f}s)"
     )
@@ -297,6 +379,82 @@ def _print_table(results: list, dataset_folder: Path) -> None:
             f"{row['nmi'] or '-':>7}  {result.folder}{note}"
         )
     print(f"summary: {dataset_folder / 'summary.csv'}, elbow: {dataset_folder / 'elbow.png'}")
+
+
+# --- predict: a saved model assigns new images ---------------------------------------------------
+
+
+def build_predict_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="kmeans-mnist predict",
+        description="Assign every image of SOURCE to the nearest representative of a saved model and "
+        "write index,label,cluster,distance as CSV (clusters numbered 1..K, as in every file).",
+        epilog="Example: kmeans-mnist predict output/mnist/k10/model.npz mnist --split test --output test.csv",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "model", metavar="MODEL", help="a model.npz that a run wrote (output/<dataset>/k<K>/)"
+    )
+    parser.add_argument(
+        "source",
+        metavar="SOURCE",
+        help=f"mnist, fashion or usps (with the options below), or a path: {OWN_FILES_HELP}",
+    )
+    parser.add_argument("--output", metavar="FILE", help="write the CSV to FILE instead of standard output")
+    data = parser.add_argument_group("data")
+    _add_data_options(data)
+    parser.add_argument("--quiet", action="store_true", help="no message on standard error")
+    return parser
+
+
+def parse_predict_args(argv: list[str]) -> argparse.Namespace:
+    args = build_predict_parser().parse_args(argv)
+    if args.source in DATASET_CHOICES and args.source != "files":
+        args.dataset = args.source
+    else:
+        if args.data_dir is not None:
+            raise UsageError(f"--data-dir does not apply when SOURCE is a path ({args.source}): leave it out")
+        args.dataset, args.data_dir = "files", args.source
+    for name, value in (("--output", args.output), ("--data-dir", args.data_dir), ("SOURCE", args.source)):
+        if value is not None and not value.strip():
+            raise UsageError(f"{name} is empty: give a path, or leave the option out")
+    if args.dataset == "usps" and args.split != "all":
+        raise UsageError("--split does not apply to usps: its five sheets have no train/test split")
+    _check_data_options(args, args.dataset)
+    return args
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .datasets import DatasetError, load_dataset
+    from .predict import PredictError, assign, check_output, read_model, write_predictions
+
+    try:
+        if args.output is not None:
+            check_output(Path(args.output))
+        model = read_model(Path(args.model))
+        data = load_dataset(args.dataset, keep_blank=True, **_load_options(args))
+        if data.image_shape != model.image_shape:
+            raise UsageError(
+                f"{args.model} is a model of {model.image_shape[0]}x{model.image_shape[1]} images, but "
+                f"{args.source} holds {data.image_shape[0]}x{data.image_shape[1]} images: use a model fitted "
+                "on images of that size"
+            )
+        clusters, distances = assign(data.all_pixel, model.centers)
+        write_predictions(
+            None if args.output is None else Path(args.output), data.labels, clusters, distances
+        )
+    except (DatasetError, PredictError) as error:
+        raise UsageError(str(error)) from None
+    except BrokenPipeError:  # the reader of stdout went away (| head): nothing more to say to it
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    if not args.quiet and args.output is not None:
+        print(
+            f"assigned {len(data):,} images of {data.source} to K={len(model.centers)}: {args.output}",
+            file=sys.stderr,
+        )
+    return 0
 
 
 if __name__ == "__main__":
