@@ -247,15 +247,12 @@ def _seed_counts(rows, key, prep, candidates: np.ndarray) -> np.ndarray:
 
 
 def current_client():
-    """The dask.distributed client in use, or None (then chunks run on threads here)."""
-    try:
-        from distributed import default_client
-    except ImportError:
-        return None
-    try:
-        return default_client()
-    except ValueError:
-        return None
+    """The dask.distributed client Dask would compute on now (the default client, unless the
+    `scheduler` setting says otherwise), or None: then chunks run on threads of this process."""
+    from dask.base import get_scheduler
+
+    client = getattr(get_scheduler(), "__self__", None)  # a Client's `get` is bound to it
+    return client if type(client).__name__ == "Client" else None
 
 
 class _Chunks:
@@ -276,6 +273,7 @@ class _Chunks:
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
         self.keys = [(token, i) for i in range(len(self.sizes))]
         self.pool = ThreadPoolExecutor(engine.THREADS) if client is None else None
+        self.homes: dict[int, str] = {}  # chunk -> address of the worker that holds its state
         if self.source is not None:
             self.parts = self._scatter(range(len(self.sizes)))
         elif client is not None:
@@ -304,11 +302,11 @@ class _Chunks:
             return list(self.pool.map(work, range(len(indices))))
         for attempt in range(RESEND_TRIES + 1):
             futures = [
-                self.client.submit(fn, self.parts[i], *call, pure=False, **kwargs)
+                self.client.submit(_at_home, fn, self.parts[i], *call, pure=False, **kwargs, **self._home(i))
                 for i, call in zip(indices, calls, strict=True)
             ]
             try:
-                return self.client.gather(futures)
+                answers = self.client.gather(futures)
             except Exception:
                 lost = [i for i in indices if self.parts[i].status != "finished"]
                 if self.source is None or not lost or attempt == RESEND_TRIES:
@@ -316,7 +314,18 @@ class _Chunks:
                 # A worker died with chunks scattered from here: send them again (states rebuild).
                 for i, part in zip(lost, self._scatter(lost), strict=True):
                     self.parts[i] = part
+                continue
+            for i, (address, _) in zip(indices, answers, strict=True):
+                self.homes[i] = address
+            return [answer for _, answer in answers]
         raise AssertionError("unreachable")
+
+    def _home(self, i: int) -> dict:
+        """Run chunk i's task where its state is (the worker that answered last), or, if that
+        worker is gone, anywhere: a loose restriction. Without it, a chunk copied to a second
+        worker would see its tasks alternate between the two and rebuild its state each time."""
+        home = self.homes.get(i)
+        return {} if home is None else {"workers": [home], "allow_other_workers": True}
 
     def again(self, answers: list, fn, *args, only=None, each=None, rebuild: dict, **kwargs) -> list:
         """`answers` of map(fn, ...) with each LOST one asked again, given `rebuild` arguments."""
@@ -343,6 +352,13 @@ class _Chunks:
         else:
             with contextlib.suppress(Exception):  # a cluster already gone keeps nothing of ours
                 self.client.run(_forget, self.token)
+
+
+def _at_home(fn, *args, **kwargs):
+    """fn's answer, with the address of the worker that gave it (where the chunk's state now is)."""
+    from distributed import get_worker
+
+    return get_worker().address, fn(*args, **kwargs)
 
 
 def _n_parts(client) -> int:
@@ -579,8 +595,10 @@ def _label_parts(chunks: _Chunks, run: int, version: int, centers: np.ndarray) -
     from distributed import wait
 
     futures = [
-        chunks.client.submit(_labels, part, key, chunks.prep, run, version, centers, pure=False)
-        for part, key in zip(chunks.parts, chunks.keys, strict=True)
+        chunks.client.submit(
+            _labels, part, key, chunks.prep, run, version, centers, pure=False, **chunks._home(i)
+        )
+        for i, (part, key) in enumerate(zip(chunks.parts, chunks.keys, strict=True))
     ]
     wait(futures)
     return futures
@@ -730,18 +748,25 @@ def _weighted_plusplus(
 
 def predict(X, centers: np.ndarray):
     """Nearest centre of each row (a lazy dask array of int32, X's row chunks)."""
-    return _as_dask(X).map_blocks(_predict_block, centers, dtype=np.int32, drop_axis=1)
+    meta = np.empty((0,), dtype=np.int32)
+    return _as_dask(X).map_blocks(_predict_block, centers, dtype=np.int32, drop_axis=1, meta=meta)
 
 
 def transform(X, centers: np.ndarray):
     """Distances to every centre (a lazy dask array, N x K float64, X's row chunks)."""
     X = _as_dask(X)
-    return X.map_blocks(_distances_block, centers, dtype=np.float64, chunks=(X.chunks[0], (len(centers),)))
+    meta = np.empty((0, 0), dtype=np.float64)
+    return X.map_blocks(
+        _distances_block, centers, dtype=np.float64, chunks=(X.chunks[0], (len(centers),)), meta=meta
+    )
 
 
 def inertia(X, centers: np.ndarray) -> float:
     """Sum of squared distances of the rows of X to their nearest centre (computed)."""
-    per_chunk = _as_dask(X).map_blocks(_inertia_block, centers, dtype=np.float64, drop_axis=1, chunks=(1,))
+    meta = np.empty((0,), dtype=np.float64)
+    per_chunk = _as_dask(X).map_blocks(
+        _inertia_block, centers, dtype=np.float64, drop_axis=1, chunks=(1,), meta=meta
+    )
     return float(per_chunk.sum().compute())
 
 
