@@ -302,6 +302,9 @@ def test_not_a_regular_file_is_not_called_missing(tmp_path):
     os.mkfifo(folder / "mnist_test.csv")
     with pytest.raises(DatasetError, match=r"mnist_test.csv is a named pipe \(FIFO\), not a regular file"):
         load_dataset("mnist", data_dir=folder)
+    os.mkfifo(tmp_path / "sheets")
+    with pytest.raises(DatasetError, match=r"sheets is a named pipe \(FIFO\), not a folder"):
+        load_dataset("usps", data_dir=tmp_path / "sheets")
 
 
 def test_cache_folder_defaults(monkeypatch, tmp_path):

@@ -212,26 +212,45 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         return _fail(str(error))
     except KeyboardInterrupt:
+        _clear_progress()
         print("interrupted: no partial results were written; earlier results are intact", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
 def _fail(message: str) -> int:
+    _clear_progress()
     print(f"error: {message}", file=sys.stderr)
     return EXIT_USAGE
 
 
+def _clear_progress() -> None:
+    """A progress line or bar on screen goes before a message takes its place."""
+    progress = sys.modules.get(f"{__package__}.progress")  # loaded only once a run has started
+    if progress is not None:
+        progress.clear()
+
+
 def run(args: argparse.Namespace) -> int:
     from .datasets import DatasetError, load_dataset
+    from .progress import Terminal
 
-    say = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
+    terminal = Terminal(quiet=args.quiet, n_init=args.n_init)
+    say = terminal.say
     _check_output(Path(args.output), args.dataset)  # before the load and the fits, not after them
     started = time.perf_counter()
+    terminal.phase(f"loading {args.dataset}")
     try:
         data = load_dataset(args.dataset, limit=args.limit, keep_blank=args.keep_blank, **_load_options(args))
     except DatasetError as error:
         raise UsageError(str(error)) from None
     load_seconds = time.perf_counter() - started
+    from .sweep import interrupt_deferred
+
+    # scipy's import runs exec(), and a Ctrl-C inside exec() makes Python end by SIGINT, not with
+    # exit code 130: the import is done before the fits, with Ctrl-C held back until it is over.
+    with interrupt_deferred():
+        from . import metrics  # noqa: F401
+    terminal.done()
     _check_k_fits(args, data)
     blank = f", {data.n_blank_skipped} all-black skipped" if data.n_blank_skipped else ""
     if data.n_unreadable_skipped:
@@ -240,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
         f"loaded {len(data):,} images of {data.image_shape[0]}x{data.image_shape[1]} from {data.source}{blank} ({load_seconds:.2f}s)"
     )
 
-    from .sweep import Settings, SummaryFailed, Sweep, WriteFailed
+    from .sweep import ReportFailed, Settings, SummaryFailed, Sweep, WriteFailed
 
     settings = Settings(
         init=args.init,
@@ -252,7 +271,12 @@ def run(args: argparse.Namespace) -> int:
         export_members=args.export_members,
     )
     sweep = Sweep(
-        Path(args.output), data, settings, load_seconds=load_seconds, progress=lambda k: _progress(k, args)
+        Path(args.output),
+        data,
+        settings,
+        load_seconds=load_seconds,
+        progress=terminal.fit,
+        on_saved=None if args.quiet else _TablePrinter(terminal, last_k=args.k[-1]),
     )
     try:
         results = sweep.run(args.k)
@@ -260,6 +284,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"could not write the results of K={failure.k} to {failure.target}: {_reason(failure.error)}; "
             f"{_advice(failure.error)} (earlier results of K={failure.k} are unchanged)"
+        ) from None
+    except ReportFailed as failure:
+        saved = " ".join(map(str, failure.ks))
+        raise UsageError(
+            f"could not write the pictures and report.html in {failure.folder}: {_reason(failure.error)}; "
+            f"{_advice(failure.error)} (the results of K={saved} are complete)"
         ) from None
     except SummaryFailed as failure:
         from .summary import SummaryError
@@ -273,8 +303,10 @@ def run(args: argparse.Namespace) -> int:
             f"(the results of K={failure.k} are complete in {failure.folder}; "
             "summary.csv and elbow.png are unchanged)"
         ) from None
-    if not args.quiet:
-        _print_table(results, Path(args.output) / data.name)
+    terminal.done()
+    if results and not args.quiet:
+        folder = results[-1].folder.parent
+        print(f"summary: {folder / 'summary.csv'}, report: {folder / 'report.html'}")
     return 0
 
 
@@ -340,45 +372,29 @@ def _advice(error: OSError) -> str:
     return "check the --output folder"
 
 
-class _progress:
-    """A tqdm bar for one fit on stderr; off with --quiet or when stderr is not a terminal."""
+class _TablePrinter:
+    """Prints each K's results line as soon as that K is saved, under a header printed once;
+    after the last K, says that the sweep's pictures and report are being drawn."""
 
-    def __init__(self, k: int, args: argparse.Namespace):
-        self.k, self.args, self.bar = k, args, None
+    def __init__(self, terminal, last_k: int):
+        self.terminal, self.last_k, self.header_done = terminal, last_k, False
 
-    def __enter__(self):
-        if self.args.quiet or not sys.stderr.isatty():
-            return None
-        from tqdm import tqdm
-
-        # No total: a fit stops when it converges, long before --max-iter as a rule.
-        self.bar = tqdm(desc=f"K={self.k}", unit="it", leave=False)
-        return self.update
-
-    def update(self, info) -> None:
-        restart = f"run {info.run + 1}/{self.args.n_init} " if self.args.n_init > 1 else ""
-        self.bar.set_postfix_str(
-            f"{restart}inertia {info.inertia:.4g}, {info.n_changed} moved", refresh=False
-        )
-        self.bar.update()
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _print_table(results: list, dataset_folder: Path) -> None:
-    print(f"{'K':>4} {'iter':>5} {'inertia':>12} {'accuracy':>9} {'NMI':>7}  folder")
-    for result in results:
+    def __call__(self, result) -> None:
+        self.terminal.done()
+        if not self.header_done:
+            print(f"{'K':>4} {'iter':>5} {'inertia':>12} {'accuracy':>9} {'NMI':>7}  folder", flush=True)
+            self.header_done = True
         row = result.row
         note = "" if result.converged else "  (stopped at --max-iter)"
         if result.reseeds:
             note += f"  ({result.reseeds} emptied cluster(s) re-seeded)"
         print(
             f"{row['k']:>4} {row['n_iter']:>5} {float(row['inertia']):>12.4e} {row['accuracy'] or '-':>9} "
-            f"{row['nmi'] or '-':>7}  {result.folder}{note}"
+            f"{row['nmi'] or '-':>7}  {result.folder}{note}",
+            flush=True,
         )
-    print(f"summary: {dataset_folder / 'summary.csv'}, elbow: {dataset_folder / 'elbow.png'}")
+        if result.k == self.last_k:
+            self.terminal.phase("drawing the sweep's pictures and report.html")
 
 
 # --- predict: a saved model assigns new images ---------------------------------------------------

@@ -418,8 +418,9 @@ def _check_folder(folder: Path, contents: str, how: str) -> None:
             f"data folder {folder} does not exist: --data-dir wants the folder holding {contents}"
         )
     if not folder.is_dir():
+        kind = cache.not_regular(folder.stat().st_mode) or "a file"
         raise DatasetError(
-            f"{folder} is a file, not a folder: --data-dir wants the folder holding {contents}"
+            f"{folder} is {kind}, not a folder: --data-dir wants the folder holding {contents}"
         )
     if not any(folder.iterdir()):
         raise DatasetError(f"data folder {folder} is empty: put {contents} there, {how}")

@@ -70,23 +70,46 @@ class Sweep:
     load_seconds: float = 0.0
     progress: ProgressFactory | None = None
     saved: list[KResult] = field(default_factory=list)
+    on_saved: Callable[[KResult], None] | None = None  # told as soon as each K is saved
 
     def run(self, ks: list[int]) -> list[KResult]:
-        """Fit, score and save every K in order; returns (and keeps in .saved) what was saved."""
+        """Fit, score and save every K in order, then redraw the experiment's sweep-level pictures
+        and report.html; returns (and keeps in .saved) what was saved."""
         for k in ks:
             self.run_one(k)
+        self.finish()
         return self.saved
 
+    def finish(self) -> None:
+        """The experiment folder's sweep-level pictures and report.html, from every K in it."""
+        from .report import finish_experiment
+
+        if not self.saved:
+            return
+        folder = self.saved[-1].folder.parent
+        try:
+            finish_experiment(folder)
+        except OSError as error:
+            raise ReportFailed(folder, [result.k for result in self.saved], error) from None
+
     def run_one(self, k: int) -> KResult:
+        from .history import FitHistory
         from .metrics import evaluate
         from .output import run_dir, write_run
         from .summary import SummaryError, update_summary
 
         data, settings = self.data, self.settings
+        history = FitHistory(data.image_shape)  # for history.csv and evolution.gif
         progress = self.progress(k) if self.progress else contextlib.nullcontext()
         with progress as callback:
             started = time.perf_counter()
-            model = _fit(data.all_pixel, k, settings, callback)
+            model = _fit(
+                data.all_pixel,
+                k,
+                settings,
+                _together(history, callback),
+                init_progress=getattr(callback, "initialisation", None),
+            )
             fit_seconds = time.perf_counter() - started
 
         metrics = table = classes = None
@@ -111,6 +134,8 @@ class Sweep:
                 classes=classes,
                 samples=settings.samples,
                 export_members=settings.export_members,
+                history=history,
+                progress=getattr(callback, "writing", None),
             )
         except OSError as error:
             raise WriteFailed(k, run_dir(Path(self.root), data.name, k), error) from None
@@ -133,10 +158,33 @@ class Sweep:
                 self.saved.append(result)
         except (SummaryError, OSError) as error:
             raise SummaryFailed(k, folder, Path(self.root) / data.name / "summary.csv", error) from None
+        if self.on_saved is not None:
+            self.on_saved(result)
         return result
 
 
-def _fit(pixels, k: int, settings: Settings, callback):
+class ReportFailed(Exception):
+    """Every K is saved, but the experiment's pictures or report.html could not be written."""
+
+    def __init__(self, folder: Path, ks: list[int], error: OSError):
+        super().__init__(f"could not write the pictures and report.html in {folder}: {error}")
+        self.folder, self.ks, self.error = folder, ks, error
+
+
+def _together(*callbacks):
+    """One callback that calls each of the given ones (None are skipped)."""
+    present = [callback for callback in callbacks if callback is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+
+    def together(info) -> None:
+        for callback in present:
+            callback(info)
+
+    return together
+
+
+def _fit(pixels, k: int, settings: Settings, callback, init_progress=None):
     """One K-means fit with the sweep's settings (the engine never touches files)."""
     from .engine import fit
 
@@ -149,6 +197,7 @@ def _fit(pixels, k: int, settings: Settings, callback):
         tol=settings.tol,
         random_state=settings.seed,
         callback=callback,
+        progress=init_progress,
     )
 
 
