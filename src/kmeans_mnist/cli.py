@@ -11,14 +11,12 @@ import argparse
 import contextlib
 import errno
 import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-DATASET_CHOICES = ("mnist", "fashion", "usps")
+DATASET_CHOICES = ("mnist", "fashion", "usps", "files")
+OWN_FILES_HELP = "a folder of images (sub-folders name classes), IDX files, a .npy/.npz file or a CSV file"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -35,25 +33,24 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kmeans-mnist",
-        description="Cluster MNIST, Fashion-MNIST or the USPS digit sheets with K-means and write "
+        description="Cluster MNIST, Fashion-MNIST, the USPS digit sheets or your own images with K-means and write "
         "the representatives, the clusters, the assignments and their scores.",
-        epilog="Example: python -m kmeans_mnist 3 4 5 6 7 --dataset usps --data-dir dataset/usps",
+        epilog="Examples: python -m kmeans_mnist 3 4 5 6 7 --dataset usps; "
+        "python -m kmeans_mnist 10 --dataset files --data-dir my-images/. "
+        "A saved model assigns new images: kmeans-mnist predict MODEL SOURCE (see kmeans-mnist predict --help).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "k", nargs="+", metavar="K", help="number of clusters; several K run one after another"
     )
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", choices=DATASET_CHOICES, default="mnist", help="which images to cluster")
     data.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="read the files from DIR instead of downloading with kagglehub (the Kaggle CSV files for "
-        "mnist/fashion, usps_1.jpg..usps_5.jpg for usps; usps defaults to dataset/usps)",
+        "--dataset",
+        choices=DATASET_CHOICES,
+        default="mnist",
+        help="which images to cluster; 'files': your own, at --data-dir PATH",
     )
-    data.add_argument(
-        "--split", choices=("train", "test", "all"), default="all", help="which part of mnist/fashion"
-    )
+    _add_data_options(data)
     data.add_argument(
         "--limit",
         type=int,
@@ -78,6 +75,42 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     return parser
+
+
+def _add_data_options(group) -> None:
+    """The options that say where the images are and how to read them (clustering and predict)."""
+    group.add_argument(
+        "--data-dir",
+        metavar="PATH",
+        help="read the files from PATH instead of downloading with kagglehub (the Kaggle CSV files for "
+        "mnist/fashion, usps_1.jpg..usps_5.jpg for usps, which ship with the package); with --dataset "
+        f"files: {OWN_FILES_HELP}",
+    )
+    group.add_argument(
+        "--split",
+        choices=("train", "test", "all"),
+        default="all",
+        help="which part of mnist/fashion (or of IDX files, or of an .npz with x_train/x_test)",
+    )
+    group.add_argument(
+        "--size",
+        metavar="HxW",
+        help="files: resize every image of a folder to HxW pixels (or NxN for N); without it all images "
+        "must have one size",
+    )
+    group.add_argument(
+        "--shape", metavar="HxW", help="files: the image shape of flat rows (.npy N x D, CSV); default square"
+    )
+    group.add_argument(
+        "--keys",
+        metavar="IMAGES[,LABELS]",
+        help="files: the arrays of an .npz to read (without it: images/labels, x/y or x_train/x_test...)",
+    )
+    group.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="files: skip (and count) image files that cannot be read, instead of stopping at the first",
+    )
 
 
 def _version() -> str:
@@ -110,7 +143,53 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UsageError(
             "--split does not apply to usps: its five sheets have no train/test split; leave --split out"
         )
+    _check_data_options(args, args.dataset)
     return args
+
+
+def _check_data_options(args: argparse.Namespace, dataset: str) -> None:
+    """Turn --size/--shape/--keys into values, refusing them where they mean nothing."""
+    own = ("--size", args.size), ("--shape", args.shape), ("--keys", args.keys)
+    for name, value in (*own, ("--skip-unreadable", args.skip_unreadable)):
+        if value and dataset != "files":
+            raise UsageError(f"{name} applies only to your own files (--dataset files), not to {dataset}")
+    if dataset == "files" and args.data_dir is None:
+        raise UsageError(f"--dataset files needs --data-dir PATH: {OWN_FILES_HELP}")
+    args.size = _parse_height_width(args.size, "--size")
+    args.shape = _parse_height_width(args.shape, "--shape")
+    if args.keys is not None:
+        names = [name.strip() for name in args.keys.split(",")]
+        if len(names) > 2 or not all(names):
+            raise UsageError(
+                f"--keys wants IMAGES or IMAGES,LABELS (array names of the .npz), got {args.keys!r}"
+            )
+        args.keys = (names[0], names[1] if len(names) == 2 else None)
+
+
+def _parse_height_width(text: str | None, name: str) -> tuple[int, int] | None:
+    """'28' -> (28, 28), '32x48' -> (32, 48) (height x width)."""
+    if text is None:
+        return None
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        values = [int(part) for part in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values, default=0) < 1:
+        raise UsageError(f"{name} wants HxW or N in pixels (e.g. 28x28 or 28), got {text!r}")
+    return (values[0], values[-1])
+
+
+def _load_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of load_dataset that the data options give."""
+    return {
+        "data_dir": args.data_dir,
+        "split": args.split,
+        "size": args.size,
+        "shape": args.shape,
+        "keys": args.keys,
+        "skip_unreadable": args.skip_unreadable,
+    }
 
 
 def _parse_k(text: str) -> int:
@@ -125,48 +204,109 @@ def _parse_k(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `kmeans-mnist` and `python -m kmeans_mnist`; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv[:1] == ["predict"]:
+            return run_predict(parse_predict_args(argv[1:]))
         return run(parse_args(argv))
     except UsageError as error:
         return _fail(str(error))
     except KeyboardInterrupt:
+        _clear_progress()
         print("interrupted: no partial results were written; earlier results are intact", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
 def _fail(message: str) -> int:
+    _clear_progress()
     print(f"error: {message}", file=sys.stderr)
     return EXIT_USAGE
 
 
+def _clear_progress() -> None:
+    """A progress line or bar on screen goes before a message takes its place."""
+    progress = sys.modules.get(f"{__package__}.progress")  # loaded only once a run has started
+    if progress is not None:
+        progress.clear()
+
+
 def run(args: argparse.Namespace) -> int:
     from .datasets import DatasetError, load_dataset
+    from .progress import Terminal
 
-    say = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
+    terminal = Terminal(quiet=args.quiet, n_init=args.n_init)
+    say = terminal.say
     _check_output(Path(args.output), args.dataset)  # before the load and the fits, not after them
     started = time.perf_counter()
+    terminal.phase(f"loading {args.dataset}")
     try:
-        data = load_dataset(
-            args.dataset,
-            data_dir=args.data_dir,
-            split=args.split,
-            limit=args.limit,
-            keep_blank=args.keep_blank,
-        )
+        data = load_dataset(args.dataset, limit=args.limit, keep_blank=args.keep_blank, **_load_options(args))
     except DatasetError as error:
         raise UsageError(str(error)) from None
     load_seconds = time.perf_counter() - started
+    from .sweep import interrupt_deferred
+
+    # scipy's import runs exec(), and a Ctrl-C inside exec() makes Python end by SIGINT, not with
+    # exit code 130: the import is done before the fits, with Ctrl-C held back until it is over.
+    with interrupt_deferred():
+        from . import metrics  # noqa: F401
+    terminal.done()
     _check_k_fits(args, data)
     blank = f", {data.n_blank_skipped} all-black skipped" if data.n_blank_skipped else ""
+    if data.n_unreadable_skipped:
+        blank += f", {data.n_unreadable_skipped} unreadable files skipped"
     say(
         f"loaded {len(data):,} images of {data.image_shape[0]}x{data.image_shape[1]} from {data.source}{blank} ({load_seconds:.2f}s)"
     )
 
-    rows = []
-    for k in args.k:
-        rows.append(_cluster_one_k(args, data, k, load_seconds))
-    if not args.quiet:
-        _print_table(rows, Path(args.output) / data.name)
+    from .sweep import ReportFailed, Settings, SummaryFailed, Sweep, WriteFailed
+
+    settings = Settings(
+        init=args.init,
+        n_init=args.n_init,
+        max_iter=args.max_iter,
+        tol=args.tol,
+        seed=args.seed,
+        samples=args.samples,
+        export_members=args.export_members,
+    )
+    sweep = Sweep(
+        Path(args.output),
+        data,
+        settings,
+        load_seconds=load_seconds,
+        progress=terminal.fit,
+        on_saved=None if args.quiet else _TablePrinter(terminal, last_k=args.k[-1]),
+    )
+    try:
+        results = sweep.run(args.k)
+    except WriteFailed as failure:
+        raise UsageError(
+            f"could not write the results of K={failure.k} to {failure.target}: {_reason(failure.error)}; "
+            f"{_advice(failure.error)} (earlier results of K={failure.k} are unchanged)"
+        ) from None
+    except ReportFailed as failure:
+        saved = " ".join(map(str, failure.ks))
+        raise UsageError(
+            f"could not write the pictures and report.html in {failure.folder}: {_reason(failure.error)}; "
+            f"{_advice(failure.error)} (the results of K={saved} are complete)"
+        ) from None
+    except SummaryFailed as failure:
+        from .summary import SummaryError
+
+        if isinstance(failure.error, SummaryError):
+            raise UsageError(
+                f"{failure.error} (the results of K={failure.k} are complete in {failure.folder})"
+            ) from None
+        raise UsageError(
+            f"could not update {failure.summary}: {_reason(failure.error)}; {_advice(failure.error)} "
+            f"(the results of K={failure.k} are complete in {failure.folder}; "
+            "summary.csv and elbow.png are unchanged)"
+        ) from None
+    terminal.done()
+    if results and not args.quiet:
+        folder = results[-1].folder.parent
+        print(f"summary: {folder / 'summary.csv'}, report: {folder / 'report.html'}")
     return 0
 
 
@@ -219,97 +359,6 @@ def _check_k_fits(args: argparse.Namespace, data) -> None:
     )
 
 
-def _cluster_one_k(args: argparse.Namespace, data, k: int, load_seconds: float) -> dict:
-    from .kmeans import KMeans
-    from .metrics import evaluate
-    from .output import run_dir, write_run
-    from .summary import SummaryError, update_summary
-
-    with _progress(k, args) as callback:
-        model = KMeans(
-            k,
-            init=args.init,
-            n_init=args.n_init,
-            max_iter=args.max_iter,
-            tol=args.tol,
-            random_state=args.seed,
-            callback=callback,
-        )
-        started = time.perf_counter()
-        model.fit(data.all_pixel)
-        fit_seconds = time.perf_counter() - started
-
-    metrics = table = classes = None
-    if data.labels is not None:
-        metrics, table, classes = evaluate(data.labels, model.labels_, k)
-    params = {
-        "init": args.init,
-        "n_init": args.n_init,
-        "seed": args.seed,
-        "max_iter": args.max_iter,
-        "tol": args.tol,
-    }
-    try:
-        folder = write_run(
-            Path(args.output),
-            data,
-            model,
-            params=params,
-            seconds={"load": load_seconds, "fit": fit_seconds},
-            metrics=metrics,
-            table=table,
-            classes=classes,
-            samples=args.samples,
-            export_members=args.export_members,
-        )
-    except OSError as error:
-        target = run_dir(Path(args.output), data.name, k)
-        raise UsageError(
-            f"could not write the results of K={k} to {target}: {_reason(error)}; {_advice(error)} "
-            f"(earlier results of K={k} are unchanged)"
-        ) from None
-    scores = metrics or {}
-    row = {
-        "k": k,
-        "inertia": f"{model.inertia_:.6e}",
-        **{
-            name: f"{scores[name]:.4f}" if name in scores else ""
-            for name in ("purity", "accuracy", "nmi", "ari")
-        },
-        "n_iter": model.n_iter_,
-        "fit_seconds": f"{fit_seconds:.3f}",
-        "seed": args.seed,
-    }
-    try:
-        with _interrupt_deferred():  # the new k<K> folder is in place: its summary row must follow it
-            update_summary(Path(args.output), data.name, row)
-    except SummaryError as error:
-        raise UsageError(f"{error} (the results of K={k} are complete in {folder})") from None
-    except OSError as error:
-        summary = Path(args.output) / data.name / "summary.csv"
-        raise UsageError(
-            f"could not update {summary}: {_reason(error)}; {_advice(error)} "
-            f"(the results of K={k} are complete in {folder}; summary.csv and elbow.png are unchanged)"
-        ) from None
-    return {**row, "converged": model.converged_, "folder": folder, "reseeds": model.n_empty_reseeds_}
-
-
-@contextlib.contextmanager
-def _interrupt_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C (SIGINT) back until the block is done, then raise KeyboardInterrupt."""
-    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
-        yield
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
-
-
 def _reason(error: OSError) -> str:
     return error.strerror or (str(error).splitlines() or [type(error).__name__])[0]
 
@@ -323,44 +372,105 @@ def _advice(error: OSError) -> str:
     return "check the --output folder"
 
 
-class _progress:
-    """A tqdm bar for one fit on stderr; off with --quiet or when stderr is not a terminal."""
+class _TablePrinter:
+    """Prints each K's results line as soon as that K is saved, under a header printed once;
+    after the last K, says that the sweep's pictures and report are being drawn."""
 
-    def __init__(self, k: int, args: argparse.Namespace):
-        self.k, self.args, self.bar = k, args, None
+    def __init__(self, terminal, last_k: int):
+        self.terminal, self.last_k, self.header_done = terminal, last_k, False
 
-    def __enter__(self):
-        if self.args.quiet or not sys.stderr.isatty():
-            return None
-        from tqdm import tqdm
-
-        # No total: a fit stops when it converges, long before --max-iter as a rule.
-        self.bar = tqdm(desc=f"K={self.k}", unit="it", leave=False)
-        return self.update
-
-    def update(self, info) -> None:
-        restart = f"run {info.run + 1}/{self.args.n_init} " if self.args.n_init > 1 else ""
-        self.bar.set_postfix_str(
-            f"{restart}inertia {info.inertia:.4g}, {info.n_changed} moved", refresh=False
-        )
-        self.bar.update()
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _print_table(rows: list[dict], dataset_folder: Path) -> None:
-    print(f"{'K':>4} {'iter':>5} {'inertia':>12} {'accuracy':>9} {'NMI':>7}  folder")
-    for row in rows:
-        note = "" if row["converged"] else "  (stopped at --max-iter)"
-        if row["reseeds"]:
-            note += f"  ({row['reseeds']} emptied cluster(s) re-seeded)"
+    def __call__(self, result) -> None:
+        self.terminal.done()
+        if not self.header_done:
+            print(f"{'K':>4} {'iter':>5} {'inertia':>12} {'accuracy':>9} {'NMI':>7}  folder", flush=True)
+            self.header_done = True
+        row = result.row
+        note = "" if result.converged else "  (stopped at --max-iter)"
+        if result.reseeds:
+            note += f"  ({result.reseeds} emptied cluster(s) re-seeded)"
         print(
             f"{row['k']:>4} {row['n_iter']:>5} {float(row['inertia']):>12.4e} {row['accuracy'] or '-':>9} "
-            f"{row['nmi'] or '-':>7}  {row['folder']}{note}"
+            f"{row['nmi'] or '-':>7}  {result.folder}{note}",
+            flush=True,
         )
-    print(f"summary: {dataset_folder / 'summary.csv'}, elbow: {dataset_folder / 'elbow.png'}")
+        if result.k == self.last_k:
+            self.terminal.phase("drawing the sweep's pictures and report.html")
+
+
+# --- predict: a saved model assigns new images ---------------------------------------------------
+
+
+def build_predict_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="kmeans-mnist predict",
+        description="Assign every image of SOURCE to the nearest representative of a saved model and "
+        "write index,label,cluster,distance as CSV (clusters numbered 1..K, as in every file).",
+        epilog="Example: kmeans-mnist predict output/mnist/k10/model.npz mnist --split test --output test.csv",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "model", metavar="MODEL", help="a model.npz that a run wrote (output/<dataset>/k<K>/)"
+    )
+    parser.add_argument(
+        "source",
+        metavar="SOURCE",
+        help=f"mnist, fashion or usps (with the options below), or a path: {OWN_FILES_HELP}",
+    )
+    parser.add_argument("--output", metavar="FILE", help="write the CSV to FILE instead of standard output")
+    data = parser.add_argument_group("data")
+    _add_data_options(data)
+    parser.add_argument("--quiet", action="store_true", help="no message on standard error")
+    return parser
+
+
+def parse_predict_args(argv: list[str]) -> argparse.Namespace:
+    args = build_predict_parser().parse_args(argv)
+    if args.source in DATASET_CHOICES and args.source != "files":
+        args.dataset = args.source
+    else:
+        if args.data_dir is not None:
+            raise UsageError(f"--data-dir does not apply when SOURCE is a path ({args.source}): leave it out")
+        args.dataset, args.data_dir = "files", args.source
+    for name, value in (("--output", args.output), ("--data-dir", args.data_dir), ("SOURCE", args.source)):
+        if value is not None and not value.strip():
+            raise UsageError(f"{name} is empty: give a path, or leave the option out")
+    if args.dataset == "usps" and args.split != "all":
+        raise UsageError("--split does not apply to usps: its five sheets have no train/test split")
+    _check_data_options(args, args.dataset)
+    return args
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .datasets import DatasetError, load_dataset
+    from .predict import PredictError, assign, check_output, read_model, write_predictions
+
+    try:
+        if args.output is not None:
+            check_output(Path(args.output))
+        model = read_model(Path(args.model))
+        data = load_dataset(args.dataset, keep_blank=True, **_load_options(args))
+        if data.image_shape != model.image_shape:
+            raise UsageError(
+                f"{args.model} is a model of {model.image_shape[0]}x{model.image_shape[1]} images, but "
+                f"{args.source} holds {data.image_shape[0]}x{data.image_shape[1]} images: use a model fitted "
+                "on images of that size"
+            )
+        clusters, distances = assign(data.all_pixel, model.centers)
+        write_predictions(
+            None if args.output is None else Path(args.output), data.labels, clusters, distances
+        )
+    except (DatasetError, PredictError) as error:
+        raise UsageError(str(error)) from None
+    except BrokenPipeError:  # the reader of stdout went away (| head): nothing more to say to it
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    if not args.quiet and args.output is not None:
+        print(
+            f"assigned {len(data):,} images of {data.source} to K={len(model.centers)}: {args.output}",
+            file=sys.stderr,
+        )
+    return 0
 
 
 if __name__ == "__main__":
