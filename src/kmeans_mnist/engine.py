@@ -42,12 +42,13 @@ from . import seeding
 
 THREADS = os.cpu_count() or 1  # blocks are processed in parallel, BLAS single-threaded
 PARALLEL_MIN_VALUES = 2**23  # smaller data runs in one thread: handing blocks over costs more
-CHUNK_ROWS = 4096  # rows per matrix product: large enough for BLAS, small enough for cache
+CHUNK_ROWS = 1024  # rows per matrix product: large enough for BLAS, small enough to stay in L2 cache
 DENSE_FRACTION = 0.4  # above this share of stale rows in a chunk, the whole chunk is recomputed
 OFFSET_SAMPLE_ROWS = 4096  # rows averaged for the centring offset
 BOUND_CHUNK = 65536  # points per step of the bound test: K x this many float32 of scratch
 MAX_GROUPS = 32  # bound groups: each centre its own up to this K, then groups of neighbours
 FEW_CENTERS = 32  # up to this K, the nearest two are found column by column
+DENSE_MOVES = 32  # up to this K, cluster sums move by a dense one-hot product, beyond by a sparse one
 TIE_MARGIN = 2.0**-14  # relative gap below which float32 cannot be trusted to pick the nearest centre
 TIE_BLOCK_VALUES = 2**21  # float64 values per step of the exact tie-break (16 MB)
 WHOLE_MAX = 2.0**24 / (2 * CHUNK_ROWS)  # whole numbers up to this sum exactly in float32 per chunk
@@ -296,6 +297,7 @@ class Prepared:
         weights: np.ndarray | None = None,
     ):
         n = X.shape[0]
+        given_offset = offset
         largest = _largest_magnitude(X)
         self.scale = _power_of_two_scale(largest) if scale is None else scale
         if offset is None:
@@ -322,6 +324,18 @@ class Prepared:
         self.raw = X if compact else None
         self.x = None if compact else np.empty(X.shape, dtype=np.float32)
         self.rows_for_keys = X if compact else self.x  # what distinct-image checks compare
+        # Compact rows may go into the matrix products as stored, without the offset (a pass
+        # over each block saved): `lloyd_shift` is then the offset, what those coordinates add to
+        # the centred ones. Only when the offset is small against the rows' spread: float32
+        # products round like the values they multiply, and more rounding means more near ties
+        # to settle in float64 (MNIST: |offset|^2 is 0.7 x the mean |x - offset|^2; data far
+        # from zero, such as grey images, stays centred).
+        self.lloyd_shift = np.zeros(X.shape[1])
+        if compact and given_offset is None:
+            centred = sample.astype(np.float64) - offset
+            if offset @ offset <= np.einsum("ij,ij->i", centred, centred).mean():
+                self.lloyd_shift = self.offset.astype(np.float64)
+        self.offset_norm = float(np.sqrt(self.lloyd_shift @ self.lloyd_shift))
         self.xn2 = np.empty(n, dtype=np.float64)
         self.column_sums: list[np.ndarray] = []
         self.parallel = THREADS > 1 and X.size >= PARALLEL_MIN_VALUES  # worth worker threads
@@ -340,6 +354,13 @@ class Prepared:
         values = self.raw[rows].astype(np.float32)
         values -= self.offset
         return values
+
+    def lloyd_block(self, rows: slice | np.ndarray) -> np.ndarray:
+        """Rows as float32 in the coordinates of the assignment's matrix products: as stored
+        (compact data with a `lloyd_shift`), else centred as `block`."""
+        if self.x is not None or not self.offset_norm:
+            return self.block(rows)
+        return self.raw[rows].astype(np.float32)
 
     def _fill(self, X: np.ndarray, rows: slice) -> None:
         """Rows of the float32 copy (when there is one), their squared norms and column sums."""
@@ -524,10 +545,84 @@ class Centers:
         return self._half_gaps
 
 
+def group_sizes(k: int) -> tuple[int, int]:
+    """Centres per bound group and the number of groups: each centre its own up to MAX_GROUPS,
+    beyond, groups of equal size (the last one may be short) of neighbouring indices."""
+    size = -(-k // MAX_GROUPS)
+    return size, -(-k // size)
+
+
 def group_starts(k: int) -> np.ndarray:
-    """First centre of each bound group: each centre its own up to MAX_GROUPS, then neighbours."""
-    groups = min(k, MAX_GROUPS)
-    return (np.arange(groups) * k) // groups
+    """First centre of each bound group (see group_sizes)."""
+    size, groups = group_sizes(k)
+    return np.arange(groups) * size
+
+
+class _Products:
+    """The centres as a block's matrix product needs them, in the data's Lloyd coordinates
+    (Prepared.lloyd_block), padded with never-nearest columns to whole bound groups."""
+
+    def __init__(self, values: np.ndarray, data: Prepared, group_size: int, groups: int):
+        k = len(values)
+        self.k, self.values = k, values
+        c64 = values.astype(np.float32).astype(np.float64)
+        width = group_size * groups
+        self.minus2_t = np.zeros((values.shape[1], width), dtype=np.float32)
+        self.minus2_t[:, :k] = -2 * c64.T
+        norms = np.einsum("ij,ij->i", c64, c64)
+        self.adjust = np.full(width, np.inf, dtype=np.float32)
+        # |x_c - c|^2 - |x_c|^2 = |c|^2 - 2 x_c.c, and with x_c = x - shift: |c|^2 + 2 shift.c - 2 x.c
+        self.adjust[:k] = norms + 2 * (c64 @ data.lloyd_shift)
+        # the size of the values the product rounds (see BlockState._settle_ties)
+        self.size = (math.sqrt(norms.max()) + data.offset_norm) ** 2
+
+
+def _group_minima(d: np.ndarray, size: int) -> np.ndarray:
+    """Per row, the minimum over each group of `size` neighbouring columns (rows x groups)."""
+    if size == 1:
+        return d
+    grouped = d.reshape(len(d), -1, size)
+    out = grouped[:, :, 0].copy()
+    for member in range(1, size):  # a strided minimum per member: numpy reduces short rows slowly
+        np.minimum(out, grouped[:, :, member], out=out)
+    return out
+
+
+def _moves(points: np.ndarray, old: np.ndarray, new: np.ndarray, k: int, weights, whole: bool):
+    """How the clusters' sums and counts (or weights) change when `points` move from `old` to
+    `new` (old = -1: from no cluster yet): the clusters touched, the change of their sums
+    (touched x D), and the change of all K counts.
+
+    A +w/-w matrix (clusters x points) times the points: dense for few clusters (one BLAS call),
+    sparse beyond (its cost does not grow with K). float32 is exact on small whole numbers
+    (see Prepared.whole); weighted sums are summed in float64.
+    """
+    m = len(points)
+    dtype = np.float32 if whole and weights is None else np.float64
+    join = np.ones(m, dtype=dtype) if weights is None else weights.astype(dtype)
+    left = np.flatnonzero(old >= 0)
+    counts = np.bincount(new, weights=weights, minlength=k)
+    if len(left):
+        counts = counts - np.bincount(
+            old[left], weights=None if weights is None else weights[left], minlength=k
+        )
+    if k <= DENSE_MOVES:
+        matrix = np.zeros((k, m), dtype=dtype)
+        matrix[new, np.arange(m)] = join
+        matrix[old[left], left] -= join[left]
+        return slice(None), matrix @ points.astype(dtype, copy=False), counts
+    import scipy.sparse  # beyond 32 clusters only: kept off the command line's start-up path
+
+    clusters = np.concatenate([new, old[left]])
+    order = np.argsort(clusters, kind="stable")
+    per_cluster = np.bincount(clusters, minlength=k)
+    touched = np.flatnonzero(per_cluster)
+    indptr = np.zeros(len(touched) + 1, dtype=np.int64)
+    np.cumsum(per_cluster[touched], out=indptr[1:])
+    columns = np.concatenate([np.arange(m), left])[order]
+    values = np.concatenate([join, -join[left]])[order]
+    matrix = scipy.sparse.csr_array((values, columns, indptr), shape=(len(touched), m))
+    return touched, matrix @ points.astype(dtype, copy=False), counts
 
 
 def _half_gaps(centers: np.ndarray) -> np.ndarray:
@@ -572,8 +667,9 @@ class BlockState:
         self.data, self.pool = data, pool
         self.labels = np.full(n, -1, dtype=np.int32)
         self.upper = np.empty(n, dtype=np.float64)
+        self.group_size, groups = group_sizes(k)
         self.group_starts = group_starts(k)
-        self.lower = np.empty((len(self.group_starts), n), dtype=np.float32)
+        self.lower = np.empty((groups, n), dtype=np.float32)
         self.scratch = np.empty(n, dtype=np.float64)
         self.weights = data.weights
         self.sums = np.zeros((k, d), dtype=np.float64)  # weighted sums of each cluster's points
@@ -585,12 +681,19 @@ class BlockState:
         Blocks are independent, so worker threads take them (numpy and BLAS release the GIL);
         only the shared sums are updated here, block by block, in order.
         """
+        products = _Products(centers.values, self.data, self.group_size, len(self.group_starts))
         moved = 0
+        net = np.zeros_like(self.counts)  # points (or weight) gained by each cluster
         blocks = _blocks(self.data.shape[0], stale)
-        work = lambda block: self._reassign(block, centers)  # noqa: E731
-        for points, old, new, weights in in_parallel(self.pool, work, blocks):
-            moved += len(new)
-            self._move(points, old, new, weights)
+        work = lambda block: self._reassign(block, products)  # noqa: E731
+        for n_moved, touched, sums, counts in in_parallel(self.pool, work, blocks):
+            if n_moved:
+                moved += n_moved
+                self.sums[touched] += sums
+                net += counts
+        self.counts += net
+        if self.data.offset_norm:  # the sums moved are of rows as stored: back to the centred space
+            self.sums -= net[:, None] * self.data.lloyd_shift
         if self.weights is not None:
             # Weight totals recounted exactly (an emptied cluster weighs exactly 0, as its sums).
             k = len(self.counts)
@@ -598,46 +701,78 @@ class BlockState:
             self.sums[np.bincount(self.labels, minlength=k) == 0] = 0.0
         return moved
 
-    def _reassign(self, block, centers: Centers):
-        """One block: new labels and bounds; the points that changed cluster, from and to."""
-        points = self.data.block(block)
-        xn2 = self.data.xn2[block]
-        new, dist = nearest(points, xn2, centers.values, centers.c32, centers.cn2)
-        dist += xn2[:, None]
-        np.maximum(dist, 0.0, out=dist)
-        np.sqrt(dist, out=dist)
-        old = self.labels[block].copy()
+    def _reassign(self, block, products: _Products):
+        """One block: new labels and bounds; how many points changed cluster, and the change of
+        the cluster sums and counts (in the centred space) that their moves make."""
+        data = self.data
+        points = data.lloyd_block(block)
+        xn2 = data.xn2[block]
+        rows = np.arange(len(xn2))
+        d = points @ products.minus2_t  # -2 x.c, then + |c|^2 (+ 2 shift.c): |x - c|^2 - |x|^2
+        d += products.adjust
+        new = d.argmin(axis=1).astype(np.int32)
+        best = d[rows, new]
+        d[rows, new] = np.inf  # the lower bounds are on the other centres
+        others = _group_minima(d, self.group_size).T.copy()  # G x rows
+        if products.k > 1:
+            self._settle_ties(points, xn2, products, d, new, best, others)
+        upper = best + xn2
+        np.maximum(upper, 0.0, out=upper)
+        self.upper[block] = np.sqrt(upper) * self.SLACK_UP
+        others += xn2.astype(np.float32)
+        np.maximum(others, 0.0, out=others)
+        np.sqrt(others, out=others)
+        others *= self.SLACK_DOWN
+        self.lower[:, block] = others
+        old = self.labels[block].copy()  # a view when block is a slice
         self.labels[block] = new
-        rows = np.arange(len(new))
-        self.upper[block] = dist[rows, new] * self.SLACK_UP
-        dist[rows, new] = np.inf  # lower bounds are on the other centres
-        if len(self.group_starts) < dist.shape[1]:
-            dist = np.minimum.reduceat(dist, self.group_starts, axis=1)
-        dist *= self.SLACK_DOWN
-        self.lower[:, block] = dist.T
         changed = np.flatnonzero(new != old)
+        if not len(changed):
+            return 0, None, None, None
         weights = None if self.weights is None else self.weights[block]
-        if len(changed) == len(new):  # first pass: no copy of the rows
-            return points, old, new, weights
-        return points[changed], old[changed], new[changed], None if weights is None else weights[changed]
+        if len(changed) < len(new):
+            points, old, new = points[changed], old[changed], new[changed]
+            weights = None if weights is None else weights[changed]
+        touched, sums, counts = _moves(points, old, new, products.k, weights, data.whole)
+        return len(changed), touched, sums, counts.astype(self.counts.dtype, copy=False)
 
-    def _move(self, points: np.ndarray, old: np.ndarray, new: np.ndarray, weights: np.ndarray | None) -> None:
-        """Move points between clusters' float64 sums (old = -1: not yet in any cluster).
+    def _settle_ties(self, points, xn2, products: _Products, d, new, best, others) -> None:
+        """Near ties, decided again in float64 from direct differences (labels, bounds).
 
-        Unweighted, the counts move too; weighted, `assign` recounts the weight totals.
+        A row is a near tie when its two nearest centres are closer than float32 rounding can
+        tell apart; only centres within that margin of the nearest can be nearest, and only
+        their distances are recomputed, so labels are those of exact arithmetic.
         """
-        k = len(self.counts)
-        # float32 is exact on small whole numbers (see Prepared.whole), weighted sums are not.
-        dtype = np.float32 if self.data.whole and weights is None else np.float64
-        moves = np.zeros((k, len(points)), dtype=dtype)
-        columns = np.arange(len(points))
-        moves[new, columns] = 1.0 if weights is None else weights
-        left = old >= 0
-        moves[old[left], columns[left]] -= 1.0 if weights is None else weights[left]
-        self.sums += moves @ points.astype(dtype, copy=False)
-        if weights is None:
-            self.counts += np.bincount(new, minlength=k)
-            self.counts -= np.bincount(old[left], minlength=k)
+        data = self.data
+        gap = np.minimum.reduce(others, axis=0)
+        gap -= best
+        # Rounding grows with the values multiplied: rows as stored are |x_c + offset| <= |x_c| + |offset|.
+        # The block's largest row first (one comparison per row), then each candidate's own size.
+        largest = math.sqrt(float(xn2.max())) + data.offset_norm
+        close = np.flatnonzero(gap <= TIE_MARGIN * (largest**2 + products.size))
+        if not len(close):
+            return
+        margin = TIE_MARGIN * ((np.sqrt(xn2[close]) + data.offset_norm) ** 2 + products.size)
+        keep = gap[close] <= margin
+        close, margin = close[keep], margin[keep]
+        if not len(close):
+            return
+        d[close, new[close]] = best[close]
+        for part in chunks(len(close), max(1, TIE_BLOCK_VALUES // (4 * points.shape[1]))):
+            at = close[part]  # ties can be many (duplicate images): a few rows at a time
+            near = d[at]
+            row, col = np.nonzero(near <= (best[at] + margin[part])[:, None])
+            exact = (points[at[row]].astype(np.float64) - data.lloyd_shift) - products.values[col]
+            exact = np.einsum("ij,ij->i", exact, exact)
+            decide = np.full(near.shape, np.inf)
+            decide[row, col] = exact
+            labels = decide.argmin(axis=1)  # in float64: the lowest index on an exact tie
+            near[row, col] = exact - xn2[at[row]]
+            r = np.arange(len(at))
+            new[at] = labels
+            best[at] = near[r, labels]
+            near[r, labels] = np.inf
+            others[:, at] = _group_minima(near, self.group_size).T
 
     def stale_rows(self, centers: Centers) -> np.ndarray:
         """Move the bounds by the centres' shift; return the points whose cluster may change."""
