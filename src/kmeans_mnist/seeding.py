@@ -82,17 +82,20 @@ def kmeans_plusplus(
     centers[0] = first[0]
     if chosen is not None:
         chosen(1)
-    closest = data.sq_distances(first, pool)[:, 0]
-    potential = closest.sum(dtype=np.float64) if weights is None else float(weights @ closest)
+    # One pass over the data per centre: the candidates' distances, their minimum with the
+    # closest so far and the potentials are made block by block (Prepared.closest_to).
+    closest = np.empty((1, n), dtype=np.float32)
+    potential = data.closest_to(first.astype(np.float64), closest, pool, weights=weights)[0]
+    closest = closest[0]
+    trials = np.empty((n_trials, n), dtype=np.float32)
     for c in range(1, k):
         draws = rng.uniform(size=n_trials) * potential
         mass = closest if weights is None else weights * closest
         candidates = data.block(np.minimum(np.searchsorted(np.cumsum(mass, dtype=np.float64), draws), last))
-        d2 = data.sq_distances(candidates, pool)  # N x trials
-        np.minimum(d2, closest[:, None], out=d2)
-        potentials = d2.sum(axis=0, dtype=np.float64) if weights is None else weights @ d2
+        potentials = data.closest_to(candidates.astype(np.float64), trials, pool, closest, weights)
         best = int(potentials.argmin())
-        potential, closest = potentials[best], d2[:, best].copy()
+        potential = potentials[best]
+        closest[:] = trials[best]
         centers[c] = candidates[best]
         if chosen is not None:
             chosen(c + 1)
