@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--keep-blank", action="store_true", help="keep all-black images (skipped by default)")
     fit = parser.add_argument_group("clustering")
     fit.add_argument(
-        "--init", choices=("k-means++", "random"), default="k-means++", help="how the K representatives start"
+        "--init",
+        choices=("k-means++", "k-means||", "random"),
+        default="k-means++",
+        help="how the K representatives start",
     )
     fit.add_argument("--n-init", type=int, default=1, metavar="N", help="restarts; the lowest inertia wins")
     fit.add_argument("--max-iter", type=int, default=300, metavar="N", help="iteration limit per restart")

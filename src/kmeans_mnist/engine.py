@@ -49,6 +49,7 @@ BOUND_CHUNK = 65536  # points per step of the bound test: K x this many float32 
 MAX_GROUPS = 32  # bound groups: each centre its own up to this K, then groups of neighbours
 FEW_CENTERS = 32  # up to this K, the nearest two are found column by column
 DENSE_MOVES = 32  # up to this K, cluster sums move by a dense one-hot product, beyond by a sparse one
+INITS = ("k-means++", "k-means||", "random")  # the named starts
 TIE_MARGIN = 2.0**-14  # relative gap below which float32 cannot be trusted to pick the nearest centre
 TIE_BLOCK_VALUES = 2**21  # float64 values per step of the exact tie-break (16 MB)
 WHOLE_MAX = 2.0**24 / (2 * CHUNK_ROWS)  # whole numbers up to this sum exactly in float32 per chunk
@@ -106,7 +107,9 @@ def fit(
 ) -> FitResult:
     """Cluster X (N x D, uint8 or any numbers) into n_clusters; the run of lowest inertia wins.
 
-    init: "k-means++" (greedy, 2 + ln K candidates per centre, as scikit-learn), "random" (K
+    init: "k-means++" (greedy, 2 + ln K candidates per centre, as scikit-learn), "k-means||"
+    (Bahmani et al.: 5 rounds drawing about 2K candidates each, reduced by weighted k-means++;
+    6 passes over X instead of K), "random" (K
     distinct rows picked at random, the original project's way), a K x D array used as given
     (then one run), or a callable `init(X, n_clusters, random_state=RandomState)` returning one.
     Convergence as scikit-learn: no label changes, or the squared centre shift summed over all
@@ -193,6 +196,8 @@ def initial_centers(
         centers = data.transform_centers(np.asarray(init, dtype=np.float64))
     elif init == "random":
         centers = seeding.random_rows(data, k, rng, data.weights)
+    elif init == "k-means||":
+        return seeding.kmeans_parallel(data, k, rng, pool, chosen, data.weights)
     else:
         return seeding.kmeans_plusplus(data, k, rng, pool, chosen, data.weights)
     if chosen is not None:
@@ -236,9 +241,9 @@ def check_params(X: np.ndarray, k: int, *, init, n_init: int, max_iter: int, tol
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
     if is_array(init):
         check_init_array(init, k, X.shape[1])
-    elif not callable(init) and init not in ("k-means++", "random"):
+    elif not callable(init) and init not in INITS:
         raise ValueError(
-            f"init must be 'k-means++', 'random', a ({k}, {X.shape[1]}) array or a callable, got {init!r}"
+            f"init must be 'k-means++', 'k-means||', 'random', a ({k}, {X.shape[1]}) array or a callable, got {init!r}"
         )
 
 
@@ -331,11 +336,7 @@ class Prepared:
         # to settle in float64 (MNIST: |offset|^2 is 0.7 x the mean |x - offset|^2; data far
         # from zero, such as grey images, stays centred).
         self.lloyd_shift = np.zeros(X.shape[1])
-        if compact and given_offset is None:
-            centred = sample.astype(np.float64) - offset
-            if offset @ offset <= np.einsum("ij,ij->i", centred, centred).mean():
-                self.lloyd_shift = self.offset.astype(np.float64)
-        self.offset_norm = float(np.sqrt(self.lloyd_shift @ self.lloyd_shift))
+        self.offset_norm = 0.0
         self.xn2 = np.empty(n, dtype=np.float64)
         self.column_sums: list[np.ndarray] = []
         self.parallel = THREADS > 1 and X.size >= PARALLEL_MIN_VALUES  # worth worker threads
@@ -346,6 +347,10 @@ class Prepared:
             for rows in chunks(n):
                 self._fill(X, rows)
         self.wxn2 = self.xn2 if weights is None else weights * self.xn2  # weighted squared norms
+        offset64 = self.offset.astype(np.float64)
+        if compact and given_offset is None and offset64 @ offset64 <= self.xn2.mean():
+            self.lloyd_shift = offset64
+            self.offset_norm = math.sqrt(offset64 @ offset64)
 
     def block(self, rows: slice | np.ndarray) -> np.ndarray:
         """Rows of X as float32, scaled and centred (a new array, or a view of the float32 copy)."""
@@ -423,6 +428,25 @@ class Prepared:
             return weights[rows] @ d2
 
         return np.sum(list(in_parallel(pool, work, chunks(self.shape[0]))), axis=0)
+
+    def nearest_of(
+        self, points: np.ndarray, pool: ThreadPoolExecutor | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """For every row, the squared distance to the nearest of `points` (P x D float64, prepared
+        space; N float32) and which one it is (N int32): one pass, block by block."""
+        c32 = points.astype(np.float32).astype(np.float64)
+        minus2_t = np.ascontiguousarray(-2 * c32.T, dtype=np.float32)
+        adjust = (np.einsum("ij,ij->i", c32, c32) + 2 * (c32 @ self.lloyd_shift)).astype(np.float32)
+
+        def work(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+            d2 = self.lloyd_block(rows) @ minus2_t
+            d2 += adjust
+            index = d2.argmin(axis=1).astype(np.int32)
+            nearest = d2[np.arange(len(index)), index] + self.xn2[rows].astype(np.float32)
+            return np.maximum(nearest, 0.0, out=nearest), index
+
+        parts = list(in_parallel(pool, work, chunks(self.shape[0])))
+        return np.concatenate([part[0] for part in parts]), np.concatenate([part[1] for part in parts])
 
     def transform_centers(self, centers: np.ndarray) -> np.ndarray:
         return centers * self.scale - self.offset

@@ -38,8 +38,11 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
 
     n_clusters: number of clusters K (>= 1, at most the number of samples).
     init: "k-means++" (greedy, 2 + ln K candidates per centre, weighted by sample_weight),
-        "random" (K distinct rows drawn at random, by weight), a K x D array of initial centres
-        (used as given, one run), or a callable `init(X, n_clusters, random_state)` returning one.
+        "k-means||" (Bahmani et al., 2012: 5 rounds of about 2K candidates drawn in one pass
+        each, reduced by weighted k-means++; for data where K passes are too many; not in
+        scikit-learn), "random" (K distinct rows drawn at random, by weight), a K x D array of
+        initial centres (used as given, one run), or a callable `init(X, n_clusters,
+        random_state)` returning one.
     n_init: restarts, the lowest inertia kept; "auto" is 1 for "k-means++" or an array, 10 for
         "random" or a callable.
     max_iter: iteration limit per restart.
@@ -191,9 +194,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         tol = self.tol
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not np.isfinite(tol) or tol < 0:
             raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
-        if isinstance(self.init, str) and self.init not in ("k-means++", "random"):
+        if isinstance(self.init, str) and self.init not in engine.INITS:
             raise ValueError(
-                f"init must be 'k-means++', 'random', an array of initial centres or a callable, got {self.init!r}"
+                "init must be 'k-means++', 'k-means||', 'random', an array of initial centres or a callable, "
+                f"got {self.init!r}"
             )
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be 'lloyd' or 'elkan', got {self.algorithm!r}")
