@@ -1,22 +1,29 @@
 """`python -m kmeans_mnist K [K ...]`: load a dataset once, cluster it for each K, write the results.
 
 The only module that knows about arguments and exit codes: 0 on success, 2 with one `error:` line
-for anything the user can fix, 130 when interrupted. Heavy imports wait until the arguments are
+for anything the user can fix, 130 when interrupted (143 for SIGTERM), 141 when stdout is closed
+early. Heavy imports wait until the arguments are
 known, so `--help` and argument errors answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 DATASET_CHOICES = ("mnist", "fashion", "usps")
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
+EXIT_BROKEN_PIPE = 141  # stdout closed early (`| head`), as a writer killed by SIGPIPE
+EXIT_TERMINATED = 143  # SIGTERM
 
 
 class UsageError(Exception):
@@ -67,8 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--tol", type=float, default=1e-4, help="stop when the centres move less than this (relative)"
     )
     fit.add_argument("--seed", type=int, default=0, help="random seed: same seed, same results")
+    fit.add_argument(
+        "--repeats",
+        default="1",
+        metavar="R",
+        help="fit each K R times (seeds SEED, SEED+1, ...): every score as mean ± std, and the stability",
+    )
     out = parser.add_argument_group("results")
-    out.add_argument("--output", default="output", metavar="DIR", help="results go to DIR/<dataset>/k<K>/")
+    out.add_argument(
+        "--output",
+        default="output",
+        metavar="DIR",
+        help="results go to DIR/<experiment>/k<K>/ (<experiment>: the dataset, then any non-default settings)",
+    )
     out.add_argument("--samples", type=int, default=64, metavar="N", help="members shown per cluster grid")
     out.add_argument("--export-members", action="store_true", help="also write every member as its own PNG")
     out.add_argument("--quiet", action="store_true", help="no progress bar, no table")
@@ -86,6 +104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse and check everything that can be checked before loading any data."""
     args = build_parser().parse_args(argv)
     args.k = [_parse_k(text) for text in args.k]
+    args.repeats = _parse_whole(args.repeats, "--repeats")
     if len(set(args.k)) != len(args.k):
         raise UsageError(f"K given twice: {' '.join(map(str, args.k))}; give each K once")
     for name, value, low in (
@@ -109,6 +128,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _parse_whole(text: str, name: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{name} must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise UsageError(f"{name} must be at least 1, got {value}")
+    return value
+
+
 def _parse_k(text: str) -> int:
     try:
         k = int(text)
@@ -121,25 +150,73 @@ def _parse_k(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `kmeans-mnist` and `python -m kmeans_mnist`; returns the exit code."""
+    with _sigterm_as_interrupt():
+        try:
+            return run(parse_args(argv))
+        except UsageError as error:
+            return _fail(str(error))
+        except KeyboardInterrupt as interrupt:  # before any K was saved; run() words the rest
+            _handled(interrupt)
+            _say_always(
+                "interrupted"
+                + _by(interrupt)
+                + ": no partial results were written; earlier results are intact"
+            )
+            return _interrupted_code(interrupt)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled exactly as Ctrl-C (cleanup, message), exit code 143."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(number, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        return run(parse_args(argv))
-    except UsageError as error:
-        return _fail(str(error))
-    except KeyboardInterrupt:
-        print("interrupted: no partial results were written; earlier results are intact", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _handled(interrupt: BaseException) -> None:
+    """Tell CPython that this KeyboardInterrupt was handled. One that passed through exec() of a
+    string on its way (scipy's imports do that) sets a flag that makes `python -m` kill itself
+    with SIGINT at exit, whatever the exit code; any exec() of a string clears that flag."""
+    exec("")
+
+
+def _by(interrupt: BaseException) -> str:
+    return " by SIGTERM" if isinstance(interrupt, Terminated) else ""
+
+
+def _interrupted_code(interrupt: BaseException) -> int:
+    return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
 
 
 def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    _say_always(f"error: {message}")
     return EXIT_USAGE
+
+
+def _say_always(text: str) -> None:
+    """A line on stderr; a closed stderr is not worth a traceback."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
     from .datasets import DatasetError, load_dataset
 
-    say = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
-    _check_output(Path(args.output), args.dataset)  # before the load and the fits, not after them
+    say = (lambda *a: None) if args.quiet else _say_always
+    folder = Path(args.output) / _experiment(args)
+    _check_output(Path(args.output), folder.name, args.k)  # before the load and the fits, not after them
     started = time.perf_counter()
     try:
         data = load_dataset(
@@ -153,12 +230,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     load_seconds = time.perf_counter() - started
     _check_k_fits(args, data)
-    blank = f", {data.n_blank_skipped} all-black skipped" if data.n_blank_skipped else ""
-    say(
-        f"loaded {len(data):,} images of {data.image_shape[0]}x{data.image_shape[1]} from {data.source}{blank} ({load_seconds:.2f}s)"
-    )
 
-    from .sweep import Settings, SummaryFailed, Sweep, WriteFailed
+    from .summary import SummaryError
+    from .sweep import Selection, Settings, SummaryFailed, Sweep, WriteFailed, signals_held
 
     settings = Settings(
         init=args.init,
@@ -166,37 +240,133 @@ def run(args: argparse.Namespace) -> int:
         max_iter=args.max_iter,
         tol=args.tol,
         seed=args.seed,
+        repeats=args.repeats,
         samples=args.samples,
         export_members=args.export_members,
     )
     sweep = Sweep(
-        Path(args.output), data, settings, load_seconds=load_seconds, progress=lambda k: _progress(k, args)
+        Path(args.output),
+        data,
+        settings,
+        selection=Selection(split=args.split, limit=args.limit, keep_blank=args.keep_blank),
+        load_seconds=load_seconds,
+        progress=lambda k, repeat: _progress(k, repeat, args),
+    )
+    blank = f", {data.n_blank_skipped} all-black skipped" if data.n_blank_skipped else ""
+    say(
+        f"loaded {len(data):,} images of {data.image_shape[0]}x{data.image_shape[1]} from {data.source}{blank} ({load_seconds:.2f}s)"
     )
     try:
+        sweep.check(args.k)  # a folder that cannot take these results: say so before any fit
+    except SummaryError as error:
+        raise UsageError(_with_output_hint(error)) from None
+    except OSError as error:
+        raise UsageError(f"cannot read {sweep.folder}: {_reason(error)}; choose another --output") from None
+    try:
         results = sweep.run(args.k)
+    except KeyboardInterrupt as interrupt:
+        _handled(interrupt)
+        _say_always(_interrupted(sweep, args.k, interrupt, signals_held))
+        return _interrupted_code(interrupt)
     except WriteFailed as failure:
         raise UsageError(
             f"could not write the results of K={failure.k} to {failure.target}: {_reason(failure.error)}; "
-            f"{_advice(failure.error)} (earlier results of K={failure.k} are unchanged)"
+            f"{_advice(failure.error)} (earlier results of K={failure.k} are unchanged{_saved_before(sweep)})"
         ) from None
     except SummaryFailed as failure:
-        from .summary import SummaryError
-
-        if isinstance(failure.error, SummaryError):
-            raise UsageError(
-                f"{failure.error} (the results of K={failure.k} are complete in {failure.folder})"
-            ) from None
+        if failure.swapped:
+            after = (
+                f"the results of K={failure.k} are complete in {failure.folder}; the next run in "
+                f"{sweep.folder} brings summary.csv up to date"
+            )
+        else:
+            after = f"nothing was saved for K={failure.k}: its earlier results are unchanged{_saved_before(sweep)}"
+        reason = _with_output_hint(failure.error) if isinstance(failure.error, SummaryError) else None
+        if reason is None:
+            reason = f"could not update {failure.summary}: {_reason(failure.error)}; {_advice(failure.error)}"
+        raise UsageError(f"{reason} ({after})") from None
+    except (SummaryError, OSError) as error:  # drawing the chart, after every K was saved
+        reason = _with_output_hint(error) if isinstance(error, SummaryError) else _reason(error)
         raise UsageError(
-            f"could not update {failure.summary}: {_reason(failure.error)}; {_advice(failure.error)} "
-            f"(the results of K={failure.k} are complete in {failure.folder}; "
-            "summary.csv and elbow.png are unchanged)"
+            f"could not draw {sweep.folder / 'k-choice.png'}: {reason} ({_saved_words(sweep.saved)}; "
+            "summary.csv and results.md are up to date; the next run redraws the chart)"
         ) from None
     if not args.quiet:
-        _print_table(results, Path(args.output) / data.name)
+        try:
+            _print_table(results, sweep, args.repeats)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `| head`: the results are written; end quietly, as a pipe's writer does
+            _silence_stdout()
+            return EXIT_BROKEN_PIPE
     return 0
 
 
-def _check_output(output: Path, dataset: str) -> None:
+def _k_list(ks) -> str:
+    return ", ".join(map(str, ks))
+
+
+def _saved_words(results) -> str:
+    ks = [result.k for result in results]
+    return f"K={_k_list(ks)} {'was' if len(ks) == 1 else 'were'} saved"
+
+
+def _saved_before(sweep) -> str:
+    return f"; {_saved_words(sweep.saved)} before it" if sweep.saved else ""
+
+
+def _with_output_hint(error: Exception) -> str:
+    from .summary import SettingsMismatch
+
+    return f"{error} or choose another --output" if isinstance(error, SettingsMismatch) else str(error)
+
+
+def _interrupted(sweep, ks: list[int], interrupt: BaseException, signals_held) -> str:
+    """What an interrupted sweep saved, exactly (the chart is redrawn for the saved K first)."""
+    from .summary import SummaryError
+
+    saved = [result.k for result in sweep.saved]
+    if not saved:
+        return f"interrupted{_by(interrupt)}: no partial results were written; earlier results are intact"
+    chart = "the chart redrawn"
+    if not getattr(sweep, "drawn", False):
+        try:
+            with signals_held(deliver=False):
+                sweep.finish()
+        except (SummaryError, OSError):
+            chart = "the chart not redrawn"
+    rest = [k for k in ks if k not in saved]
+    text = f"interrupted{_by(interrupt)}: K={_k_list(saved)} saved in {sweep.folder} (summary.csv updated, {chart})"
+    if rest:
+        text += f"; K={_k_list(rest)} not saved (no partial results were written; their earlier results are intact)"
+    return text
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit does not fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _experiment(args: argparse.Namespace) -> str:
+    """The experiment folder's name for these arguments (summary.experiment_name)."""
+    from .summary import experiment_name
+
+    return experiment_name(
+        args.dataset,
+        split=args.split,
+        limit=args.limit,
+        keep_blank=args.keep_blank,
+        init=args.init,
+        n_init=args.n_init,
+        max_iter=args.max_iter,
+        tol=args.tol,
+        repeats=args.repeats,
+    )
+
+
+def _check_output(output: Path, dataset: str, ks: list[int]) -> None:
     """Refuse an --output that cannot hold results (a file on the way, no write permission), creating nothing."""
     folder = output / dataset
     existing = folder
@@ -214,18 +384,16 @@ def _check_output(output: Path, dataset: str) -> None:
         raise UsageError(
             f"cannot write the results to {folder}: no permission to write in {existing}; choose another --output"
         )
-    summary = folder / "summary.csv"
-    if summary.is_file():  # a run must be able to add its row: find out now, not after the fit
-        from .summary import SummaryError, read_summary
+    from .summary import SummaryError, check_folder
 
-        try:
-            read_summary(summary)
-        except SummaryError as error:
-            raise UsageError(str(error)) from None
-        except OSError as error:
-            raise UsageError(
-                f"cannot read {summary}: {error.strerror or error}; choose another --output"
-            ) from None
+    try:
+        check_folder(folder, ks)
+    except SummaryError as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:
+        raise UsageError(
+            f"cannot read {folder}: {error.strerror or error}; choose another --output"
+        ) from None
 
 
 def _check_k_fits(args: argparse.Namespace, data) -> None:
@@ -261,16 +429,17 @@ def _advice(error: OSError) -> str:
 class _progress:
     """A tqdm bar for one fit on stderr; off with --quiet or when stderr is not a terminal."""
 
-    def __init__(self, k: int, args: argparse.Namespace):
-        self.k, self.args, self.bar = k, args, None
+    def __init__(self, k: int, repeat: int, args: argparse.Namespace):
+        self.k, self.repeat, self.args, self.bar = k, repeat, args, None
 
     def __enter__(self):
         if self.args.quiet or not sys.stderr.isatty():
             return None
         from tqdm import tqdm
 
+        repeat = f" repeat {self.repeat + 1}/{self.args.repeats}" if self.args.repeats > 1 else ""
         # No total: a fit stops when it converges, long before --max-iter as a rule.
-        self.bar = tqdm(desc=f"K={self.k}", unit="it", leave=False)
+        self.bar = tqdm(desc=f"K={self.k}{repeat}", unit="it", leave=False)
         return self.update
 
     def update(self, info) -> None:
@@ -285,18 +454,47 @@ class _progress:
             self.bar.close()
 
 
-def _print_table(results: list, dataset_folder: Path) -> None:
-    print(f"{'K':>4} {'iter':>5} {'inertia':>12} {'accuracy':>9} {'NMI':>7}  folder")
+TABLE = (  # header, summary column, decimals; label scores only when the data has labels
+    ("silhouette", "silhouette", 4),
+    ("CH", "calinski_harabasz", 1),
+    ("DB", "davies_bouldin", 3),
+    ("accuracy", "accuracy", 4),
+    ("purity", "purity", 4),
+    ("NMI", "nmi", 4),
+)
+
+
+def _print_table(results: list, sweep, repeats: int) -> None:
+    """This run's K, one line each (mean ± std over repeats), then the recommendation over every
+    K in the experiment folder, then where the files are."""
+    from .kchoice import mean_std, recommend
+
+    labelled = any(result.row.get("accuracy") for result in results)
+    columns = [c for c in TABLE if labelled or c[1] not in ("accuracy", "purity", "nmi")]
+    width = 15 if repeats > 1 else 10
+    header = f"{'K':>4} {'iter':>5} {'inertia':>12}" + "".join(f" {name:>{width}}" for name, _, _ in columns)
+    if repeats > 1:
+        header += f" {'stability':>9}"
+    print(header + "  folder")
     for result in results:
         row = result.row
         note = "" if result.converged else "  (stopped at --max-iter)"
         if result.reseeds:
             note += f"  ({result.reseeds} emptied cluster(s) re-seeded)"
-        print(
-            f"{row['k']:>4} {row['n_iter']:>5} {float(row['inertia']):>12.4e} {row['accuracy'] or '-':>9} "
-            f"{row['nmi'] or '-':>7}  {result.folder}{note}"
-        )
-    print(f"summary: {dataset_folder / 'summary.csv'}, elbow: {dataset_folder / 'elbow.png'}")
+        line = f"{row['k']:>4} {row['n_iter']:>5} {float(row['inertia']):>12.4e}"
+        line += "".join(f" {mean_std(row, name, decimals, '±'):>{width}}" for _, name, decimals in columns)
+        if repeats > 1:
+            line += f" {row.get('stability') or '-':>9}"
+        print(f"{line}  {result.folder}{note}")
+    rows = sweep.rows or [result.row for result in results]
+    ks = sorted(int(row["k"]) for row in rows)
+    print(f"choosing K among K={_k_list(ks)} in {sweep.folder}:")
+    for line in recommend(rows):
+        print(f"  {line}")
+    folder = sweep.folder
+    print(
+        f"summary: {folder / 'summary.csv'}, chart: {folder / 'k-choice.png'}, table: {folder / 'results.md'}"
+    )
 
 
 if __name__ == "__main__":
