@@ -212,7 +212,7 @@ CASES = [
     Case("data-dir-fashion-files-for-mnist", ["3", *D], "--dataset fashion", fashion_files),
     Case("data-dir-mnist-files-for-fashion", ["3", *D, "--dataset", "fashion"], "--dataset mnist", mnist),
     Case("data-dir-test-file-missing", ["3", *D], "--split train", only_train),
-    Case("usps-dir-missing", ["3", "--dataset", "usps"], "does not exist"),
+    Case("usps-dir-missing", ["3", "--dataset", "usps", "--data-dir", "nowhere"], "does not exist"),
     Case("usps-dir-holds-csv", ["3", "--dataset", "usps", *D], "usps_1.jpg", mnist),
     # CSV contents
     Case("csv-empty", ["3", *D], "is empty", bad_train_csv(lambda lines: b"")),

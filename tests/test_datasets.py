@@ -1,5 +1,6 @@
 """The loader on small generated files: Kaggle-format CSV files and USPS-style sheets."""
 
+import dataclasses
 import hashlib
 import os
 import subprocess
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kmeans_mnist import datasets
+from kmeans_mnist import csvparse, datasets
 from kmeans_mnist.datasets import DATASETS, Dataset, DatasetError, load_dataset
 
 MNIST_HEADER = ",".join(["label"] + [f"{row}x{col}" for row in range(1, 29) for col in range(1, 29)])
@@ -103,7 +104,7 @@ def test_reads_kaggle_csv_files(tmp_path, train, test, name):
 
 
 def test_class_names():
-    assert DATASETS == ("mnist", "fashion", "usps")
+    assert DATASETS == ("mnist", "fashion", "usps", "files")
     assert datasets.KAGGLE["mnist"].class_names == {i: str(i) for i in range(10)}
     assert datasets.KAGGLE["fashion"].class_names[0] == "T-shirt/top"
     assert datasets.KAGGLE["fashion"].class_names[9] == "Ankle boot"
@@ -128,9 +129,9 @@ def test_line_endings_bom_and_final_newline(tmp_path, train, test, format_option
     np.testing.assert_array_equal(data.labels, labels)
 
 
-@pytest.mark.parametrize("chunk_bytes", [datasets.CHUNK_BYTES, SMALL_CHUNK])
+@pytest.mark.parametrize("chunk_bytes", [csvparse.CHUNK_BYTES, SMALL_CHUNK])
 def test_shuffled_rows_parse_row_by_row(tmp_path, monkeypatch, train, test, chunk_bytes):
-    monkeypatch.setattr(datasets, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(csvparse, "CHUNK_BYTES", chunk_bytes)
     order = np.random.default_rng(7).permutation(N_TRAIN)
     shuffled = (train[0][order], train[1][order])
     folder = write_kaggle(tmp_path / "shuffled", "mnist", shuffled, test)
@@ -248,12 +249,21 @@ def test_usps_tiles_column_by_column(tmp_path, colour):
     assert data.images.flags.c_contiguous and np.shares_memory(data.all_pixel, data.images)
 
 
-def test_usps_keep_blank_and_default_folder(tmp_path):
-    write_sheets(tmp_path / "dataset" / "usps")  # dataset/usps under the working folder
-    data = load_dataset("usps", keep_blank=True)
+def test_usps_keep_blank(tmp_path):
+    data = load_dataset("usps", data_dir=write_sheets(tmp_path / "sheets"), keep_blank=True)
     assert len(data) == 30 and data.n_blank_skipped == 0
     assert not data.images[5].any()
-    assert "dataset/usps" in data.source
+    assert str(tmp_path / "sheets") in data.source
+
+
+def test_usps_sheets_ship_with_the_package(tmp_path):
+    """No data_dir: the five sheets inside the package, whatever the current folder."""
+    data = load_dataset("usps")
+    assert len(data) == 5_500 and data.n_blank_skipped == 110 and data.image_shape == (16, 16)
+    np.testing.assert_array_equal(np.bincount(data.labels, minlength=6), [0] + [1_100] * 5)
+    assert "shipped with kmeans-mnist" in data.source
+    licence = (datasets.USPS_PACKAGED / "LICENSE").read_text()
+    assert "MIT License" in licence and "Sayyed Hossein Hosseini Dolat Abadi" in licence
 
 
 def test_usps_limit(tmp_path):
@@ -281,19 +291,28 @@ def test_second_load_reads_the_cache(tmp_path, monkeypatch, mnist_dir):
         raise AssertionError("parsed again instead of reading the cache")
 
     monkeypatch.setattr(datasets, "_parse_csv", no_parsing)
+    monkeypatch.setattr(csvparse, "parse_pixel_csv", no_parsing)
     second = load_dataset("mnist", data_dir=mnist_dir)
     np.testing.assert_array_equal(second.images, first.images)
     np.testing.assert_array_equal(second.labels, first.labels)
     assert not list(cache.glob("*.tmp"))
 
 
-def test_cache_dir_argument_then_default_folder(tmp_path, monkeypatch, mnist_dir):
+def test_cache_dir_argument_then_env_then_user_cache_folder(tmp_path, monkeypatch, mnist_dir):
     load_dataset("mnist", data_dir=mnist_dir, cache_dir=tmp_path / "mine")
     assert len(npy_files(tmp_path / "mine")) == 4
     assert not (tmp_path / "parsed-cache").exists()
-    monkeypatch.delenv("KMEANS_MNIST_CACHE")
     load_dataset("mnist", data_dir=mnist_dir, split="test")
-    assert len(npy_files(tmp_path / "dataset" / ".cache")) == 2
+    assert len(npy_files(tmp_path / "parsed-cache")) == 2
+    monkeypatch.delenv("KMEANS_MNIST_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    load_dataset("mnist", data_dir=mnist_dir, split="test")
+    assert len(npy_files(tmp_path / "xdg" / "kmeans-mnist")) == 2
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    load_dataset("mnist", data_dir=mnist_dir, split="test")
+    assert len(npy_files(tmp_path / "home" / ".cache" / "kmeans-mnist")) == 2
+    assert not (tmp_path / "dataset").exists()  # nothing under the current folder
 
 
 def test_changed_file_is_parsed_again(tmp_path, mnist_dir, train):
@@ -409,10 +428,10 @@ CSV_ERRORS = {
 }
 
 
-@pytest.mark.parametrize("chunk_bytes", [datasets.CHUNK_BYTES, SMALL_CHUNK], ids=["1MiB", "small-chunks"])
+@pytest.mark.parametrize("chunk_bytes", [csvparse.CHUNK_BYTES, SMALL_CHUNK], ids=["1MiB", "small-chunks"])
 @pytest.mark.parametrize("case", list(CSV_ERRORS))
 def test_bad_csv_names_file_and_line(tmp_path, monkeypatch, train, test, case, chunk_bytes):
-    monkeypatch.setattr(datasets, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(csvparse, "CHUNK_BYTES", chunk_bytes)
     folder = write_kaggle(tmp_path / "bad", "mnist", train, test)
     make_text, expected = CSV_ERRORS[case]
     (folder / "mnist_train.csv").write_bytes(make_text(csv_lines(MNIST_HEADER, *train)))
@@ -484,7 +503,10 @@ def folder_errors(tmp_path: Path, train, test) -> dict:
             {"name": "usps", "data_dir": sheets, "split": "train"},
             ["usps has no train/test split"],
         ),
-        "no usps folder": ({"name": "usps"}, ["dataset/usps", "does not exist", "usps_1.jpg"]),
+        "no usps folder": (
+            {"name": "usps", "data_dir": tmp_path / "nowhere"},
+            ["nowhere", "does not exist", "usps_1.jpg"],
+        ),
     }
 
 
@@ -515,14 +537,14 @@ def test_folder_and_option_errors(tmp_path, train, test, case):
 
 
 def test_unreadable_csv(monkeypatch, mnist_dir):
-    real_read_bytes = Path.read_bytes
+    real_open = os.open
 
-    def read_bytes(path):
-        if path.name == "mnist_test.csv":
+    def open_denied(path, *args, **kwargs):
+        if str(path).endswith("mnist_test.csv"):
             raise PermissionError(13, "Permission denied", str(path))
-        return real_read_bytes(path)
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(os, "open", open_denied)
     with pytest.raises(DatasetError, match=r"cannot read .*mnist_test.csv: Permission denied"):
         load_dataset("mnist", data_dir=mnist_dir)
 
@@ -586,6 +608,20 @@ def test_real_kagglehub_with_an_empty_cache_fails_fast(tmp_path, monkeypatch):
     assert time.perf_counter() - started < 10
 
 
+def pin_to(monkeypatch, name: str, train, test) -> None:
+    """Make the generated files the pinned version's content, as far as the download check can tell."""
+    pinned = {
+        split: (tuple(np.bincount(labels, minlength=10).tolist()), int(images.sum(dtype=np.uint64)))
+        for split, (images, labels) in (("train", train), ("test", test))
+    }
+    spec = dataclasses.replace(
+        datasets.KAGGLE[name],
+        label_counts={split: counts for split, (counts, _) in pinned.items()},
+        pixel_sums={split: total for split, (_, total) in pinned.items()},
+    )
+    monkeypatch.setitem(datasets.KAGGLE, name, spec)
+
+
 def test_kagglehub_folder_is_remembered_while_its_files_are_there(monkeypatch, mnist_dir, train, test):
     """kagglehub is asked once; later loads reuse its folder until the files go missing."""
     kagglehub = pytest.importorskip("kagglehub")
@@ -596,6 +632,7 @@ def test_kagglehub_folder_is_remembered_while_its_files_are_there(monkeypatch, m
         return str(mnist_dir)
 
     monkeypatch.setattr(kagglehub, "dataset_download", cached_download)
+    pin_to(monkeypatch, "mnist", train, test)
     first = load_dataset("mnist", keep_blank=True)
     second = load_dataset("mnist", keep_blank=True)
     assert calls == ["oddrationale/mnist-in-csv/versions/2"]

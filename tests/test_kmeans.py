@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.cluster import KMeans as SKLearnKMeans
 
-from kmeans_mnist.kmeans import IterationInfo, KMeans, _Prepared
+from kmeans_mnist.engine import Prepared, initial_centers
+from kmeans_mnist.kmeans import IterationInfo, KMeans
 
 
 def mnist_like(n: int = 6000, k: int = 10, seed: int = 0) -> np.ndarray:
@@ -70,7 +71,7 @@ def test_kmeans_plus_plus_best_of_ten_is_as_good_as_scikit_learn(pixels):
 
 def test_random_init_picks_distinct_images_from_the_data():
     X = np.repeat(mnist_like(50, seed=1), 20, axis=0)  # every image 20 times
-    centers = KMeans(12, init="random")._initial_centers(_Prepared(X), np.random.default_rng(4))
+    centers = initial_centers(Prepared(X), "random", 12, np.random.default_rng(4))
     assert len(np.unique(centers, axis=0)) == 12
 
 
@@ -272,7 +273,7 @@ def test_many_exact_ties_are_settled_in_small_steps():
 def test_threads_and_compact_storage_change_nothing(monkeypatch, init):
     """Large data runs on worker threads and converts uint8 blocks on the fly; small data runs in
     one thread on a float32 copy. Forced either way, the answers are the same."""
-    import kmeans_mnist.kmeans as engine
+    import kmeans_mnist.engine as engine
 
     X = mnist_like(3000, seed=12)
     fits = []

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +93,26 @@ def read_png(path: Path) -> np.ndarray:
         return np.asarray(image)
 
 
+def find_tile(picture: np.ndarray, tile: np.ndarray, scale: int = 1) -> list[tuple[int, int]]:
+    """Where (top, left) the tile, upscaled by scale, lies in the picture: every exact match."""
+    tile = np.kron(tile, np.ones((scale, scale), np.uint8))
+    height, width = tile.shape
+    rows = np.lib.stride_tricks.sliding_window_view(picture, width, axis=1)  # H x (W-w+1) x w
+    candidates = np.argwhere((rows[: picture.shape[0] - height + 1] == tile[0]).all(axis=2))
+    return [
+        (int(top), int(left))
+        for top, left in candidates
+        if np.array_equal(picture[top : top + height, left : left + width], tile)
+    ]
+
+
+def by_distance(dataset, model, cluster: int) -> np.ndarray:
+    """The members of a cluster, nearest to its centre first."""
+    members = np.flatnonzero(model.labels_ == cluster)
+    distances = np.linalg.norm(dataset.all_pixel[members] - model.cluster_centers_[cluster], axis=1)
+    return members[np.argsort(distances, kind="stable")]
+
+
 # --- one run: which files, in which format ---------------------------------------------------
 
 
@@ -136,57 +155,110 @@ def test_centroid_sheet_shows_upscaled_representatives(tmp_path):
     dataset = make_dataset()
     model = fit_stand_in(dataset, 3)
     sheet = read_png(write(tmp_path, dataset, model) / "centroids.png")
-    representative = np.clip(np.rint(model.cluster_centers_[1]), 0, 255).astype(np.uint8).reshape(28, 28)
-    tile = 28 * 4
-    assert sheet.shape[1] > 3 * tile and sheet.shape[0] > tile
-    left = 4 + tile + 4  # second tile: gap, one tile, gap
-    assert np.array_equal(
-        sheet[4 : 4 + tile, left : left + tile], np.kron(representative, np.ones((4, 4), np.uint8))
-    )
-    assert (sheet[4 + tile : 4 + tile + 16] < 128).any(), "a caption is drawn under the tiles"
+    representatives = np.clip(np.rint(model.cluster_centers_), 0, 255).astype(np.uint8).reshape(3, 28, 28)
+    places = [find_tile(sheet, representative, scale=4) for representative in representatives]
+    assert all(len(place) == 1 for place in places), "each representative once, 4x upscaled"
+    (top, first), (_, second), (_, third) = (place[0] for place in places)
+    assert top > 20, "a title above the tiles"
+    assert first < second < third, "in cluster order"
+    assert (sheet[top + 112 : top + 112 + 16, first : first + 112] < 128).any(), "a caption under each tile"
 
 
-def test_cluster_grid_starts_with_the_nearest_member(tmp_path):
-    dataset = make_dataset()
+def test_cluster_grid_shows_nearest_then_farthest_members(tmp_path):
+    dataset = make_dataset(labelled=False)
     model = fit_stand_in(dataset, 3)
     folder = write(tmp_path, dataset, model, samples=4)
-    centers, labels = model.cluster_centers_, model.labels_
     for cluster in range(3):
-        members = np.flatnonzero(labels == cluster)
-        distances = np.linalg.norm(dataset.all_pixel[members] - centers[cluster], axis=1)
-        by_distance = members[np.argsort(distances)]
+        members = by_distance(dataset, model, cluster)
         grid = read_png(folder / "clusters" / f"cluster_{cluster + 1:02d}.png")
-        shown = min(4, len(members))
-        columns = min(2, shown)
-        assert grid.shape == (2 + math.ceil(shown / columns) * 30, 2 + columns * 30)
-        for position in range(shown):
-            top, left = 2 + (position // columns) * 30, 2 + (position % columns) * 30
-            assert np.array_equal(
-                grid[top : top + 28, left : left + 28], dataset.images[by_distance[position]]
+        shown = members if len(members) <= 4 else np.concatenate([members[:2], members[-2:]])
+        places = [find_tile(grid, dataset.images[index], scale=2) for index in shown]
+        assert all(len(place) == 1 for place in places), "each shown member once, 2x upscaled"
+        assert sorted(places) == places, "nearest first, farthest last"
+        hidden = [index for index in members if index not in shown]
+        assert not any(find_tile(grid, dataset.images[index], scale=2) for index in hidden)
+
+
+def test_cluster_grid_shows_members_of_other_classes_with_their_class(tmp_path):
+    dataset = make_dataset(n=200)
+    model = fit_stand_in(dataset, 2)
+    folder = write(tmp_path, dataset, model, samples=8)
+    summary = json.loads((folder / "summary.json").read_text())
+    for cluster in range(2):
+        matched = summary["cluster_classes"]["clusters"][cluster]["class"]
+        members = by_distance(dataset, model, cluster)
+        grid = read_png(folder / "clusters" / f"cluster_{cluster + 1:02d}.png")
+        found = [index for index in members if find_tile(grid, dataset.images[index], scale=2)]
+        assert len(found) == 8
+        assert set(found[:4]) == set(members[:4]) and set(found[-2:]) <= set(members[-2:]) | set(found)
+        others = [index for index in found if index not in members[:4] and index not in members[-2:]]
+        assert len(others) == 2 and all(dataset.labels[index] != matched for index in others)
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_grid_members_stay_within_samples_without_repeats(labelled):
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 500)
+    for size in (0, 1, 5, 40, 500):
+        members = rng.permutation(500)[:size]
+        for samples in (1, 2, 7, 64):
+            shown = output.grid_members(
+                members, samples, labels if labelled else None, 0 if labelled else None
             )
+            every = np.concatenate(list(shown.values()))
+            assert len(every) == min(samples, size) or (labelled and len(every) <= min(samples, size))
+            assert len(set(every.tolist())) == len(every) and set(every.tolist()) <= set(members.tolist())
+            assert np.array_equal(shown["nearest"], members[: len(shown["nearest"])])
+            if len(shown["farthest"]):
+                assert np.array_equal(shown["farthest"], members[len(members) - len(shown["farthest"]) :])
+            assert (labels[shown["other"]] != 0).all()
 
 
-def test_default_grid_is_eight_wide(tmp_path):
-    dataset = make_dataset(n=100)
-    model = fit_stand_in(dataset, 2, empty_last=True)  # all 100 in cluster 1: the grid shows 64
+def test_default_grid_shows_64_members(tmp_path):
+    dataset = make_dataset(n=100, labelled=False)
+    model = fit_stand_in(dataset, 2, empty_last=True)  # all 100 in cluster 1
     grid = read_png(write(tmp_path, dataset, model) / "clusters" / "cluster_01.png")
-    assert grid.shape == (2 + 8 * 30, 2 + 8 * 30)
+    found = [index for index in range(100) if find_tile(grid, dataset.images[index], scale=2)]
+    members = by_distance(dataset, model, 0)
+    assert set(found) == set(members[:32]) | set(members[-32:])
+
+
+def test_no_clusters_folder_without_samples(tmp_path):
+    dataset = make_dataset()
+    model = fit_stand_in(dataset, 3)
+    folder = write(tmp_path, dataset, model, samples=0)
+    assert not (folder / "clusters").exists()
+    assert (write(tmp_path, dataset, model, samples=0, export_members=True) / "clusters").is_dir()
 
 
 def test_assignments_csv_rows(tmp_path):
     dataset = make_dataset()
     model = fit_stand_in(dataset, 3)
-    with open(write(tmp_path, dataset, model) / "assignments.csv", newline="") as file:
+    folder = write(tmp_path, dataset, model)
+    matched = json.loads((folder / "summary.json").read_text())["cluster_classes"]["clusters"]
+    with open(folder / "assignments.csv", newline="") as file:
         reader = csv.reader(file)
-        assert next(reader) == ["index", "label", "cluster", "distance"]
+        assert next(reader) == ["index", "label", "cluster", "distance", "matched_class", "matched_name"]
         rows = list(reader)
     assert len(rows) == len(dataset.images)
     expected_distances = np.linalg.norm(dataset.all_pixel - model.cluster_centers_[model.labels_], axis=1)
-    for index, (text_index, label, cluster, distance) in enumerate(rows):
+    for index, (text_index, label, cluster, distance, matched_class, matched_name) in enumerate(rows):
         assert int(text_index) == index
         assert int(label) == dataset.labels[index]
         assert int(cluster) == model.labels_[index] + 1
         assert float(distance) == pytest.approx(expected_distances[index], rel=1e-5)
+        assert int(matched_class) == matched[int(cluster) - 1]["class"]
+        assert matched_name == FASHION_NAMES[int(matched_class)]
+
+
+def test_assignments_csv_quotes_class_names_that_need_it(tmp_path):
+    names = {0: "coat, long", 1: 'say "hi"', 2: "plain", 3: "x", 4: "y"}
+    dataset = FakeDataset("files", make_dataset().images, make_dataset().labels, names)
+    model = fit_stand_in(dataset, 3)
+    with open(write(tmp_path, dataset, model) / "assignments.csv", newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    assert {row["matched_name"] for row in rows} <= set(names.values())
+    assert all(row["matched_name"] == names[int(row["matched_class"])] for row in rows)
 
 
 def test_summary_json_for_labelled_data(tmp_path):
@@ -209,6 +281,29 @@ def test_summary_json_for_labelled_data(tmp_path):
     assert summary["metrics"] == pytest.approx(scores)
     assert summary["confusion"]["classes"] == [FASHION_NAMES[int(value)] for value in classes]
     assert summary["confusion"]["counts"] == table.tolist()
+    matching = summary["cluster_classes"]
+    assert matching["method"] == "hungarian"  # K=3 <= 5 classes: one-to-one
+    assert [entry["cluster"] for entry in matching["clusters"]] == [1, 2, 3]
+    assert len({entry["class"] for entry in matching["clusters"]}) == 3
+    for entry, row in zip(matching["clusters"], table, strict=True):
+        column = list(classes).index(entry["class"])
+        assert entry["name"] == FASHION_NAMES[entry["class"]]
+        assert entry["share"] == pytest.approx(row[column] / row.sum(), abs=1e-4)
+    correct = sum(
+        row[list(classes).index(entry["class"])]
+        for entry, row in zip(matching["clusters"], table, strict=True)
+    )
+    assert correct / table.sum() == pytest.approx(scores["accuracy"])
+
+
+def test_more_clusters_than_classes_use_the_majority_class(tmp_path):
+    dataset = make_dataset(n=120)
+    model = fit_stand_in(dataset, 8)
+    summary = json.loads((write(tmp_path, dataset, model) / "summary.json").read_text())
+    table = np.array(summary["confusion"]["counts"])
+    assert summary["cluster_classes"]["method"] == "majority"
+    for entry, row in zip(summary["cluster_classes"]["clusters"], table, strict=True):
+        assert row[entry["class"]] == row.max()
 
 
 def test_unlabelled_16px_run_has_no_metrics_and_no_confusion(tmp_path):
@@ -217,14 +312,16 @@ def test_unlabelled_16px_run_has_no_metrics_and_no_confusion(tmp_path):
     folder = write(tmp_path, dataset, model, metrics={"purity": 1.0})
     assert not (folder / "confusion.png").exists()
     summary = json.loads((folder / "summary.json").read_text())
-    assert "metrics" not in summary and "confusion" not in summary
+    assert "metrics" not in summary and "confusion" not in summary and "cluster_classes" not in summary
     assert summary["image_shape"] == [16, 16]
     assert read_png(folder / "centroids" / "centroid_01.png").shape == (16, 16)
-    assert read_png(folder / "centroids.png").shape[1] == 4 + 2 * (16 * 7 + 4)
+    sheet = read_png(folder / "centroids.png")
+    assert len(find_tile(sheet, read_png(folder / "centroids" / "centroid_02.png"), scale=7)) == 1
     with open(folder / "assignments.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 40 and {row["label"] for row in rows} == {""}
     assert [int(row["cluster"]) for row in rows] == (model.labels_ + 1).tolist()
+    assert {row["matched_class"] for row in rows} == {row["matched_name"] for row in rows} == {""}
 
 
 def test_given_metrics_and_table_are_written_as_given(tmp_path):

@@ -19,7 +19,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-DATASET_CHOICES = ("mnist", "fashion", "usps")
+DATASET_CHOICES = ("mnist", "fashion", "usps", "files")
+OWN_FILES_HELP = "a folder of images (sub-folders name classes), IDX files, a .npy/.npz file or a CSV file"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
 EXIT_BROKEN_PIPE = 141  # stdout closed early (`| head`), as a writer killed by SIGPIPE
@@ -38,25 +39,24 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kmeans-mnist",
-        description="Cluster MNIST, Fashion-MNIST or the USPS digit sheets with K-means and write "
+        description="Cluster MNIST, Fashion-MNIST, the USPS digit sheets or your own images with K-means and write "
         "the representatives, the clusters, the assignments and their scores.",
-        epilog="Example: python -m kmeans_mnist 3 4 5 6 7 --dataset usps --data-dir dataset/usps",
+        epilog="Examples: python -m kmeans_mnist 3 4 5 6 7 --dataset usps; "
+        "python -m kmeans_mnist 10 --dataset files --data-dir my-images/. "
+        "A saved model assigns new images: kmeans-mnist predict MODEL SOURCE (see kmeans-mnist predict --help).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "k", nargs="+", metavar="K", help="number of clusters; several K run one after another"
     )
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", choices=DATASET_CHOICES, default="mnist", help="which images to cluster")
     data.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="read the files from DIR instead of downloading with kagglehub (the Kaggle CSV files for "
-        "mnist/fashion, usps_1.jpg..usps_5.jpg for usps; usps defaults to dataset/usps)",
+        "--dataset",
+        choices=DATASET_CHOICES,
+        default="mnist",
+        help="which images to cluster; 'files': your own, at --data-dir PATH",
     )
-    data.add_argument(
-        "--split", choices=("train", "test", "all"), default="all", help="which part of mnist/fashion"
-    )
+    _add_data_options(data)
     data.add_argument(
         "--limit",
         type=int,
@@ -94,6 +94,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_data_options(group) -> None:
+    """The options that say where the images are and how to read them (clustering and predict)."""
+    group.add_argument(
+        "--data-dir",
+        metavar="PATH",
+        help="read the files from PATH instead of downloading with kagglehub (the Kaggle CSV files for "
+        "mnist/fashion, usps_1.jpg..usps_5.jpg for usps, which ship with the package); with --dataset "
+        f"files: {OWN_FILES_HELP}",
+    )
+    group.add_argument(
+        "--split",
+        choices=("train", "test", "all"),
+        default="all",
+        help="which part of mnist/fashion (or of IDX files, or of an .npz with x_train/x_test)",
+    )
+    group.add_argument(
+        "--size",
+        metavar="HxW",
+        help="files: resize every image of a folder to HxW pixels (or NxN for N); without it all images "
+        "must have one size",
+    )
+    group.add_argument(
+        "--shape", metavar="HxW", help="files: the image shape of flat rows (.npy N x D, CSV); default square"
+    )
+    group.add_argument(
+        "--keys",
+        metavar="IMAGES[,LABELS]",
+        help="files: the arrays of an .npz to read (without it: images/labels, x/y or x_train/x_test...)",
+    )
+    group.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="files: skip (and count) image files that cannot be read, instead of stopping at the first",
+    )
+
+
 def _version() -> str:
     from . import __version__
 
@@ -125,6 +161,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UsageError(
             "--split does not apply to usps: its five sheets have no train/test split; leave --split out"
         )
+    _check_data_options(args, args.dataset)
     return args
 
 
@@ -136,6 +173,51 @@ def _parse_whole(text: str, name: str) -> int:
     if value < 1:
         raise UsageError(f"{name} must be at least 1, got {value}")
     return value
+
+
+def _check_data_options(args: argparse.Namespace, dataset: str) -> None:
+    """Turn --size/--shape/--keys into values, refusing them where they mean nothing."""
+    own = ("--size", args.size), ("--shape", args.shape), ("--keys", args.keys)
+    for name, value in (*own, ("--skip-unreadable", args.skip_unreadable)):
+        if value and dataset != "files":
+            raise UsageError(f"{name} applies only to your own files (--dataset files), not to {dataset}")
+    if dataset == "files" and args.data_dir is None:
+        raise UsageError(f"--dataset files needs --data-dir PATH: {OWN_FILES_HELP}")
+    args.size = _parse_height_width(args.size, "--size")
+    args.shape = _parse_height_width(args.shape, "--shape")
+    if args.keys is not None:
+        names = [name.strip() for name in args.keys.split(",")]
+        if len(names) > 2 or not all(names):
+            raise UsageError(
+                f"--keys wants IMAGES or IMAGES,LABELS (array names of the .npz), got {args.keys!r}"
+            )
+        args.keys = (names[0], names[1] if len(names) == 2 else None)
+
+
+def _parse_height_width(text: str | None, name: str) -> tuple[int, int] | None:
+    """'28' -> (28, 28), '32x48' -> (32, 48) (height x width)."""
+    if text is None:
+        return None
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        values = [int(part) for part in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values, default=0) < 1:
+        raise UsageError(f"{name} wants HxW or N in pixels (e.g. 28x28 or 28), got {text!r}")
+    return (values[0], values[-1])
+
+
+def _load_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of load_dataset that the data options give."""
+    return {
+        "data_dir": args.data_dir,
+        "split": args.split,
+        "size": args.size,
+        "shape": args.shape,
+        "keys": args.keys,
+        "skip_unreadable": args.skip_unreadable,
+    }
 
 
 def _parse_k(text: str) -> int:
@@ -150,17 +232,19 @@ def _parse_k(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `kmeans-mnist` and `python -m kmeans_mnist`; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     with _sigterm_as_interrupt():
         try:
+            if argv[:1] == ["predict"]:
+                return run_predict(parse_predict_args(argv[1:]))
             return run(parse_args(argv))
         except UsageError as error:
             return _fail(str(error))
         except KeyboardInterrupt as interrupt:  # before any K was saved; run() words the rest
             _handled(interrupt)
+            _clear_progress()
             _say_always(
-                "interrupted"
-                + _by(interrupt)
-                + ": no partial results were written; earlier results are intact"
+                f"interrupted{_by(interrupt)}: no partial results were written; earlier results are intact"
             )
             return _interrupted_code(interrupt)
 
@@ -201,6 +285,7 @@ def _interrupted_code(interrupt: BaseException) -> int:
 
 
 def _fail(message: str) -> int:
+    _clear_progress()
     _say_always(f"error: {message}")
     return EXIT_USAGE
 
@@ -211,28 +296,46 @@ def _say_always(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def _clear_progress() -> None:
+    """A progress line or bar on screen goes before a message takes its place."""
+    progress = sys.modules.get(f"{__package__}.progress")  # loaded only once a run has started
+    if progress is not None:
+        with contextlib.suppress(OSError, ValueError):
+            progress.clear()
+
+
 def run(args: argparse.Namespace) -> int:
     from .datasets import DatasetError, load_dataset
+    from .progress import Terminal
 
-    say = (lambda *a: None) if args.quiet else _say_always
+    terminal = Terminal(quiet=args.quiet, n_init=args.n_init)
+    say = terminal.say
     folder = Path(args.output) / _experiment(args)
     _check_output(Path(args.output), folder.name, args.k)  # before the load and the fits, not after them
     started = time.perf_counter()
+    terminal.phase(f"loading {args.dataset}")
     try:
-        data = load_dataset(
-            args.dataset,
-            data_dir=args.data_dir,
-            split=args.split,
-            limit=args.limit,
-            keep_blank=args.keep_blank,
-        )
+        data = load_dataset(args.dataset, limit=args.limit, keep_blank=args.keep_blank, **_load_options(args))
     except DatasetError as error:
         raise UsageError(str(error)) from None
     load_seconds = time.perf_counter() - started
+    from .sweep import interrupt_deferred
+
+    # scipy's import runs exec(), and a Ctrl-C inside exec() makes Python end by SIGINT, not with
+    # exit code 130: the import is done before the fits, with Ctrl-C held back until it is over.
+    with interrupt_deferred():
+        from . import metrics  # noqa: F401
+    terminal.done()
     _check_k_fits(args, data)
+    blank = f", {data.n_blank_skipped} all-black skipped" if data.n_blank_skipped else ""
+    if data.n_unreadable_skipped:
+        blank += f", {data.n_unreadable_skipped} unreadable files skipped"
+    say(
+        f"loaded {len(data):,} images of {data.image_shape[0]}x{data.image_shape[1]} from {data.source}{blank} ({load_seconds:.2f}s)"
+    )
 
     from .summary import SummaryError
-    from .sweep import Selection, Settings, SummaryFailed, Sweep, WriteFailed, signals_held
+    from .sweep import ReportFailed, Selection, Settings, SummaryFailed, Sweep, WriteFailed, signals_held
 
     settings = Settings(
         init=args.init,
@@ -244,17 +347,17 @@ def run(args: argparse.Namespace) -> int:
         samples=args.samples,
         export_members=args.export_members,
     )
+    table = _TablePrinter(
+        terminal, args.k[-1], labelled=data.labels is not None, repeats=args.repeats, quiet=args.quiet
+    )
     sweep = Sweep(
         Path(args.output),
         data,
         settings,
         selection=Selection(split=args.split, limit=args.limit, keep_blank=args.keep_blank),
         load_seconds=load_seconds,
-        progress=lambda k, repeat: _progress(k, repeat, args),
-    )
-    blank = f", {data.n_blank_skipped} all-black skipped" if data.n_blank_skipped else ""
-    say(
-        f"loaded {len(data):,} images of {data.image_shape[0]}x{data.image_shape[1]} from {data.source}{blank} ({load_seconds:.2f}s)"
+        progress=lambda k, repeat: terminal.fit(k, repeat, args.repeats),
+        on_saved=table,
     )
     try:
         sweep.check(args.k)  # a folder that cannot take these results: say so before any fit
@@ -263,15 +366,22 @@ def run(args: argparse.Namespace) -> int:
     except OSError as error:
         raise UsageError(f"cannot read {sweep.folder}: {_reason(error)}; choose another --output") from None
     try:
-        results = sweep.run(args.k)
+        sweep.run(args.k)
     except KeyboardInterrupt as interrupt:
         _handled(interrupt)
+        _clear_progress()
         _say_always(_interrupted(sweep, args.k, interrupt, signals_held))
         return _interrupted_code(interrupt)
     except WriteFailed as failure:
         raise UsageError(
             f"could not write the results of K={failure.k} to {failure.target}: {_reason(failure.error)}; "
             f"{_advice(failure.error)} (earlier results of K={failure.k} are unchanged{_saved_before(sweep)})"
+        ) from None
+    except ReportFailed as failure:
+        saved = " ".join(map(str, failure.ks))
+        raise UsageError(
+            f"could not write the pictures and report.html in {failure.folder}: {_reason(failure.error)}; "
+            f"{_advice(failure.error)} (the results of K={saved} are complete)"
         ) from None
     except SummaryFailed as failure:
         if failure.swapped:
@@ -291,11 +401,14 @@ def run(args: argparse.Namespace) -> int:
             f"could not draw {sweep.folder / 'k-choice.png'}: {reason} ({_saved_words(sweep.saved)}; "
             "summary.csv and results.md are up to date; the next run redraws the chart)"
         ) from None
+    terminal.done()
     if not args.quiet:
         try:
-            _print_table(results, sweep, args.repeats)
+            _print_choice(sweep)
             sys.stdout.flush()
         except BrokenPipeError:  # `| head`: the results are written; end quietly, as a pipe's writer does
+            table.broken = True
+        if table.broken:
             _silence_stdout()
             return EXIT_BROKEN_PIPE
     return 0
@@ -426,34 +539,6 @@ def _advice(error: OSError) -> str:
     return "check the --output folder"
 
 
-class _progress:
-    """A tqdm bar for one fit on stderr; off with --quiet or when stderr is not a terminal."""
-
-    def __init__(self, k: int, repeat: int, args: argparse.Namespace):
-        self.k, self.repeat, self.args, self.bar = k, repeat, args, None
-
-    def __enter__(self):
-        if self.args.quiet or not sys.stderr.isatty():
-            return None
-        from tqdm import tqdm
-
-        repeat = f" repeat {self.repeat + 1}/{self.args.repeats}" if self.args.repeats > 1 else ""
-        # No total: a fit stops when it converges, long before --max-iter as a rule.
-        self.bar = tqdm(desc=f"K={self.k}{repeat}", unit="it", leave=False)
-        return self.update
-
-    def update(self, info) -> None:
-        restart = f"run {info.run + 1}/{self.args.n_init} " if self.args.n_init > 1 else ""
-        self.bar.set_postfix_str(
-            f"{restart}inertia {info.inertia:.4g}, {info.n_changed} moved", refresh=False
-        )
-        self.bar.update()
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 TABLE = (  # header, summary column, decimals; label scores only when the data has labels
     ("silhouette", "silhouette", 4),
     ("CH", "calinski_harabasz", 1),
@@ -464,37 +549,146 @@ TABLE = (  # header, summary column, decimals; label scores only when the data h
 )
 
 
-def _print_table(results: list, sweep, repeats: int) -> None:
-    """This run's K, one line each (mean ± std over repeats), then the recommendation over every
-    K in the experiment folder, then where the files are."""
-    from .kchoice import mean_std, recommend
+class _TablePrinter:
+    """Prints each K's results line as soon as that K is saved (mean ± std over repeats), under a
+    header printed once; after the last K, says that the sweep's pictures are being drawn. A
+    closed stdout (`| head`) stops the printing, not the sweep (broken tells the caller)."""
 
-    labelled = any(result.row.get("accuracy") for result in results)
-    columns = [c for c in TABLE if labelled or c[1] not in ("accuracy", "purity", "nmi")]
-    width = 15 if repeats > 1 else 10
-    header = f"{'K':>4} {'iter':>5} {'inertia':>12}" + "".join(f" {name:>{width}}" for name, _, _ in columns)
-    if repeats > 1:
-        header += f" {'stability':>9}"
-    print(header + "  folder")
-    for result in results:
+    def __init__(self, terminal, last_k: int, labelled: bool, repeats: int, quiet: bool):
+        self.terminal, self.last_k, self.repeats, self.quiet = terminal, last_k, repeats, quiet
+        self.columns = [c for c in TABLE if labelled or c[1] not in ("accuracy", "purity", "nmi")]
+        self.width = 15 if repeats > 1 else 10
+        self.header_done = self.broken = False
+
+    def __call__(self, result) -> None:
+        if self.quiet:
+            return
+        self.terminal.done()
+        try:
+            self._print(result)
+        except BrokenPipeError:
+            self.broken = True
+            _silence_stdout()
+        if result.k == self.last_k:
+            self.terminal.phase("drawing the sweep's pictures and report.html")
+
+    def _print(self, result) -> None:
+        from .kchoice import mean_std
+
+        if self.broken:
+            return
+        width = self.width
+        if not self.header_done:
+            header = f"{'K':>4} {'iter':>5} {'inertia':>12}"
+            header += "".join(f" {name:>{width}}" for name, _, _ in self.columns)
+            header += f" {'stability':>9}" if self.repeats > 1 else ""
+            print(header + "  folder", flush=True)
+            self.header_done = True
         row = result.row
         note = "" if result.converged else "  (stopped at --max-iter)"
         if result.reseeds:
             note += f"  ({result.reseeds} emptied cluster(s) re-seeded)"
         line = f"{row['k']:>4} {row['n_iter']:>5} {float(row['inertia']):>12.4e}"
-        line += "".join(f" {mean_std(row, name, decimals, '±'):>{width}}" for _, name, decimals in columns)
-        if repeats > 1:
+        line += "".join(
+            f" {mean_std(row, name, decimals, '±'):>{width}}" for _, name, decimals in self.columns
+        )
+        if self.repeats > 1:
             line += f" {row.get('stability') or '-':>9}"
-        print(f"{line}  {result.folder}{note}")
-    rows = sweep.rows or [result.row for result in results]
+        print(f"{line}  {result.folder}{note}", flush=True)
+
+
+def _print_choice(sweep) -> None:
+    """After the table: the recommendation over every K in the experiment folder, and the files."""
+    from .kchoice import recommend
+
+    rows = sweep.rows
+    if not rows:
+        return
     ks = sorted(int(row["k"]) for row in rows)
     print(f"choosing K among K={_k_list(ks)} in {sweep.folder}:")
     for line in recommend(rows):
         print(f"  {line}")
     folder = sweep.folder
     print(
-        f"summary: {folder / 'summary.csv'}, chart: {folder / 'k-choice.png'}, table: {folder / 'results.md'}"
+        f"summary: {folder / 'summary.csv'}, chart: {folder / 'k-choice.png'}, "
+        f"table: {folder / 'results.md'}, report: {folder / 'report.html'}"
     )
+
+
+# --- predict: a saved model assigns new images ---------------------------------------------------
+
+
+def build_predict_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="kmeans-mnist predict",
+        description="Assign every image of SOURCE to the nearest representative of a saved model and "
+        "write index,label,cluster,distance as CSV (clusters numbered 1..K, as in every file).",
+        epilog="Example: kmeans-mnist predict output/mnist/k10/model.npz mnist --split test --output test.csv",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "model", metavar="MODEL", help="a model.npz that a run wrote (output/<dataset>/k<K>/)"
+    )
+    parser.add_argument(
+        "source",
+        metavar="SOURCE",
+        help=f"mnist, fashion or usps (with the options below), or a path: {OWN_FILES_HELP}",
+    )
+    parser.add_argument("--output", metavar="FILE", help="write the CSV to FILE instead of standard output")
+    data = parser.add_argument_group("data")
+    _add_data_options(data)
+    parser.add_argument("--quiet", action="store_true", help="no message on standard error")
+    return parser
+
+
+def parse_predict_args(argv: list[str]) -> argparse.Namespace:
+    args = build_predict_parser().parse_args(argv)
+    if args.source in DATASET_CHOICES and args.source != "files":
+        args.dataset = args.source
+    else:
+        if args.data_dir is not None:
+            raise UsageError(f"--data-dir does not apply when SOURCE is a path ({args.source}): leave it out")
+        args.dataset, args.data_dir = "files", args.source
+    for name, value in (("--output", args.output), ("--data-dir", args.data_dir), ("SOURCE", args.source)):
+        if value is not None and not value.strip():
+            raise UsageError(f"{name} is empty: give a path, or leave the option out")
+    if args.dataset == "usps" and args.split != "all":
+        raise UsageError("--split does not apply to usps: its five sheets have no train/test split")
+    _check_data_options(args, args.dataset)
+    return args
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .datasets import DatasetError, load_dataset
+    from .predict import PredictError, assign, check_output, read_model, write_predictions
+
+    try:
+        if args.output is not None:
+            check_output(Path(args.output))
+        model = read_model(Path(args.model))
+        data = load_dataset(args.dataset, keep_blank=True, **_load_options(args))
+        if data.image_shape != model.image_shape:
+            raise UsageError(
+                f"{args.model} is a model of {model.image_shape[0]}x{model.image_shape[1]} images, but "
+                f"{args.source} holds {data.image_shape[0]}x{data.image_shape[1]} images: use a model fitted "
+                "on images of that size"
+            )
+        clusters, distances = assign(data.all_pixel, model.centers)
+        write_predictions(
+            None if args.output is None else Path(args.output), data.labels, clusters, distances
+        )
+    except (DatasetError, PredictError) as error:
+        raise UsageError(str(error)) from None
+    except BrokenPipeError:  # the reader of stdout went away (| head): nothing more to say to it
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    if not args.quiet and args.output is not None:
+        print(
+            f"assigned {len(data):,} images of {data.source} to K={len(model.centers)}: {args.output}",
+            file=sys.stderr,
+        )
+    return 0
 
 
 if __name__ == "__main__":

@@ -50,6 +50,29 @@ def accuracy(table: np.ndarray) -> float:
     return float(table[rows, columns].sum() / _n_samples(table))
 
 
+def matched_classes(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """The class each cluster stands for: its column in the table, the share of its members in
+    that class (0 for an empty cluster), and how it was chosen.
+
+    "hungarian" for K <= classes: the one-to-one matching that `accuracy` scores, so no two
+    clusters get the same class. "majority" for K > classes, where a one-to-one matching would
+    leave clusters without a class: each cluster gets its most frequent class.
+    """
+    table = np.asarray(table)
+    n_clusters, n_classes = table.shape
+    if n_clusters <= n_classes:
+        rows, columns = linear_sum_assignment(table, maximize=True)
+        match = np.empty(n_clusters, dtype=np.int64)
+        match[rows] = columns
+        method = "hungarian"
+    else:
+        match = table.argmax(axis=1).astype(np.int64)
+        method = "majority"
+    sizes = table.sum(axis=1)
+    share = table[np.arange(n_clusters), match] / np.maximum(sizes, 1)
+    return match, share.astype(np.float64), method
+
+
 def _entropy(counts: np.ndarray) -> float:
     counts = counts[counts > 0].astype(np.float64)
     p = counts / counts.sum()

@@ -15,11 +15,19 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from .pictures import center_images, centroid_sheet, draw_confusion, image_grid, save_png
+from .pictures import (
+    center_images,
+    centroid_sheet,
+    cluster_grid,
+    draw_confusion,
+    percent,
+    run_title,
+    save_png,
+)
 
 if TYPE_CHECKING:
     from .kmeans import KMeans
@@ -55,15 +63,19 @@ def write_run(
     extra: dict | None = None,
     install=None,
     target: Path | None = None,
+    history=None,
+    progress=None,
 ) -> Path:
     """Write every file for one fitted K and return its folder.
 
     Files go to a temporary folder beside the target and are swapped in only when complete,
     so a failure or Ctrl-C leaves the previous results of that K untouched. When labels are
-    known and metrics (or the table) are not given, they are computed here. extra: more
-    entries for summary.json. install(staging, target): what swaps the complete folder into
-    place (default: _swap_into_place); the sweep's takes its lock and updates the summary too.
-    target: the folder to write (default root/<dataset>/k<K>; the sweep's experiment folder).
+    known and metrics (or the table) are not given, they are computed here. history: the
+    `FitHistory` that watched the fit, for history.csv and evolution.gif. progress(done, total)
+    is told the number of pictures written so far. extra: more entries for summary.json.
+    install(staging, target): what swaps the complete folder into place (default:
+    _swap_into_place); the sweep's takes its lock and updates the summary too. target: the
+    folder to write (default root/<dataset>/k<K>; the sweep's experiment folder).
     """
     started = time.perf_counter()
     k = len(model.cluster_centers_)
@@ -79,9 +91,22 @@ def write_run(
             from .metrics import evaluate
 
             metrics, table, classes = evaluate(dataset.labels, model.labels_, k)
-        _write_files(staging, dataset, model, params, metrics, table, classes, samples, export_members)
+        matching = cluster_classes(dataset, table, classes) if table is not None else None
+        _write_files(
+            staging,
+            dataset,
+            model,
+            params,
+            metrics,
+            table,
+            matching,
+            samples,
+            export_members,
+            history,
+            progress,
+        )
         seconds = {**seconds, "write": time.perf_counter() - started}
-        summary = {**_run_summary(dataset, model, params, seconds, metrics, table, classes), **(extra or {})}
+        summary = {**_run_summary(dataset, model, params, seconds, metrics, table, matching), **(extra or {})}
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         (install or _swap_into_place)(staging, target)
     except BaseException:
@@ -92,7 +117,34 @@ def write_run(
     return target
 
 
-def _write_files(folder, dataset, model, params, metrics, table, classes, samples, export_members) -> None:
+class ClusterClasses(NamedTuple):
+    """Which class each cluster stands for (metrics.matched_classes), in the words people read."""
+
+    column: np.ndarray  # K: the matched class's column in the contingency table
+    value: np.ndarray  # K: its label value
+    name: list[str]  # K: its name ("Trouser"; the digit for MNIST and USPS)
+    share: np.ndarray  # K: share of the cluster's members in that class (0 for an empty cluster)
+    method: str  # "hungarian" (K <= classes, one-to-one) or "majority"
+    class_names: list[str]  # the table's columns, named
+
+    def caption(self, cluster: int) -> str:
+        """'Trouser · 92 %'."""
+        return f"{self.name[cluster]} · {percent(self.share[cluster])}"
+
+
+def cluster_classes(dataset, table: np.ndarray, classes: np.ndarray) -> ClusterClasses:
+    from .metrics import matched_classes
+
+    column, share, method = matched_classes(table)
+    class_names = _class_names(dataset, classes)
+    return ClusterClasses(
+        column, np.asarray(classes)[column], [class_names[c] for c in column], share, method, class_names
+    )
+
+
+def _write_files(
+    folder, dataset, model, params, metrics, table, matching, samples, export_members, history, progress
+) -> None:
     centers = np.asarray(model.cluster_centers_, dtype=np.float64)
     clusters = np.asarray(model.labels_, dtype=np.int64)
     k = len(centers)
@@ -103,24 +155,54 @@ def _write_files(folder, dataset, model, params, metrics, table, classes, sample
     distances = distances_to_centers(dataset.all_pixel, centers, clusters)
     sizes = np.bincount(clusters, minlength=k)
     representatives = center_images(centers, dataset.image_shape)
+    title = run_title(dataset.name, k, len(images), metrics)
+    total = (
+        k  # centroids/
+        + 3  # centroids.png, assignments.csv, model.npz
+        + (k if samples > 0 else 0)
+        + (len(images) if export_members else 0)
+        + (1 if table is not None else 0)
+        + (2 if history is not None else 0)
+    )
+    done = 0
+
+    def step(count: int = 1) -> None:
+        nonlocal done
+        done += count
+        if progress is not None:
+            progress(done, total)
 
     (folder / "centroids").mkdir()
     for number, image in enumerate(representatives, start=1):
         save_png(image, folder / "centroids" / f"centroid_{number:0{width}d}.png")
-    save_png(centroid_sheet(representatives, sizes), folder / "centroids.png")
+        step()
+    note = None
+    if matching is not None:
+        note = (
+            "captions: cluster, its matched class (one-to-one, Hungarian) and that class's share of the cluster"
+            if matching.method == "hungarian"
+            else "captions: cluster, its majority class (K > classes: no one-to-one match) and its share"
+        )
+    captions = [matching.caption(i) for i in range(k)] if matching is not None else None
+    save_png(
+        centroid_sheet(representatives, sizes, title=title, classes=captions, note=note),
+        folder / "centroids.png",
+    )
+    step()
 
     members_by_cluster = _members_nearest_first(clusters, distances, k)
-    (folder / "clusters").mkdir()
+    if samples > 0 or export_members:
+        (folder / "clusters").mkdir()
     for number, members in enumerate(members_by_cluster, start=1):
         if samples > 0:
-            grid = image_grid(images[members[:samples]], columns=math.ceil(math.sqrt(samples)))
+            grid = _cluster_grid(dataset, title, number, members, samples, matching)
             save_png(grid, folder / "clusters" / f"cluster_{number:0{width}d}.png")
+            step()
         if export_members:
-            _export_members(images, members, folder / "clusters" / f"{number:0{width}d}")
+            _export_members(images, members, folder / "clusters" / f"{number:0{width}d}", step)
 
-    _write_assignments(folder / "assignments.csv", dataset.labels, clusters, distances)
-    if table is not None:
-        draw_confusion(folder / "confusion.png", table, _class_names(dataset, classes))
+    _write_assignments(folder / "assignments.csv", dataset.labels, clusters, distances, matching)
+    step()
     save_model(
         folder / "model.npz",
         model,
@@ -129,9 +211,92 @@ def _write_files(folder, dataset, model, params, metrics, table, classes, sample
         init=_init_name(params.get("init")),
         seed=params.get("seed"),
     )
+    step()
+    if table is not None:
+        draw_confusion(
+            folder / "confusion.png", table, matching.class_names, matching.column, matching.method, title
+        )
+        step()
+    if history is not None:
+        history.write_csv(folder / "history.csv")
+        step()
+        history.write_gif(folder / "evolution.gif", centers, _evolution_title(dataset, k), k)
+        step()
 
 
-def _run_summary(dataset, model, params, seconds, metrics, table, classes) -> dict:
+def grid_members(
+    members: np.ndarray, samples: int, labels: np.ndarray | None = None, matched: int | None = None
+) -> dict[str, np.ndarray]:
+    """Which members a cluster grid shows, at most `samples` in all, none twice.
+
+    members: the cluster's indices, nearest to the representative first. "nearest": the first
+    half; "farthest": the last members (farthest last); with labels, "other": members of other
+    classes than the matched one, spread evenly over the distance order, so a mixed cluster
+    shows its mix. Small clusters are shown whole, in the nearest section.
+    """
+    labelled = labels is not None and matched is not None
+    if len(members) <= samples:
+        other = members[labels[members] != matched] if labelled else members[:0]
+        return {"nearest": members, "farthest": members[:0], "other": other[:0]}
+    n_nearest = math.ceil(samples / 2)
+    n_farthest = (samples - n_nearest) // 2 if labelled else samples - n_nearest
+    nearest = members[:n_nearest]
+    farthest = members[len(members) - n_farthest :] if n_farthest else members[:0]
+    other = members[:0]
+    if labelled:
+        middle = members[n_nearest : len(members) - n_farthest]
+        strangers = middle[labels[middle] != matched]
+        n_other = samples - n_nearest - n_farthest
+        if len(strangers) > n_other:
+            strangers = strangers[np.linspace(0, len(strangers) - 1, n_other).round().astype(np.int64)]
+        other = strangers
+    return {"nearest": nearest, "farthest": farthest, "other": other}
+
+
+def _cluster_grid(dataset, title, number, members, samples, matching) -> np.ndarray:
+    labels = dataset.labels if matching is not None else None
+    index = number - 1
+    matched = int(matching.value[index]) if matching is not None else None
+    shown = grid_members(members, samples, labels, matched)
+    images = dataset.images
+    names = dataset.class_names or {}
+    size = len(members)
+    heading = [title, f"cluster #{number} · {size:,} images"]
+    if matching is not None:
+        how = "matched class" if matching.method == "hungarian" else "majority class"
+        heading[1] += f" · {how}: {matching.name[index]} ({percent(matching.share[index])} of the cluster)"
+    sections = []
+    if not size:
+        sections.append(("an empty cluster: no members", images[:0], None))
+    elif not len(shown["farthest"]) and len(shown["nearest"]) == size:
+        sections.append((f"all {size:,} members, nearest to the representative first", images[members], None))
+    else:
+        sections.append(
+            (f"the {len(shown['nearest'])} nearest to the representative", images[shown["nearest"]], None)
+        )
+        if len(shown["farthest"]):
+            sections.append(
+                (f"the {len(shown['farthest'])} farthest (farthest last)", images[shown["farthest"]], None)
+            )
+    if matching is not None and size:
+        strangers = int(np.count_nonzero(labels[members] != matched))
+        other = shown["other"]
+        if not strangers:
+            sections.append((f"every member is {matching.name[index]}", images[:0], None))
+        elif len(other):
+            captions = [names.get(int(label), str(label)) for label in labels[other]]
+            sections.append(
+                (
+                    f"{len(other)} of the {strangers:,} members of other classes than "
+                    f"{matching.name[index]}, from nearest to farthest",
+                    images[other],
+                    captions,
+                )
+            )
+    return cluster_grid(heading, sections)
+
+
+def _run_summary(dataset, model, params, seconds, metrics, table, matching) -> dict:
     summary = {
         "dataset": dataset.name,
         "source": text_safe(dataset.source),
@@ -153,11 +318,24 @@ def _run_summary(dataset, model, params, seconds, metrics, table, classes) -> di
     }
     if metrics is not None:
         summary["metrics"] = {name: float(value) for name, value in metrics.items()}
-        summary["confusion"] = {
-            "classes": _class_names(dataset, classes),
-            "counts": np.asarray(table).tolist(),
+        summary["confusion"] = {"classes": matching.class_names, "counts": np.asarray(table).tolist()}
+        summary["cluster_classes"] = {
+            "method": matching.method,
+            "clusters": [
+                {
+                    "cluster": number,
+                    "class": int(matching.value[number - 1]),
+                    "name": matching.name[number - 1],
+                    "share": round(float(matching.share[number - 1]), 4),
+                }
+                for number in range(1, len(matching.name) + 1)
+            ],
         }
     return summary
+
+
+def _evolution_title(dataset, k: int) -> str:
+    return f"{dataset.name} · K={k} · the representatives, iteration by iteration"
 
 
 def _init_name(init) -> str | None:
@@ -290,26 +468,50 @@ def _members_nearest_first(clusters: np.ndarray, distances: np.ndarray, k: int) 
     return np.split(order, boundaries)
 
 
-def _export_members(images: np.ndarray, members: np.ndarray, folder: Path) -> None:
-    """Every member as its own PNG, named by its index in the loaded data."""
+def _export_members(images: np.ndarray, members: np.ndarray, folder: Path, step=None) -> None:
+    """Every member as its own PNG, named by its index in the loaded data; step() after each."""
     folder.mkdir()
     width = max(6, len(str(len(images) - 1)))
     for index in members:
         save_png(images[index], folder / f"{index:0{width}d}.png")
+        if step is not None:
+            step()
 
 
-def _write_assignments(path: Path, labels, clusters: np.ndarray, distances: np.ndarray) -> None:
-    """assignments.csv: index,label,cluster,distance, one row per image (label blank if unknown)."""
+def _write_assignments(
+    path: Path, labels, clusters: np.ndarray, distances: np.ndarray, matching=None
+) -> None:
+    """assignments.csv, one row per image: index,label,cluster,distance,matched_class,matched_name.
+
+    label is blank when unknown, and so are the two matched columns: the class the image's cluster
+    stands for (see cluster_classes) and its name, quoted as CSV needs.
+    """
     numbers = (clusters + 1).tolist()
     label_texts = [""] * len(numbers) if labels is None else labels.tolist()
-    rows = zip(label_texts, numbers, distances.tolist(), strict=True)
+    if matching is None:
+        matched = [","] * len(numbers)
+    else:
+        per_cluster = [
+            f"{value},{_csv_field(name)}"
+            for value, name in zip(matching.value.tolist(), matching.name, strict=True)
+        ]
+        matched = [per_cluster[cluster] for cluster in clusters.tolist()]
+    rows = zip(label_texts, numbers, distances.tolist(), matched, strict=True)
     # One f-string per row: six times faster than np.savetxt, the same text.
     lines = [
-        f"{index},{label},{number},{distance:.6g}\n" for index, (label, number, distance) in enumerate(rows)
+        f"{index},{label},{number},{distance:.6g},{match}\n"
+        for index, (label, number, distance, match) in enumerate(rows)
     ]
-    with open(path, "w", encoding="ascii", newline="\n") as file:
-        file.write("index,label,cluster,distance\n")
+    with open(path, "w", encoding="utf-8", newline="\n") as file:
+        file.write("index,label,cluster,distance,matched_class,matched_name\n")
         file.write("".join(lines))
+
+
+def _csv_field(text: str) -> str:
+    """text as one CSV field: quoted (quotes doubled) when it holds a comma, quote or line break."""
+    if any(character in text for character in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 # --- the model -------------------------------------------------------------------------------

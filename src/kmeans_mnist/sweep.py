@@ -109,6 +109,7 @@ class Sweep:
     load_seconds: float = 0.0
     progress: ProgressFactory | None = None
     saved: list[KResult] = field(default_factory=list)
+    on_saved: Callable[[KResult], None] | None = None  # told as soon as each K is saved
     rows: list[dict] = field(default_factory=list)  # summary rows of the folder, once drawn
     drawn: bool = False  # the chart shows every saved K
 
@@ -150,21 +151,30 @@ class Sweep:
         self.experiment.check(ks)
 
     def run(self, ks: list[int]) -> list[KResult]:
-        """Fit, score and save every K in order, then draw the chart; returns what was saved."""
+        """Fit, score and save every K in order, then draw the K-choice chart, the sweep-level
+        pictures and report.html once; returns (and keeps in .saved) what was saved."""
         for k in ks:
             self.run_one(k)
         self.finish()
         return self.saved
 
     def finish(self) -> list[dict]:
-        """Draw the K-choice chart once, from every K in the folder; returns the summary rows."""
+        """Draw the K-choice chart, the sweep-level pictures and report.html once, from every K
+        in the folder (signals held: they are redrawn whole); returns the summary rows."""
+        from .report import finish_experiment
+
         with signals_held():
             checkpoint("drawing")
             self.rows = self.experiment.redraw()
+            try:
+                finish_experiment(self.folder)
+            except OSError as error:
+                raise ReportFailed(self.folder, [result.k for result in self.saved], error) from None
             self.drawn = True
         return self.rows
 
     def run_one(self, k: int) -> KResult:
+        from .history import FitHistory
         from .metrics import SilhouetteSample, dispersion_scores, evaluate, stability
         from .output import write_run
 
@@ -172,10 +182,18 @@ class Sweep:
         fits, labelings = [], []
         for repeat in range(settings.repeats):
             seed = settings.seed + repeat
+            history = FitHistory(data.image_shape)  # for history.csv and evolution.gif
             progress = self.progress(k, repeat) if self.progress else contextlib.nullcontext()
             with progress as callback:
                 started = time.perf_counter()
-                model = _fit(data.all_pixel, k, settings, seed, callback)
+                model = _fit(
+                    data.all_pixel,
+                    k,
+                    settings,
+                    seed,
+                    _together(history, callback),
+                    init_progress=getattr(callback, "initialisation", None),
+                )
                 seconds = time.perf_counter() - started
             run = {
                 "seed": seed,
@@ -189,14 +207,14 @@ class Sweep:
             if data.labels is not None:
                 label_scores, table, classes = evaluate(data.labels, model.labels_, k)
                 run.update(label_scores)
-            fits.append((run, model, table, classes))
+            fits.append((run, model, table, classes, history))
             labelings.append(np.asarray(model.labels_))
         checkpoint("fitted", k)
         if self._silhouette is None:
             self._silhouette = SilhouetteSample(data.all_pixel)
         for (run, *_), value in zip(fits, self._silhouette.scores(labelings), strict=True):
             run["silhouette"] = value
-        best_run, model, table, classes = min(fits, key=lambda fit: fit[0]["inertia"])
+        best_run, model, table, classes, history = min(fits, key=lambda fit: fit[0]["inertia"])
         runs = [fit[0] for fit in fits]
         extra = {
             "run_id": self.run_id,
@@ -238,6 +256,8 @@ class Sweep:
                 extra=extra,
                 install=lambda staging, target: self._install(k, staging, target, swapped),
                 target=target,
+                history=history,
+                progress=getattr(callback, "writing", None),
             )
         except _UpdateFailed as failure:
             summary = self.folder / "summary.csv"
@@ -246,6 +266,8 @@ class Sweep:
             raise WriteFailed(k, target, error) from None
         result = self.saved[-1]
         assert result.k == k and result.folder == folder
+        if self.on_saved is not None:
+            self.on_saved(result)
         return result
 
     def _install(self, k: int, staging: Path, target: Path, swapped: list[bool]) -> None:
@@ -302,11 +324,33 @@ def _mean_std(runs: list[dict]) -> dict[str, dict[str, float]]:
     return scores
 
 
-def _fit(pixels, k: int, settings: Settings, seed: int, callback):
-    """One K-means fit with the sweep's settings (the engine never touches files)."""
-    from .kmeans import KMeans
+class ReportFailed(Exception):
+    """Every K is saved, but the experiment's pictures or report.html could not be written."""
 
-    return KMeans(
+    def __init__(self, folder: Path, ks: list[int], error: OSError):
+        super().__init__(f"could not write the pictures and report.html in {folder}: {error}")
+        self.folder, self.ks, self.error = folder, ks, error
+
+
+def _together(*callbacks):
+    """One callback that calls each of the given ones (None are skipped)."""
+    present = [callback for callback in callbacks if callback is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+
+    def together(info) -> None:
+        for callback in present:
+            callback(info)
+
+    return together
+
+
+def _fit(pixels, k: int, settings: Settings, seed: int, callback, init_progress=None):
+    """One K-means fit with the sweep's settings (the engine never touches files)."""
+    from .engine import fit
+
+    return fit(
+        pixels,
         k,
         init=settings.init,
         n_init=settings.n_init,
@@ -314,7 +358,8 @@ def _fit(pixels, k: int, settings: Settings, seed: int, callback):
         tol=settings.tol,
         random_state=seed,
         callback=callback,
-    ).fit(pixels)
+        progress=init_progress,
+    )
 
 
 TEST_HOOK = "KMEANS_MNIST_TEST_HOOK"

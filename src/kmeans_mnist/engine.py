@@ -1,0 +1,691 @@
+"""The K-means engine: pure NumPy (no scikit-learn), scikit-learn's answers, faster.
+
+Lloyd's algorithm exactly as scikit-learn runs it (same iterations, same stopping rule, same
+empty-cluster rule), made fast in ways that do not change the answer:
+
+- distances are one float32 matrix product per chunk of rows, with squared norms precomputed;
+- Elkan-style bounds (an upper bound on each point's distance to its own centre, a lower bound
+  on its distance to each other centre) prove most points cannot change cluster, so only the
+  rest are looked at again; after the first iterations that is a small fraction of the data;
+- centre sums are kept in float64 and updated only for the points that changed cluster;
+- chunks of rows are processed on worker threads, one per core.
+
+Labels are those of exact arithmetic: float32 decides the clear cases, near ties are decided
+again in float64. Data is centred (and, for extreme magnitudes, scaled by a power of two) before
+clustering, as scikit-learn centres it. Working memory: one float32 copy of X (none for large
+uint8 data), min(K, 32) x N float32 bounds, O(N + K*D) more, and a few chunks of rows.
+
+The pieces, top to bottom: `fit` (restarts, best run) -> `Prepared` (X as the engine reads it)
+-> `seeding` (initial centres) -> `lloyd` (iterations) over a `BlockState` (labels, bounds and
+cluster sums of a block of rows; here one block holds all rows, a distributed engine keeps one
+per chunk) fed with `Centers` (what every block needs of the centres in one iteration).
+`labels_inertia` and `distances` serve new data against fitted centres.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from . import seeding
+
+THREADS = os.cpu_count() or 1  # blocks are processed in parallel, BLAS single-threaded
+PARALLEL_MIN_VALUES = 2**23  # smaller data runs in one thread: handing blocks over costs more
+CHUNK_ROWS = 4096  # rows per matrix product: large enough for BLAS, small enough for cache
+DENSE_FRACTION = 0.4  # above this share of stale rows in a chunk, the whole chunk is recomputed
+OFFSET_SAMPLE_ROWS = 4096  # rows averaged for the centring offset
+BOUND_CHUNK = 65536  # points per step of the bound test: K x this many float32 of scratch
+MAX_GROUPS = 32  # bound groups: each centre its own up to this K, then groups of neighbours
+FEW_CENTERS = 32  # up to this K, the nearest two are found column by column
+TIE_MARGIN = 2.0**-14  # relative gap below which float32 cannot be trusted to pick the nearest centre
+TIE_BLOCK_VALUES = 2**21  # float64 values per step of the exact tie-break (16 MB)
+
+
+class IterationInfo(NamedTuple):
+    """What one Lloyd iteration did; handed to the `callback` of `fit` (and of KMeans)."""
+
+    run: int  # which of the n_init restarts, from 0
+    iteration: int  # from 1
+    inertia: float  # of this iteration's assignment, against the centres it was made with
+    n_changed: int  # points that changed cluster in this iteration
+    center_shift: float  # squared centre movement summed over all centres
+    centers: np.ndarray | None = None  # K x D float64 after the update, in the data's own space
+    seconds: float = 0.0  # wall time of this iteration (assignment and update)
+
+
+class InitProgress(NamedTuple):
+    """How far the initialisation of one restart is; handed to the `progress` of `fit`."""
+
+    run: int  # which of the n_init restarts, from 0
+    n_chosen: int  # centres chosen so far
+    n_clusters: int  # of K
+
+
+@dataclass
+class FitResult:
+    """The best run of a fit, under the attribute names of scikit-learn's KMeans."""
+
+    cluster_centers_: np.ndarray  # K x D float64, in the data's own space
+    labels_: np.ndarray  # N int32, 0..K-1
+    inertia_: float  # sum of squared distances to the own centre
+    n_iter_: int
+    converged_: bool  # False when the run stopped at max_iter
+    n_empty_reseeds_: int  # clusters that emptied and were re-seeded with the farthest point
+    n_features_in_: int
+
+
+# ---------------------------------------------------------------------- the fit
+
+
+def fit(
+    X: np.ndarray,
+    n_clusters: int,
+    *,
+    init: str | np.ndarray = "k-means++",
+    n_init: int = 1,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    random_state: int | np.random.Generator | None = None,
+    callback: Callable[[IterationInfo], Any] | None = None,
+    progress: Callable[[InitProgress], Any] | None = None,
+    verbose: bool = False,
+) -> FitResult:
+    """Cluster X (N x D, uint8 or any numbers) into n_clusters; the run of lowest inertia wins.
+
+    init: "k-means++" (greedy, 2 + ln K candidates per centre, as scikit-learn), "random" (K
+    distinct rows picked at random, the original project's way), or a K x D array used as given
+    (then one run). Convergence as scikit-learn: no label changes, or the squared centre shift
+    summed over all centres <= tol x the mean per-feature variance of X. `callback` gets an
+    IterationInfo after every iteration, `progress` an InitProgress as initial centres are chosen.
+    """
+    X = check_X(X)
+    check_params(X, n_clusters, init=init, n_init=n_init, max_iter=max_iter, tol=tol)
+    data = Prepared(X)
+    rng = np.random.default_rng(random_state)
+    n_runs = 1 if is_array(init) else n_init
+    best = None
+    with (
+        ThreadPoolExecutor(THREADS) if data.parallel else contextlib.nullcontext() as pool,
+        # Worker threads take blocks of rows in parallel: BLAS runs single-threaded in them.
+        threadpool_limits(1, user_api="blas") if data.parallel else contextlib.nullcontext(),
+    ):
+        for run in range(n_runs):
+            chosen = (
+                None if progress is None else lambda n, run=run: progress(InitProgress(run, n, n_clusters))
+            )
+            centers = initial_centers(data, init, n_clusters, rng, pool, chosen)
+            report = _reporter(run, data, callback, verbose)
+            result = lloyd(data, centers, max_iter, data.tol_abs(tol), report, pool)
+            if best is None or result.inertia < best.inertia:
+                best = result
+    return FitResult(
+        cluster_centers_=data.restore_centers(best.centers),
+        labels_=best.labels,
+        inertia_=best.inertia / data.scale**2,
+        n_iter_=best.n_iter,
+        converged_=best.converged,
+        n_empty_reseeds_=best.n_reseeds,
+        n_features_in_=X.shape[1],
+    )
+
+
+def _reporter(run: int, data: Prepared, callback, verbose: bool):
+    """The per-iteration report of one run: IterationInfo to the callback, a line when verbose."""
+    if not verbose and callback is None:
+        return None
+
+    def report(info: IterationInfo) -> None:
+        info = info._replace(run=run, centers=data.restore_centers(info.centers))
+        if verbose:
+            print(
+                f"run {run} iteration {info.iteration}: inertia {info.inertia:.6g}, "
+                f"{info.n_changed} changed, centre shift {info.center_shift:.3g}"
+            )
+        if callback is not None:
+            callback(info)
+
+    return report
+
+
+def initial_centers(
+    data: Prepared,
+    init: str | np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    pool: ThreadPoolExecutor | None = None,
+    chosen: Callable[[int], Any] | None = None,
+) -> np.ndarray:
+    """K x D float64 starting centres in the prepared space; chosen(n) as they are picked."""
+    if is_array(init):
+        centers = data.transform_centers(np.asarray(init, dtype=np.float64))
+    elif init == "random":
+        centers = seeding.random_rows(data, k, rng)
+    else:
+        return seeding.kmeans_plusplus(data, k, rng, pool, chosen)
+    if chosen is not None:
+        chosen(k)
+    return centers
+
+
+# ---------------------------------------------------------------------- checks
+
+
+def is_array(init: object) -> bool:
+    return not isinstance(init, str)
+
+
+def check_X(X: np.ndarray) -> np.ndarray:
+    """X as a 2-D array of numbers, finite, not empty; ValueError otherwise."""
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-D array (samples x features), got {X.ndim}-D")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"X is empty (shape {X.shape})")
+    if X.dtype.kind not in "uifb":
+        raise ValueError(f"X must hold numbers, got dtype {X.dtype}")
+    if X.dtype.kind == "f" and not np.all(np.isfinite(X)):
+        raise ValueError("X contains NaN or infinity")
+    return X
+
+
+def check_params(X: np.ndarray, k: int, *, init, n_init: int, max_iter: int, tol: float) -> None:
+    """ValueError naming the first parameter that cannot be used with X."""
+    n_samples = X.shape[0]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"n_clusters must be an integer, got {k!r}")
+    if not 1 <= k <= n_samples:
+        raise ValueError(f"n_clusters must be between 1 and the number of samples ({n_samples}), got {k}")
+    for name, value in (("max_iter", max_iter), ("n_init", n_init)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if not isinstance(tol, (int, float, np.floating)) or not math.isfinite(tol) or tol < 0:
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    if is_array(init):
+        init = np.asarray(init)
+        if init.shape != (k, X.shape[1]):
+            raise ValueError(f"init array must have shape ({k}, {X.shape[1]}), got {init.shape}")
+        if not np.all(np.isfinite(init)):
+            raise ValueError("init array contains NaN or infinity")
+    elif init not in ("k-means++", "random"):
+        raise ValueError(f"init must be 'k-means++', 'random' or an array, got {init!r}")
+
+
+# ---------------------------------------------------------------------- data preparation
+
+
+class Prepared:
+    """X as the engine works on it: float32, centred, scaled into float32's comfortable range.
+
+    Large data of small whole numbers (uint8 pixels, any integer type of 1 or 2 bytes) stays as it
+    is and each block is converted when it is read: that costs what reading a float32 copy costs,
+    and saves the copy (4 bytes per pixel). Other input, and small data (where the conversions
+    would cost more than the copy), is copied to float32 once. `offset` and `scale` may be given
+    (new data against fitted centres, or one chunk of a larger X): then they are used as they are.
+    """
+
+    def __init__(self, X: np.ndarray, offset: np.ndarray | None = None, scale: float | None = None):
+        n = X.shape[0]
+        self.scale = _power_of_two_scale(X) if scale is None else scale
+        if offset is None:
+            # Any offset gives the same clusters; one near the mean keeps float32 precise.
+            # A strided sample of rows is near enough and costs no pass over X.
+            sample = X[:: max(1, n // OFFSET_SAMPLE_ROWS)]
+            offset = sample.sum(axis=0, dtype=np.float64) * self.scale / len(sample)
+            if X.dtype.kind in "uib":
+                offset = np.round(offset)
+        else:
+            offset = np.asarray(offset, dtype=np.float64) * self.scale
+        self.offset = offset.astype(np.float32)
+        # Whole numbers stay whole after a whole offset: float32 sums of a chunk are then exact.
+        self.whole = X.dtype.kind in "uib" and bool(np.all(self.offset == np.round(self.offset)))
+        self.shape = X.shape
+        compact = self.whole and X.dtype.itemsize <= 2 and X.size >= PARALLEL_MIN_VALUES
+        self.raw = X if compact else None
+        self.x = None if compact else np.empty(X.shape, dtype=np.float32)
+        self.rows_for_keys = X if compact else self.x  # what distinct-image checks compare
+        self.xn2 = np.empty(n, dtype=np.float64)
+        self.column_sums: list[np.ndarray] = []
+        self.parallel = THREADS > 1 and X.size >= PARALLEL_MIN_VALUES  # worth worker threads
+        if self.parallel:
+            with ThreadPoolExecutor(THREADS) as pool:
+                list(pool.map(lambda rows: self._fill(X, rows), chunks(n)))
+        else:
+            for rows in chunks(n):
+                self._fill(X, rows)
+
+    def block(self, rows: slice | np.ndarray) -> np.ndarray:
+        """Rows of X as float32, scaled and centred (a new array, or a view of the float32 copy)."""
+        if self.x is not None:
+            return self.x[rows]
+        values = self.raw[rows].astype(np.float32)
+        values -= self.offset
+        return values
+
+    def _fill(self, X: np.ndarray, rows: slice) -> None:
+        """Rows of the float32 copy (when there is one), their squared norms and column sums."""
+        if self.x is None:
+            chunk = self.block(rows)
+        else:
+            chunk = self.x[rows]
+            np.subtract(X[rows] if self.scale == 1 else X[rows] * self.scale, self.offset, out=chunk)
+        self.column_sums.append(np.ones(len(chunk), dtype=np.float32) @ chunk)
+        norms = sq_norms(chunk)
+        # Inertia is computed from these norms (see BlockState.energy), so they must be exact:
+        # float32 is, for whole numbers below 2^24; other rows are redone in float64.
+        inexact = np.flatnonzero(norms >= 2.0**24) if self.whole else np.arange(len(norms))
+        if len(inexact):
+            redo = chunk[inexact].astype(np.float64)
+            norms = norms.astype(np.float64)
+            norms[inexact] = np.einsum("ij,ij->i", redo, redo)
+        self.xn2[rows] = norms
+
+    def tol_abs(self, tol: float) -> float:
+        """scikit-learn's tolerance: tol x the mean over features of the variance of X."""
+        if tol == 0:
+            return 0.0
+        n, d = self.shape
+        column_means = np.sum(self.column_sums, axis=0, dtype=np.float64) / n  # var = E[x^2] - E[x]^2
+        return tol * (self.xn2.sum() / n - float(column_means @ column_means)) / d
+
+    def sq_distances(self, points: np.ndarray, pool: ThreadPoolExecutor | None) -> np.ndarray:
+        """Squared distances from every row of X to each of `points` (N x len(points), float32)."""
+        norms = sq_norms(points)
+        work = lambda rows: sq_distances(self.block(rows), self.xn2[rows], points, norms)  # noqa: E731
+        return np.concatenate(list(in_parallel(pool, work, chunks(self.shape[0]))))
+
+    def transform_centers(self, centers: np.ndarray) -> np.ndarray:
+        return centers * self.scale - self.offset
+
+    def restore_centers(self, centers: np.ndarray) -> np.ndarray:
+        return (centers + self.offset) / self.scale
+
+
+def _power_of_two_scale(X: np.ndarray) -> float:
+    """1, or an exact power of two that brings huge or tiny float data near 1 (no overflow in x.x)."""
+    if X.dtype.kind != "f":
+        return 1.0
+    largest = float(np.max(np.abs(X)))
+    if largest == 0 or 2.0**-40 <= largest <= 2.0**40:
+        return 1.0
+    return 2.0 ** -math.ceil(math.log2(largest))
+
+
+def chunks(n: int, size: int = CHUNK_ROWS):
+    """Consecutive slices of at most `size` rows covering 0..n."""
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def in_parallel(pool: ThreadPoolExecutor | None, work, items):
+    """work(item) for each item on the pool's threads (or here, without a pool), results in order,
+    at most two per thread in flight (bounded memory)."""
+    if pool is None:
+        yield from map(work, items)
+        return
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(work, item))
+        if len(pending) >= 2 * THREADS:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+# ---------------------------------------------------------------------- distances
+
+
+def sq_norms(a: np.ndarray) -> np.ndarray:
+    """Squared row norms, accumulated in the array's own precision (float32: fast, ~1e-7)."""
+    return np.einsum("ij,ij->i", a, a)
+
+
+def _relative_sq_distances(x: np.ndarray, centers: np.ndarray, cn2: np.ndarray) -> np.ndarray:
+    """|c|^2 - 2 x.c (rows x K, float32, one matrix product): the squared distance less |x|^2.
+
+    Nearest centres are found on this, as scikit-learn does: adding |x|^2 first would round it.
+    """
+    d2 = x @ centers.astype(np.float32, copy=False).T
+    d2 *= -2.0
+    d2 += cn2[None, :]
+    return d2
+
+
+def nearest(x: np.ndarray, xn2: np.ndarray, centers: np.ndarray, centers32: np.ndarray, cn2: np.ndarray):
+    """Nearest centre of each row, and |c|^2 - 2 x.c for every centre (rows x K, float32).
+
+    float32 products decide all but near ties; a tie closer than float32 can tell (relative
+    margin under TIE_MARGIN) is decided again in float64 from direct differences, so labels are
+    those of exact arithmetic whatever the rounding.
+    """
+    d2 = _relative_sq_distances(x, centers32, cn2)
+    labels, best, second = _two_smallest(d2)
+    if d2.shape[1] > 1:
+        close = np.flatnonzero(second - best <= TIE_MARGIN * (xn2 + cn2.max()))
+        centers64 = np.asarray(centers, dtype=np.float64)
+        step = max(1, TIE_BLOCK_VALUES // centers64.size)  # ties can be many (duplicate images)
+        for part in chunks(len(close), step):
+            rows = close[part]
+            exact = x[rows].astype(np.float64)[:, None, :] - centers64[None]
+            labels[rows] = np.einsum("ikd,ikd->ik", exact, exact).argmin(axis=1)
+    return labels, d2
+
+
+def _two_smallest(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: the column of the smallest value (first on ties), that value, and the next one."""
+    rows, k = d.shape
+    if k > FEW_CENTERS:
+        labels = d.argmin(axis=1).astype(np.int32)
+        best = d[np.arange(rows), labels]
+        d[np.arange(rows), labels] = np.inf
+        second = d.min(axis=1)
+        d[np.arange(rows), labels] = best
+        return labels, best, second
+    # Few columns: numpy reduces short rows slowly, so walk the columns instead.
+    labels = np.zeros(rows, dtype=np.int32)
+    best = d[:, 0].copy()
+    second = np.full(rows, np.inf, dtype=d.dtype)
+    scratch = np.empty_like(best)
+    for j in range(1, k):
+        column = d[:, j]
+        labels[column < best] = j
+        np.maximum(best, column, out=scratch)
+        np.minimum(second, scratch, out=second)
+        np.minimum(best, column, out=best)
+    return labels, best, second
+
+
+def sq_distances(x: np.ndarray, xn2: np.ndarray, centers: np.ndarray, cn2: np.ndarray) -> np.ndarray:
+    """Squared distances (rows x K, float32): |x|^2 - 2 x.c + |c|^2, never negative."""
+    d2 = _relative_sq_distances(x, centers, cn2)
+    d2 += xn2[:, None]
+    return np.maximum(d2, 0.0, out=d2)
+
+
+def sq_distances_to_own(x: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Squared distance of each row to its own centre, from direct differences (0 when equal)."""
+    return sq_norms(x - centers.astype(np.float32)[labels])
+
+
+# ---------------------------------------------------------------------- Lloyd with bounds
+
+
+class Centers:
+    """The centres as every block needs them in one iteration, computed once and sent to all.
+
+    `values` K x D float64 in the prepared space; `shift` how far each moved in the last update
+    (None before the first assignment); the float32 copy with its norms; and, on demand,
+    `half_gaps` (G x K float32): half the distance from each centre to the nearest other centre
+    of each bound group.
+    """
+
+    def __init__(self, values: np.ndarray, shift: np.ndarray | None = None):
+        self.values = values
+        self.shift = shift
+        self.c32 = values.astype(np.float32)
+        self.cn2 = sq_norms(self.c32)
+        self.group_starts = group_starts(len(values))
+        self._half_gaps: np.ndarray | None = None
+
+    @property
+    def half_gaps(self) -> np.ndarray:
+        if self._half_gaps is None:
+            self._half_gaps = np.minimum.reduceat(_half_gaps(self.values), self.group_starts, axis=0).astype(
+                np.float32
+            )
+        return self._half_gaps
+
+
+def group_starts(k: int) -> np.ndarray:
+    """First centre of each bound group: each centre its own up to MAX_GROUPS, then neighbours."""
+    groups = min(k, MAX_GROUPS)
+    return (np.arange(groups) * k) // groups
+
+
+def _half_gaps(centers: np.ndarray) -> np.ndarray:
+    """Half the distance between every two centres (K x K), inf on the diagonal."""
+    cn2 = sq_norms(centers)
+    d2 = cn2[:, None] + cn2[None, :] - 2 * centers @ centers.T
+    half = 0.5 * np.sqrt(np.maximum(d2, 0.0))
+    np.fill_diagonal(half, np.inf)
+    return half
+
+
+class _Run(NamedTuple):
+    centers: np.ndarray
+    labels: np.ndarray
+    inertia: float
+    n_iter: int
+    converged: bool
+    n_reseeds: int
+
+
+class BlockState:
+    """Labels, distance bounds and the per-cluster sums of a block of rows, for incremental iterations.
+
+    The unit a distributed engine keeps per chunk: `Centers` go in (`assign`, `stale_rows`), the
+    block's cluster sums and counts, its energy and its farthest points come back.
+
+    Bounds as Elkan's, over groups of centres as Yinyang's: `upper[i]` >= the distance of point i
+    to its own centre, `lower[g, i]` <= its distance to every other centre of group g (G x N, so
+    the per-point minimum runs over contiguous rows). Up to MAX_GROUPS centres each centre is its
+    own group (Elkan); beyond, groups of neighbouring indices keep the bookkeeping at G x N.
+    When centres move by `shift`, upper grows by its centre's shift and lower[g] shrinks by the
+    largest shift in g; a point needs a look only if some group g could hold a nearer centre:
+    upper > max(lower[g], half the smallest distance between its centre and one of g's).
+    """
+
+    # Bounds carry float32 rounding: widen them by more than it, so no skip is ever wrong.
+    SLACK_UP = 1 + 2.0**-16
+    SLACK_DOWN = np.float32(1 - 2.0**-16)
+
+    def __init__(self, data: Prepared, k: int, pool: ThreadPoolExecutor | None = None):
+        n, d = data.shape
+        self.data, self.pool = data, pool
+        self.labels = np.full(n, -1, dtype=np.int32)
+        self.upper = np.empty(n, dtype=np.float64)
+        self.group_starts = group_starts(k)
+        self.lower = np.empty((len(self.group_starts), n), dtype=np.float32)
+        self.scratch = np.empty(n, dtype=np.float64)
+        self.sums = np.zeros((k, d), dtype=np.float64)
+        self.counts = np.zeros(k, dtype=np.int64)
+
+    def assign(self, centers: Centers, stale: np.ndarray | None = None) -> int:
+        """Reassign the stale points (all when None) to their nearest centre; return how many moved.
+
+        Blocks are independent, so worker threads take them (numpy and BLAS release the GIL);
+        only the shared sums are updated here, block by block, in order.
+        """
+        moved = 0
+        blocks = _blocks(self.data.shape[0], stale)
+        work = lambda block: self._reassign(block, centers)  # noqa: E731
+        for points, old, new in in_parallel(self.pool, work, blocks):
+            moved += len(new)
+            self._move(points, old, new)
+        return moved
+
+    def _reassign(self, block, centers: Centers):
+        """One block: new labels and bounds; the points that changed cluster, from and to."""
+        points = self.data.block(block)
+        xn2 = self.data.xn2[block]
+        new, dist = nearest(points, xn2, centers.values, centers.c32, centers.cn2)
+        dist += xn2[:, None]
+        np.maximum(dist, 0.0, out=dist)
+        np.sqrt(dist, out=dist)
+        old = self.labels[block].copy()
+        self.labels[block] = new
+        rows = np.arange(len(new))
+        self.upper[block] = dist[rows, new] * self.SLACK_UP
+        dist[rows, new] = np.inf  # lower bounds are on the other centres
+        if len(self.group_starts) < dist.shape[1]:
+            dist = np.minimum.reduceat(dist, self.group_starts, axis=1)
+        dist *= self.SLACK_DOWN
+        self.lower[:, block] = dist.T
+        changed = np.flatnonzero(new != old)
+        if len(changed) == len(new):  # first pass: no copy of the rows
+            return points, old, new
+        return points[changed], old[changed], new[changed]
+
+    def _move(self, points: np.ndarray, old: np.ndarray, new: np.ndarray) -> None:
+        """Move points between clusters' float64 sums (old = -1: not yet in any cluster)."""
+        k = len(self.counts)
+        dtype = np.float32 if self.data.whole else np.float64  # float32 is exact on whole numbers
+        weights = np.zeros((k, len(points)), dtype=dtype)
+        columns = np.arange(len(points))
+        weights[new, columns] = 1.0
+        left = old >= 0
+        weights[old[left], columns[left]] -= 1.0
+        self.sums += weights @ points.astype(dtype, copy=False)
+        self.counts += np.bincount(new, minlength=k)
+        self.counts -= np.bincount(old[left], minlength=k)
+
+    def stale_rows(self, centers: Centers) -> np.ndarray:
+        """Move the bounds by the centres' shift; return the points whose cluster may change."""
+        np.take(centers.shift, self.labels, out=self.scratch)
+        self.upper += self.scratch
+        group_shift = np.maximum.reduceat(centers.shift, self.group_starts)
+        self.lower -= (group_shift * self.SLACK_UP).astype(np.float32)[:, None]
+        half_gaps = centers.half_gaps  # [g, a]: half the distance from centre a to the nearest of group g
+        stale = []
+        for part in chunks(len(self.labels), BOUND_CHUNK):
+            # nearest_other[i] = min over g of max(lower[g, i], half_gaps[g, label_i])
+            bound = np.take(half_gaps, self.labels[part], axis=1)
+            np.maximum(bound, self.lower[:, part], out=bound)
+            nearest_other = np.minimum.reduce(bound, axis=0)
+            stale.append(np.flatnonzero(self.upper[part] > nearest_other) + part.start)
+        return np.concatenate(stale)
+
+    def energy(self, centers: np.ndarray) -> float:
+        """Inertia of the current labels against `centers`, from the sums alone (no pass over X).
+
+        Per cluster: sum |x|^2 - 2 c.sum x + n |c|^2. The sums are exact for whole-number pixels,
+        so a cluster of identical images gets exactly 0.
+        """
+        k = len(centers)
+        own = np.bincount(self.labels, weights=self.data.xn2, minlength=k)
+        per_cluster = own - 2 * np.einsum("kd,kd->k", centers, self.sums) + self.counts * sq_norms(centers)
+        return float(np.maximum(per_cluster, 0.0).sum())
+
+    def farthest(self, centers: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The m points farthest from their own centre: squared distances, labels, rows (float32)."""
+        far = np.empty(self.data.shape[0], dtype=np.float64)
+        for rows in chunks(len(far)):
+            far[rows] = sq_distances_to_own(self.data.block(rows), centers, self.labels[rows])
+        order = np.argsort(-far, kind="stable")[:m]
+        return far[order], self.labels[order], self.data.block(order)
+
+
+def update_centers(state: BlockState, centers: np.ndarray) -> tuple[np.ndarray, int]:
+    """Means of the clusters; an empty cluster is re-seeded with the point farthest from its centre."""
+    sums, counts = state.sums.copy(), state.counts.copy()
+    empty = np.flatnonzero(counts == 0)
+    reseeded = 0
+    if len(empty):
+        far, donors, rows = state.farthest(centers, len(empty))
+        if far[0] > 0:  # all points on their centres (K > distinct points): nothing to gain
+            for cluster, donor, values in zip(empty, donors, rows, strict=True):
+                sums[donor] -= values
+                counts[donor] -= 1
+                sums[cluster] = values
+                counts[cluster] = 1
+                reseeded += 1
+    new = centers.copy()  # a cluster still empty keeps its centre
+    filled = counts > 0
+    new[filled] = sums[filled] / counts[filled, None]
+    return new, reseeded
+
+
+def _blocks(n: int, stale: np.ndarray | None):
+    """Row blocks to revisit: whole chunks where stale points are dense (a contiguous product
+    beats gathering them), the remaining stale rows gathered into blocks of CHUNK_ROWS."""
+    if stale is None:
+        yield from chunks(n)
+        return
+    edges = np.searchsorted(stale, np.arange(0, n + CHUNK_ROWS, CHUNK_ROWS))
+    dense = np.flatnonzero(np.diff(edges) > DENSE_FRACTION * CHUNK_ROWS)
+    for chunk in dense:
+        yield slice(chunk * CHUNK_ROWS, min((chunk + 1) * CHUNK_ROWS, n))
+    if len(dense):
+        stale = stale[np.isin(stale // CHUNK_ROWS, dense, invert=True)]
+    for part in chunks(len(stale)):
+        yield stale[part]
+
+
+def lloyd(
+    data: Prepared,
+    centers: np.ndarray,
+    max_iter: int,
+    tol_abs: float,
+    report: Callable[[IterationInfo], Any] | None,
+    pool: ThreadPoolExecutor | None,
+) -> _Run:
+    """One run of Lloyd's algorithm from `centers` (prepared space) to convergence or max_iter."""
+    state = BlockState(data, len(centers), pool)
+    current = Centers(centers.copy())
+    strict = converged = False
+    reseeds = 0
+    for i in range(max_iter):
+        started = time.perf_counter()
+        n_changed = state.assign(current, None if i == 0 else state.stale_rows(current))
+        inertia = state.energy(current.values) if report else 0.0
+        new_centers, reseeded = update_centers(state, current.values)
+        reseeds += reseeded
+        shift = np.sqrt(sq_norms(new_centers - current.values))
+        current = Centers(new_centers, shift)
+        shift_total = float(shift @ shift)
+        if report:
+            seconds = time.perf_counter() - started
+            report(IterationInfo(0, i + 1, inertia, n_changed, shift_total, new_centers, seconds))
+        if i > 0 and n_changed == 0:
+            strict = converged = True
+            break
+        if shift_total <= tol_abs:
+            converged = True
+            break
+    if not strict:
+        # Labels must match the final centres (as scikit-learn's last E-step).
+        state.assign(current, state.stale_rows(current))
+    final = current.values
+    return _Run(final, state.labels, state.energy(final), i + 1, converged, reseeds)
+
+
+# ---------------------------------------------------------------------- new data, fitted centres
+
+
+def _against_centers(X: np.ndarray, centers: np.ndarray) -> tuple[Prepared, np.ndarray]:
+    """X prepared around the centres' mean (any offset works; this one needs no extra state)."""
+    data = Prepared(X, offset=centers.mean(axis=0), scale=_power_of_two_scale(centers))
+    return data, data.transform_centers(centers).astype(np.float32)
+
+
+def labels_inertia(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, float]:
+    """Nearest centre of each row of X (int32) and the sum of squared distances to it."""
+    data, c32 = _against_centers(X, centers)
+    labels = np.empty(X.shape[0], dtype=np.int32)
+    cn2 = sq_norms(c32)
+    inertia = 0.0
+    for rows in chunks(X.shape[0]):
+        points = data.block(rows)
+        labels[rows] = nearest(points, data.xn2[rows], c32, c32, cn2)[0]
+        inertia += float(sq_distances_to_own(points, c32, labels[rows]).sum(dtype=np.float64))
+    return labels, inertia / data.scale**2
+
+
+def distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Euclidean distances from each row of X to every centre (N x K, float64)."""
+    data, c32 = _against_centers(X, centers)
+    out = np.empty((X.shape[0], len(c32)), dtype=np.float64)
+    cn2 = sq_norms(c32)
+    for rows in chunks(X.shape[0]):
+        out[rows] = sq_distances(data.block(rows), data.xn2[rows], c32, cn2)
+    np.sqrt(out, out=out)
+    return out / data.scale

@@ -1,0 +1,134 @@
+"""How a fit got there: what the engine reports every iteration, kept for history.csv and
+evolution.gif.
+
+`FitHistory` is the engine's per-iteration callback. It keeps one row per iteration of every
+restart (a few numbers each) and, for the restart that can still win, the representatives at a
+bounded number of iterations (at most MAX_FRAMES, thinned evenly as the fit goes on, the last
+one always kept; at most EVOLUTION_MAX_TILES clusters), so memory stays small whatever the
+number of iterations, restarts or K.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .pictures import EVOLUTION_MAX_TILES, center_images, save_evolution_gif
+
+MAX_FRAMES = 48
+HISTORY_COLUMNS = ("run", "iteration", "inertia", "moved", "center_shift", "seconds")
+
+
+class FitHistory:
+    """Callback for KMeans / the engine: records every IterationInfo it is given.
+
+    Works with what the engine reports: `centers` (the centres after the update) and `seconds`
+    (the iteration's wall time) when present; without them, no frames are kept and each
+    iteration's seconds are measured here, from one report to the next.
+    """
+
+    def __init__(self, image_shape: tuple[int, int] | None = None):
+        self.image_shape = image_shape
+        self.rows: list[tuple] = []
+        self.last = time.perf_counter()
+        self._run = None  # the restart in progress: its frames, stride, last centres, last inertia
+        self._best = None  # the finished restart with the lowest inertia so far
+
+    def __call__(self, info) -> None:
+        now = time.perf_counter()
+        seconds = getattr(info, "seconds", None)
+        if seconds is None:  # an engine that does not time its iterations: the time since the last
+            seconds = now - self.last
+        self.last = now
+        self.rows.append(
+            (info.run + 1, info.iteration, info.inertia, info.n_changed, info.center_shift, seconds)
+        )
+        centers = getattr(info, "centers", None)
+        if centers is None or self.image_shape is None:
+            return
+        if self._run is None or self._run["run"] != info.run:
+            self._finish_run()
+            self._run = {"run": info.run, "frames": [], "stride": 1}
+        run = self._run
+        caption = (
+            f"restart {info.run + 1} · " if self._multiple_runs(info) else ""
+        ) + f"iteration {info.iteration} · inertia {info.inertia:.4g} · {info.n_changed:,} moved"
+        frame = (info.iteration, caption, centers)
+        if (info.iteration - 1) % run["stride"] == 0:
+            run["frames"].append(self._frame(frame))
+            if len(run["frames"]) > MAX_FRAMES:
+                run["frames"] = run["frames"][::2]
+                run["stride"] *= 2
+        run["last"] = (info.iteration, caption, np.array(centers, dtype=np.float64))
+        run["inertia"] = info.inertia
+
+    def _multiple_runs(self, info) -> bool:
+        return info.run > 0 or self._best is not None
+
+    def _frame(self, frame: tuple) -> tuple:
+        iteration, caption, centers = frame
+        shown = np.asarray(centers)[:EVOLUTION_MAX_TILES]
+        return iteration, caption, center_images(shown, self.image_shape)
+
+    def _finish_run(self) -> None:
+        if self._run is not None and (self._best is None or self._run["inertia"] < self._best["inertia"]):
+            self._best = self._run
+        self._run = None
+
+    def kept_frames(self, final_centers: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """The frames of the restart whose last centres are the model's (none if no restart's are)."""
+        self._finish_run()
+        best = self._best
+        if best is None or not np.array_equal(best["last"][2], np.asarray(final_centers, np.float64)):
+            return []
+        frames = best["frames"]
+        if frames[-1][0] != best["last"][0]:
+            frames = [*frames, self._frame(best["last"])]
+        return [(caption, images) for _, caption, images in frames]
+
+    def write_csv(self, path: Path) -> None:
+        """history.csv: run (restart, from 1), iteration (from 1 within it), inertia (of the
+        iteration's assignment), moved (images that changed cluster), center_shift (squared
+        centre movement summed over the centres), seconds (the iteration's wall time)."""
+        lines = [",".join(HISTORY_COLUMNS)]
+        lines += [
+            f"{run},{iteration},{inertia:.10g},{moved},{shift:.6g},{seconds:.4f}"
+            for run, iteration, inertia, moved, shift, seconds in self.rows
+        ]
+        path.write_text("\n".join(lines) + "\n", encoding="ascii")
+
+    def write_gif(self, path: Path, final_centers: np.ndarray, title: str, k: int) -> bool:
+        """evolution.gif of the kept restart; False (nothing written) when there are no frames."""
+        frames = self.kept_frames(final_centers)
+        if not frames:
+            return False
+        if k > EVOLUTION_MAX_TILES:
+            title += f" · the first {EVOLUTION_MAX_TILES} of {k:,} clusters"
+        save_evolution_gif(path, frames, title)
+        return True
+
+
+def read_history(path: Path) -> dict[str, list[float]] | None:
+    """iteration, inertia and moved of the restart with the lowest final inertia in a history.csv
+    (the one the model kept, as far as the file can tell); None if it cannot be read."""
+    try:
+        lines = path.read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not lines or lines[0].split(",")[: len(HISTORY_COLUMNS)] != list(HISTORY_COLUMNS):
+        return None
+    runs: dict[int, dict[str, list[float]]] = {}
+    try:
+        for line in lines[1:]:
+            run, iteration, inertia, moved, _, _ = line.split(",")[: len(HISTORY_COLUMNS)]
+            rows = runs.setdefault(int(run), {"iteration": [], "inertia": [], "moved": []})
+            rows["iteration"].append(int(iteration))
+            rows["inertia"].append(float(inertia))
+            rows["moved"].append(float(moved))
+    except ValueError:
+        return None
+    if not runs:
+        return None
+    return min(runs.values(), key=lambda rows: rows["inertia"][-1])

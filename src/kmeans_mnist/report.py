@@ -1,0 +1,385 @@
+"""What a whole experiment folder shows: the sweep-level pictures and report.html.
+
+Everything here is drawn from the files in the folder (summary.csv, k<K>/summary.json,
+k<K>/model.npz, k<K>/history.csv), not from one run's memory, so that a run of one K, or runs
+of several K side by side, leave a folder whose pictures and page cover every K in it. It runs
+once at the end of each run, under the folder's summary lock, and every file is replaced
+atomically.
+
+report.html is one self-contained page: relative links to the folder's own files, no script,
+no network, so it opens offline and from a copied folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import html
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+
+from .pictures import center_images, draw_convergence, run_title, save_png, side_by_side
+
+REPORT = "report.html"
+SIDE_BY_SIDE = "representatives_by_k.png"
+CONVERGENCE = "convergence.png"
+REPORT_MAX_GRIDS = 60  # per K; beyond, the page links to the clusters/ folder
+# Keys of k<K>/summary.json that are results of one K, not settings shared by the experiment.
+RESULT_KEYS = {
+    "k",
+    "n_iter",
+    "converged",
+    "inertia",
+    "cluster_sizes",
+    "empty_cluster_reseeds",
+    "seconds",
+    "metrics",
+    "confusion",
+    "cluster_classes",
+    "run_id",
+}
+SCORE_NAMES = {"accuracy": "ACC", "nmi": "NMI", "purity": "purity", "ari": "ARI"}
+
+
+def finish_experiment(folder: Path) -> Path:
+    """Redraw the sweep-level pictures and report.html of an experiment folder; returns the page.
+
+    Holds the folder's summary lock (if the folder has one), so runs finishing at the same time
+    take turns and the last one's page covers every K.
+    """
+    folder = Path(folder)
+    with _summary_lock(folder):
+        runs = read_runs(folder)
+        draw_sweep_pictures(folder, runs)
+        return write_report(folder, runs)
+
+
+@contextlib.contextmanager
+def _summary_lock(folder: Path) -> Iterator[None]:
+    from .summary import locked
+
+    with locked(folder):
+        yield
+
+
+def read_runs(folder: Path) -> dict[int, dict]:
+    """K -> that K's summary.json (with "folder"), for every k<K>/ folder that has a readable one."""
+    runs = {}
+    for path in folder.glob("k*/summary.json"):
+        match = re.fullmatch(r"k(\d+)", path.parent.name)
+        if not match:
+            continue
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(summary, dict):
+            runs[int(match.group(1))] = {**summary, "folder": path.parent.name}
+    return dict(sorted(runs.items()))
+
+
+# --- sweep-level pictures ------------------------------------------------------------------
+
+
+def draw_sweep_pictures(folder: Path, runs: dict[int, dict]) -> list[Path]:
+    """representatives_by_k.png (a row of representatives per K) and convergence.png (per K,
+    from history.csv); a picture with nothing to show is removed rather than left stale."""
+    from .history import read_history
+
+    name = _experiment_name(folder, runs)
+    rows, histories = [], {}
+    for k, run in runs.items():
+        sub = folder / run["folder"]
+        representatives = _representatives(sub / "model.npz")
+        if representatives is not None:
+            rows.append((k, *_in_class_order(representatives, run)))
+        history = read_history(sub / "history.csv")
+        if history is not None:
+            histories[k] = history
+    written = []
+    for path, drawable, draw in (
+        (
+            folder / SIDE_BY_SIDE,
+            rows,
+            lambda target: save_png(side_by_side(rows, _side_by_side_title(name, runs)), target),
+        ),
+        (
+            folder / CONVERGENCE,
+            histories,
+            lambda target: draw_convergence(
+                target, histories, f"{name}: how each fit converged (the restart kept)"
+            ),
+        ),
+    ):
+        if drawable:
+            with replacing(path) as temporary:
+                draw(temporary)
+            written.append(path)
+        else:
+            path.unlink(missing_ok=True)
+    return written
+
+
+def _representatives(path: Path) -> np.ndarray | None:
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            centers, shape = stored["cluster_centers"], tuple(int(n) for n in stored["image_shape"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return center_images(centers, shape)
+
+
+def _in_class_order(representatives: np.ndarray, run: dict) -> tuple[np.ndarray, list[list[str]] | None]:
+    """Representatives ordered by their matched class (then share), so classes line up across K;
+    captioned "#3: Trouser" and "92 %" when the classes are known."""
+    matching = (run.get("cluster_classes") or {}).get("clusters")
+    if not matching or len(matching) != len(representatives):
+        return representatives, None
+    order = sorted(range(len(matching)), key=lambda i: (matching[i]["class"], -matching[i]["share"]))
+    captions = [
+        [f"#{matching[i]['cluster']}: {matching[i]['name']}", f"{100 * matching[i]['share']:.0f} %"]
+        for i in order
+    ]
+    return representatives[order], captions
+
+
+def _side_by_side_title(name: str, runs: dict[int, dict]) -> str:
+    ordered = any(run.get("cluster_classes") for run in runs.values())
+    return f"{name}: the representatives for each K" + (
+        " (ordered by matched class; captions: cluster, class, share)" if ordered else ""
+    )
+
+
+def _experiment_name(folder: Path, runs: dict[int, dict]) -> str:
+    return folder.name or next((run.get("dataset") for run in runs.values()), "results")
+
+
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside path; on success it atomically replaces path, else it is removed."""
+    from .output import sibling_path
+
+    temporary = sibling_path(path, "tmp")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+# --- report.html ---------------------------------------------------------------------------
+
+
+def write_report(folder: Path, runs: dict[int, dict] | None = None) -> Path:
+    """report.html of the folder, replaced atomically."""
+    folder = Path(folder)
+    runs = read_runs(folder) if runs is None else runs
+    path = folder / REPORT
+    with replacing(path) as temporary:
+        temporary.write_text(report_html(folder, runs), encoding="utf-8")
+    return path
+
+
+def report_html(folder: Path, runs: dict[int, dict]) -> str:
+    """The page: settings, the summary table, the sweep's charts, then each K's pictures."""
+    from . import __version__
+
+    name = _experiment_name(folder, runs)
+    ks = ", ".join(str(k) for k in runs) or "none yet"
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(name)}: k-means, K = {_e(ks)}</title>",
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>{_e(name)}: k-means, K = {_e(ks)}</h1>",
+        f'<p class="meta">written {_e(time.strftime("%Y-%m-%d %H:%M"))} by kmeans-mnist '
+        f"{_e(__version__)}; every picture and file below lies in this folder.</p>",
+    ]
+    if runs:
+        parts.append(f"<nav>{' '.join(f'<a href=#k{k}>K={k}</a>' for k in runs)}</nav>")
+    parts += _settings_section(runs)
+    parts += _summary_section(folder)
+    parts += _charts_section(folder)
+    for k, run in runs.items():
+        parts += _k_section(folder, k, run)
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1280px; padding: 0 16px;
+       color: #1d1d1f; }
+h1 { font-size: 24px; margin-bottom: 4px; } h2 { margin-top: 36px; border-bottom: 1px solid #ddd; }
+h3 { margin: 20px 0 6px; font-size: 16px; }
+.meta, .note { color: #666; font-size: 13px; }
+nav a { margin-right: 10px; }
+table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+th { background: #f4f6f8; } td.text, th.text { text-align: left; }
+figure { margin: 10px 0 18px; } figcaption { color: #555; font-size: 13px; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; image-rendering: pixelated; }
+img.chart { image-rendering: auto; }
+.grids { display: flex; flex-wrap: wrap; gap: 10px; }
+.grids a img { width: 240px; }
+"""
+
+
+def _e(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _href(path: str) -> str:
+    return quote(path, safe="/")
+
+
+def _settings_section(runs: dict[int, dict]) -> list[str]:
+    """The settings every K ran with (scalar keys of summary.json that are not results); a key
+    whose value differs between K is shown per K."""
+    if not runs:
+        return ["<h2>Settings</h2>", '<p class="note">no K has been saved in this folder yet.</p>']
+    values: dict[str, dict[int, object]] = {}
+    for k, run in runs.items():
+        for key, value in run.items():
+            if key in RESULT_KEYS or key == "folder" or isinstance(value, dict):
+                continue
+            values.setdefault(key, {})[k] = value
+    rows = []
+    for key, by_k in values.items():
+        distinct = {json.dumps(value, sort_keys=True) for value in by_k.values()}
+        if len(distinct) == 1:
+            shown = _setting_text(next(iter(by_k.values())))
+        else:
+            shown = "; ".join(f"K={k}: {_setting_text(value)}" for k, value in by_k.items())
+        rows.append(f'<tr><th class="text">{_e(key)}</th><td class="text">{_e(shown)}</td></tr>')
+    return ["<h2>Settings</h2>", "<table>", *rows, "</table>"]
+
+
+def _setting_text(value) -> str:
+    if isinstance(value, list):
+        return " x ".join(map(str, value)) if all(isinstance(v, int) for v in value) else json.dumps(value)
+    return "" if value is None else str(value)
+
+
+def _summary_section(folder: Path) -> list[str]:
+    """summary.csv as a table, whatever its columns; K links to its section."""
+    path = folder / "summary.csv"
+    parts = ["<h2>Summary</h2>"]
+    try:
+        with open(path, encoding="utf-8", newline="") as file:
+            rows = list(csv.reader(file))
+    except FileNotFoundError:
+        return [*parts, '<p class="note">no summary.csv in this folder.</p>']
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        return [*parts, f'<p class="note">summary.csv could not be read: {_e(error)}</p>']
+    rows = [row for row in rows if row]
+    if not rows:
+        return [*parts, '<p class="note">summary.csv is empty.</p>']
+    header, body = rows[0], rows[1:]
+    k_column = header.index("k") if "k" in header else None
+    lines = ["<table>", "<tr>" + "".join(f"<th>{_e(name)}</th>" for name in header) + "</tr>"]
+    for row in body:
+        cells = []
+        for index, value in enumerate(row):
+            text = _e(value)
+            if index == k_column and value.isdigit() and (folder / f"k{int(value)}").is_dir():
+                text = f'<a href="#k{int(value)}">{text}</a>'
+            numeric = bool(re.fullmatch(r"[-+0-9.eE ±]*", value))
+            cells.append(f"<td{'' if numeric else ' class=text'}>{text}</td>")
+        lines.append("<tr>" + "".join(cells) + "</tr>")
+    lines.append("</table>")
+    lines.append(f'<p class="note"><a href="{_href("summary.csv")}">summary.csv</a></p>')
+    return parts + lines
+
+
+# The sweep's pictures in the order the page shows them, with what they show; any other picture
+# found in the folder follows, under its file name.
+KNOWN_CHARTS = {
+    "k-choice.png": "Scores for choosing K: inertia and its knee, silhouette, Calinski-Harabasz, Davies-Bouldin",
+    "k_choice.png": "Scores for choosing K",
+    "choose_k.png": "Scores for choosing K",
+    "elbow.png": "Inertia against K",
+    SIDE_BY_SIDE: "The representatives for each K",
+    CONVERGENCE: "How each fit converged: inertia above its final value, and images that changed cluster",
+}
+
+
+def _charts_section(folder: Path) -> list[str]:
+    present = sorted(
+        path.name
+        for path in folder.iterdir()
+        if path.suffix.lower() in (".png", ".gif", ".svg") and not path.name.startswith(".")
+    )
+    if not present:
+        return []
+    ordered = [name for name in KNOWN_CHARTS if name in present]
+    ordered += [name for name in present if name not in KNOWN_CHARTS]
+    parts = ["<h2>The sweep</h2>"]
+    for name in ordered:
+        chart = name != SIDE_BY_SIDE
+        parts.append(_figure(name, KNOWN_CHARTS.get(name, name), chart=chart))
+    return parts
+
+
+def _figure(src: str, caption: str, *, chart: bool = False, link: bool = True) -> str:
+    image = f'<img src="{_href(src)}" alt="{_e(caption)}"{" class=chart" if chart else ""}>'
+    if link:
+        image = f'<a href="{_href(src)}">{image}</a>'
+    return f"<figure>{image}<figcaption>{_e(caption)}</figcaption></figure>"
+
+
+def _k_section(folder: Path, k: int, run: dict) -> list[str]:
+    sub = run["folder"]
+    base = folder / sub
+    metrics = run.get("metrics")
+    title = run_title(run.get("dataset", ""), k, int(run.get("n_samples", 0) or 0), metrics)
+    parts = [f'<h2 id="k{k}">K = {k}</h2>', f"<p>{_e(title)}</p>"]
+    facts = []
+    if "n_iter" in run:
+        facts.append(
+            f"{run['n_iter']} iterations" + ("" if run.get("converged", True) else " (stopped at --max-iter)")
+        )
+    if "inertia" in run:
+        facts.append(f"inertia {float(run['inertia']):.4e}")
+    seconds = run.get("seconds") or {}
+    if seconds:
+        facts.append(", ".join(f"{name} {float(value):.2f} s" for name, value in seconds.items()))
+    if facts:
+        parts.append(f'<p class="note">{_e(" · ".join(facts))}</p>')
+    for name, caption in (
+        ("centroids.png", "The representatives, captioned with cluster number, matched class and share"),
+        ("confusion.png", "Clusters against the true classes"),
+        ("evolution.gif", "The representatives, iteration by iteration"),
+    ):
+        if (base / name).is_file():
+            parts.append(_figure(f"{sub}/{name}", caption, chart=name == "confusion.png"))
+    grids = sorted((base / "clusters").glob("cluster_*.png")) if (base / "clusters").is_dir() else []
+    if grids:
+        parts.append("<h3>Each cluster: nearest, farthest and other-class members</h3>")
+        shown = grids[:REPORT_MAX_GRIDS]
+        parts.append('<div class="grids">')
+        for grid in shown:
+            src = _href(f"{sub}/clusters/{grid.name}")
+            parts.append(f'<a href="{src}"><img src="{src}" alt="{_e(grid.stem)}"></a>')
+        parts.append("</div>")
+        if len(grids) > len(shown):
+            parts.append(
+                f'<p class="note">the first {len(shown)} of {len(grids):,} grids; all are in '
+                f'<a href="{_href(sub + "/clusters/")}">{_e(sub)}/clusters/</a></p>'
+            )
+    files = [
+        name
+        for name in ("assignments.csv", "summary.json", "history.csv", "model.npz")
+        if (base / name).is_file()
+    ]
+    if files:
+        links = " · ".join(f'<a href="{_href(f"{sub}/{name}")}">{_e(name)}</a>' for name in files)
+        parts.append(f'<p class="note">files: {links}</p>')
+    return parts

@@ -1,0 +1,561 @@
+"""Your own images as arrays: a folder of images, IDX files, a .npy/.npz file, or a CSV file.
+
+    found = read_source(Path("my-digits/"))     # what load_dataset("files", data_dir=...) reads
+    found.images, found.labels, found.name
+
+What a path holds is told by what it is:
+- a folder holding IDX files (`*-images-idx3-ubyte[.gz]`, as MNIST, Fashion-MNIST, EMNIST and
+  KMNIST ship): the images, with the matching `*-labels-idx1-ubyte[.gz]` when present; names
+  with "train" come before names with "t10k"/"test", and `split` picks one of them;
+- any other folder: its images (whatever Pillow reads), in grey; sub-folders name the classes,
+  as torchvision's ImageFolder does (sorted, labels 0..C-1), and without sub-folders there are
+  no labels. Every image must have one size unless `size` resizes them all;
+- an IDX file (its labels file beside it is found as in a folder);
+- `.npy`: N x H x W (or N x D with `shape`, or D a square), memory-mapped, never copied when it
+  holds uint8; `.npz`: images and optional labels by key (`keys`, or the usual names);
+- `.csv`: rows of `label,pixel,...` or `pixel,...`, a header line or none; the image is square
+  unless `shape` says otherwise (see `_csv_layout`).
+Pixels are 0..255; other integer or float arrays in that range are converted (floats in 0..1
+are scaled by 255). Every problem is a DatasetError naming the file and what to do. Pickled
+arrays are never loaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import re
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import cache
+from .datasets import DATASETS, DatasetError, pillow_warnings_off, read_grey_image, require_file
+
+KINDS = "a folder of images, IDX files, a .npy/.npz file or a CSV file"
+IDX_IMAGES = re.compile(r"^(?P<head>.*)images(?P<sep>[-.])idx3-ubyte(?P<gz>\.gz)?$")
+IDX_TYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+NPZ_NAMES = (("images", "labels"), ("x", "y"), ("X", "y"), ("data", "labels"), ("data", "targets"))
+DECODE_THREADS = min(8, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Found:
+    """What read_source found: the arrays, and words for people."""
+
+    name: str
+    images: np.ndarray  # uint8 N x H x W (a memory map for an uncompressed uint8 source)
+    labels: np.ndarray | None  # int64 N
+    class_names: dict[int, str] | None
+    source: str
+    n_unreadable: int = 0
+
+
+def read_source(
+    path: Path,
+    *,
+    split: str = "all",
+    size: tuple[int, int] | None = None,
+    shape: tuple[int, int] | None = None,
+    keys: tuple[str, str | None] | None = None,
+    skip_unreadable: bool = False,
+    cache_dir: str | Path | None = None,
+) -> Found:
+    """Read the images at `path` (see the module docstring); options that do not apply are refused."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DatasetError(f"{path} does not exist: --data-dir wants {KINDS}") from None
+    except OSError as error:
+        raise DatasetError(f"cannot read {path}: {error.strerror or error}") from error
+    if path.is_dir():
+        kind = "idx" if _idx_files(path) else "images"
+    else:
+        if cache.not_regular(mode):
+            raise DatasetError(
+                f"{path} is {cache.not_regular(mode)}, not a regular file: --data-dir wants {KINDS}"
+            )
+        kind = _file_kind(path)
+    _refuse_options(
+        path, kind, split=split, size=size, shape=shape, keys=keys, skip_unreadable=skip_unreadable
+    )
+
+    if kind == "images":
+        found = _read_image_folder(path, size, skip_unreadable)
+    elif kind == "idx":
+        found = _read_idx_source(path, split)
+    elif kind == "npy":
+        found = _read_npy(path, shape)
+    elif kind == "npz":
+        found = _read_npz(path, split, shape, keys)
+    else:
+        found = _read_csv(path, shape, cache_dir)
+    if not len(found.images):
+        raise DatasetError(f"{path} holds no images")
+    return found
+
+
+def _file_kind(path: Path) -> str:
+    """idx, npy, npz or csv, by the file's name or its first bytes."""
+    name = path.name.lower()
+    for kind, suffixes in (("npy", (".npy",)), ("npz", (".npz",)), ("csv", (".csv", ".txt"))):
+        if name.endswith(suffixes):
+            return kind
+    if "idx" in name or name.endswith("-ubyte") or name.endswith("-ubyte.gz"):
+        return "idx"
+    try:
+        with cache.open_regular(path) as file:
+            start = file.read(6)
+    except OSError as error:
+        raise DatasetError(f"cannot read {path}: {error.strerror or error}") from error
+    if start.startswith(b"\x93NUMPY"):
+        return "npy"
+    if start.startswith(b"PK\x03\x04"):
+        return "npz"
+    if start[:2] == b"\0\0" and len(start) > 3 and start[2] in IDX_TYPES:
+        return "idx"
+    if start[:1].isdigit() or start[:1].isalpha():
+        return "csv"
+    if path.suffix.lower() in _image_suffixes():
+        raise DatasetError(f"{path} is one image: --data-dir wants the folder holding your images")
+    raise DatasetError(f"{path} is not a kind of file kmeans-mnist reads: --data-dir wants {KINDS}")
+
+
+def _refuse_options(path: Path, kind: str, **options) -> None:
+    """Options that mean nothing for this kind of source are an error, not silently ignored."""
+    applies = {
+        "split": ("idx", "npz"),
+        "size": ("images",),
+        "shape": ("npy", "npz", "csv"),
+        "keys": ("npz",),
+        "skip_unreadable": ("images",),
+    }
+    words = {"images": "a folder of images", "idx": "IDX files", "npy": "a .npy file", "npz": "an .npz file"}
+    flags = {
+        "split": "--split",
+        "size": "--size",
+        "shape": "--shape",
+        "keys": "--keys",
+        "skip_unreadable": "--skip-unreadable",
+    }
+    for option, value in options.items():
+        used = value != "all" if option == "split" else bool(value)
+        if used and kind not in applies[option]:
+            raise DatasetError(
+                f"{flags[option]} does not apply to {path}, which is {words.get(kind, 'a CSV file')}: leave it out"
+            )
+
+
+def slug(path: Path, kind: str) -> str:
+    """A short readable name for the output folder: the folder's or file's stem, in lower case."""
+    stem = path.resolve().name
+    for suffix in (".gz", ".npy", ".npz", ".csv", ".txt"):
+        stem = stem.removesuffix(suffix)
+    text = re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-")[:40].strip("-") or "files"
+    return f"{text}-{kind}" if text in DATASETS else text  # never the folder of a named dataset
+
+
+# --- a folder of images ------------------------------------------------------------------------
+
+
+def _image_suffixes() -> set[str]:
+    from PIL import Image
+
+    return {suffix.lower() for suffix in Image.registered_extensions()}
+
+
+def _images_under(folder: Path, suffixes: set[str]) -> list[Path]:
+    """The image files under folder, at any depth, sorted; hidden files and folders are left out."""
+    found = []
+    for root, folders, files in os.walk(folder):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        found += [
+            Path(root) / name
+            for name in sorted(files)
+            if not name.startswith(".") and Path(name).suffix.lower() in suffixes
+        ]
+    return found
+
+
+def _read_image_folder(folder: Path, size: tuple[int, int] | None, skip_unreadable: bool) -> Found:
+    suffixes = _image_suffixes()
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as error:
+        raise DatasetError(f"cannot read {folder}: {error.strerror or error}") from error
+    top = [
+        path
+        for path in entries
+        if path.suffix.lower() in suffixes and not path.name.startswith(".") and not path.is_dir()
+    ]
+    classes = {
+        path.name: images
+        for path in entries
+        if path.is_dir() and not path.name.startswith(".") and (images := _images_under(path, suffixes))
+    }
+    if not top and not classes:
+        what = "is empty" if not entries else "holds no image files (PNG, JPEG, BMP, GIF, TIFF...)"
+        raise DatasetError(f"{folder} {what}: --data-dir wants {KINDS}")
+    if top and classes:
+        raise DatasetError(
+            f"{folder} holds images both at its top ({top[0].name}...) and in sub-folders ({next(iter(classes))}/...), "
+            "which name classes: move the top ones into a sub-folder, or point --data-dir at one sub-folder"
+        )
+    paths = top or [path for images in classes.values() for path in images]
+    labels = None if top else np.repeat(np.arange(len(classes)), [len(images) for images in classes.values()])
+
+    def decode(path: Path) -> np.ndarray | DatasetError:
+        try:
+            return read_grey_image(path, size)
+        except DatasetError as error:
+            return error
+
+    with pillow_warnings_off(), ThreadPoolExecutor(DECODE_THREADS) as pool:  # Pillow decodes without the GIL
+        decoded = list(pool.map(decode, paths, chunksize=64))
+    bad = [index for index, image in enumerate(decoded) if isinstance(image, DatasetError)]
+    if bad and not skip_unreadable:
+        raise DatasetError(f"{decoded[bad[0]]}; --skip-unreadable skips (and counts) such files")
+    if bad:
+        keep = np.setdiff1d(np.arange(len(paths)), bad)
+        decoded = [decoded[index] for index in keep]
+        paths = [paths[index] for index in keep]
+        labels = None if labels is None else labels[keep]
+    if not decoded:
+        raise DatasetError(f"{folder} holds no readable image ({len(bad):,} unreadable files skipped)")
+    shapes = Counter(image.shape for image in decoded)
+    if len(shapes) > 1:
+        (common, count), (other, _) = shapes.most_common(2)
+        example = paths[next(i for i, image in enumerate(decoded) if image.shape == other)]
+        raise DatasetError(
+            f"the images in {folder} differ in size: {count:,} of {len(decoded):,} are {common[1]}x{common[0]} "
+            f"but {example} is {other[1]}x{other[0]}; use --size {common[0]}x{common[1]} (HxW) to resize them all"
+        )
+    classes_found = None if top else dict(enumerate(classes))
+    where = f"{folder}: {len(paths):,} images" + (f" in {len(classes)} class folders" if classes else "")
+    return Found(slug(folder, "images"), np.stack(decoded), labels, classes_found, where, len(bad))
+
+
+# --- IDX files ---------------------------------------------------------------------------------
+
+
+def _idx_files(folder: Path) -> list[Path]:
+    """The IDX image files in folder (one of a .gz and its uncompressed twin), train before test."""
+    try:
+        names = sorted(entry.name for entry in folder.iterdir())
+    except OSError:
+        return []
+    found = {}
+    for name in names:
+        match = IDX_IMAGES.match(name)
+        if match and ((match["head"], match["sep"]) not in found or not match["gz"]):
+            found[(match["head"], match["sep"])] = folder / name  # the uncompressed twin wins: mapped
+    rank = {"train": 0, "test": 1}
+    return sorted(found.values(), key=lambda path: (rank.get(_idx_split(path), 2), path.name))
+
+
+def _idx_split(path: Path) -> str | None:
+    name = path.name.lower()
+    if "train" in name:
+        return "train"
+    if "t10k" in name or "test" in name:
+        return "test"
+    return None
+
+
+def _read_idx_source(path: Path, split: str) -> Found:
+    folder = path if path.is_dir() else path.parent
+    image_files = _idx_files(path) if path.is_dir() else [path]
+    if split != "all":
+        chosen = [file for file in image_files if _idx_split(file) == split]
+        if not chosen:
+            names = ", ".join(file.name for file in image_files)
+            raise DatasetError(
+                f"no {split} images among the IDX files of {folder} ({names}): use another --split"
+            )
+        image_files = chosen
+    parts = []
+    for image_file in image_files:
+        images = _read_idx(image_file)
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise DatasetError(
+                f"{image_file} holds a {images.dtype} array of shape {images.shape}: "
+                "expected unsigned-byte images (IDX type 0x08, 3 dimensions)"
+            )
+        labels_file = _idx_labels_file(image_file)
+        labels = None
+        if labels_file is not None:
+            labels = _read_idx(labels_file)
+            if labels.ndim != 1 or labels.dtype.kind not in "iu":
+                raise DatasetError(f"{labels_file} is not a labels file: expected one whole number per image")
+            if len(labels) != len(images):
+                raise DatasetError(
+                    f"{labels_file} holds {len(labels):,} labels for the {len(images):,} images of "
+                    f"{image_file.name}: use the labels file that belongs to these images"
+                )
+            labels = labels.astype(np.int64)
+        parts.append((image_file, images, labels, labels_file))
+    with_labels = [part[3] is not None for part in parts]
+    if any(with_labels) and not all(with_labels):
+        lacking = next(part[0] for part in parts if part[3] is None)
+        raise DatasetError(
+            f"{lacking.name} in {folder} has no labels file beside it, unlike the others: "
+            "add it, or use --split to read only the labelled part"
+        )
+    images = np.concatenate([part[1] for part in parts]) if len(parts) > 1 else parts[0][1]
+    labels = None
+    if all(with_labels):
+        labels = np.concatenate([part[2] for part in parts]) if len(parts) > 1 else parts[0][2]
+    names = " + ".join(part[0].name for part in parts)
+    return Found(slug(path, "idx"), images, labels, None, f"{folder}: {names}")
+
+
+def _idx_labels_file(image_file: Path) -> Path | None:
+    """The labels file that goes with an IDX images file (same name, labels/idx1), .gz or not."""
+    match = IDX_IMAGES.match(image_file.name)
+    if not match:
+        return None
+    stem = f"{match['head']}labels{match['sep']}idx1-ubyte"
+    for name in (stem, stem + ".gz"):
+        if (image_file.parent / name).is_file():
+            return image_file.parent / name
+    return None
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file's array: memory-mapped when uncompressed, decompressed whole when .gz."""
+    require_file(path, f"{path} does not exist")
+    try:
+        with cache.open_regular(path) as file:
+            if path.name.endswith(".gz"):
+                data = gzip.GzipFile(fileobj=file).read()
+                header = data[:4]
+            else:
+                header = file.read(4)
+                file_size = os.fstat(file.fileno()).st_size
+            if (
+                len(header) < 4
+                or header[:2] != b"\0\0"
+                or header[2] not in IDX_TYPES
+                or not 1 <= header[3] <= 4
+            ):
+                raise DatasetError(f"{path} is not an IDX file (its first bytes are not an IDX header)")
+            dtype, ndim = np.dtype(IDX_TYPES[header[2]]), header[3]
+            head = data[: 4 + 4 * ndim] if path.name.endswith(".gz") else header + file.read(4 * ndim)
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise DatasetError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from error
+    dims = [int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = len(head) + math.prod(dims) * dtype.itemsize
+    found = len(data) if path.name.endswith(".gz") else file_size
+    if len(head) < 4 + 4 * ndim or found != expected:
+        raise DatasetError(
+            f"{path} is cut off or damaged: its header promises {expected:,} bytes, it holds {found:,}; "
+            "copy or download it again"
+        )
+    if path.name.endswith(".gz"):
+        return np.frombuffer(data, dtype=dtype, offset=len(head)).reshape(dims)
+    return np.memmap(path, dtype=dtype, mode="r", offset=len(head), shape=tuple(dims))
+
+
+# --- NumPy files -------------------------------------------------------------------------------
+
+
+def _read_npy(path: Path, shape: tuple[int, int] | None) -> Found:
+    try:
+        with cache.open_regular(path):  # a pipe or folder is refused before numpy opens it
+            pass
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as error:
+        raise DatasetError(
+            f"{path} holds Python objects, which are never unpickled: save a numeric array"
+        ) from error
+    except Exception as error:
+        raise DatasetError(f"{path} is not a NumPy .npy file that can be read ({error})") from error
+    images = _as_images(array, path, "the array", shape)
+    return Found(slug(path, "npy"), images, None, None, f"{path}")
+
+
+def _read_npz(
+    path: Path, split: str, shape: tuple[int, int] | None, keys: tuple[str, str | None] | None
+) -> Found:
+    try:
+        with cache.open_regular(path) as file, np.load(file, allow_pickle=False) as archive:
+            names = list(archive.files)
+            pairs = _npz_pairs(path, names, split, keys)
+            parts = []
+            for image_key, label_key in pairs:
+                images = _as_images(archive[image_key], path, f"array '{image_key}'", shape)
+                labels = None if label_key is None else archive[label_key]
+                parts.append((image_key, images, label_key, labels))
+    except DatasetError:
+        raise
+    except ValueError as error:
+        raise DatasetError(
+            f"{path} holds Python objects, which are never unpickled: save numeric arrays"
+        ) from error
+    except Exception as error:
+        raise DatasetError(f"{path} is not a NumPy .npz file that can be read ({error})") from error
+    label_parts, class_names = [], None
+    for image_key, images, label_key, labels in parts:
+        if labels is None:
+            continue
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise DatasetError(
+                f"{path}: array '{label_key}' holds {labels.shape[0] if labels.ndim else 0:,} labels for the "
+                f"{len(images):,} images of '{image_key}': they must be one label per image"
+            )
+        label_parts.append(labels)
+    labels = None
+    if label_parts:
+        labels, class_names = _labels_from(np.concatenate(label_parts), path)
+    images = np.concatenate([part[1] for part in parts]) if len(parts) > 1 else parts[0][1]
+    used = " + ".join(f"'{key}'" for pair in pairs for key in pair if key)
+    return Found(slug(path, "npz"), images, labels, class_names, f"{path}: {used}")
+
+
+def _npz_pairs(path: Path, names: list[str], split: str, keys) -> list[tuple[str, str | None]]:
+    """Which (images, labels) arrays of the archive to read: --keys, else the usual names."""
+    listed = ", ".join(f"'{name}'" for name in names) or "nothing"
+    if keys is not None:
+        for key in keys:
+            if key is not None and key not in names:
+                raise DatasetError(f"{path} has no array '{key}' (it holds {listed}): check --keys")
+        if split != "all":
+            raise DatasetError(f"--split does not apply with --keys: {path} is read as the arrays named")
+        return [keys]
+    if "x_train" in names and "x_test" in names:  # the layout of keras' mnist.npz and its kin
+        chosen = ["train", "test"] if split == "all" else [split]
+        return [(f"x_{part}", f"y_{part}" if f"y_{part}" in names else None) for part in chosen]
+    if split != "all":
+        raise DatasetError(
+            f"{path} has no x_train/x_test arrays for --split (it holds {listed}): leave --split out"
+        )
+    for image_key, label_key in NPZ_NAMES:
+        if image_key in names:
+            return [(image_key, label_key if label_key in names else None)]
+    if len(names) == 1:
+        return [(names[0], None)]
+    raise DatasetError(
+        f"{path} has no 'images' array (it holds {listed}): name them with --keys IMAGES[,LABELS]"
+    )
+
+
+def _labels_from(labels: np.ndarray, path: Path) -> tuple[np.ndarray, dict[int, str] | None]:
+    """Labels as int64; text labels become 0..C-1 with their texts as class names."""
+    if labels.dtype.kind in "iub":
+        return labels.astype(np.int64), None
+    if labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)):
+        return labels.astype(np.int64), None
+    if labels.dtype.kind in "US":
+        texts, codes = np.unique(labels, return_inverse=True)
+        return codes.astype(np.int64), {i: str(text) for i, text in enumerate(texts)}
+    raise DatasetError(f"{path}: the labels are {labels.dtype} values: use whole numbers or text")
+
+
+def _as_images(array: np.ndarray, path: Path, what: str, shape: tuple[int, int] | None) -> np.ndarray:
+    """array as uint8 N x H x W without copying uint8 data: N x D rows are reshaped by `shape`
+    (or as squares), a single grey channel is dropped, other values are converted if in range."""
+    if array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        height, width = shape or _square(array.shape[1], path, what)
+        if height * width != array.shape[1]:
+            raise DatasetError(
+                f"{path}: {what} has rows of {array.shape[1]:,} values, not {height}x{width}: check --shape"
+            )
+        array = array.reshape(len(array), height, width)
+    elif array.ndim == 3 and shape is not None and tuple(array.shape[1:]) != tuple(shape):
+        raise DatasetError(
+            f"{path}: {what} holds images of {array.shape[1]}x{array.shape[2]}, not {shape[0]}x{shape[1]}: leave --shape out"
+        )
+    if array.ndim != 3:
+        raise DatasetError(
+            f"{path}: {what} has shape {array.shape}: expected N x H x W grey images (or N x D rows with --shape HxW)"
+        )
+    return _as_uint8(array, path, what)
+
+
+def _square(width: int, path: Path, what: str) -> tuple[int, int]:
+    side = math.isqrt(width)
+    if side * side != width:
+        raise DatasetError(
+            f"{path}: {what} has rows of {width:,} values, not a square image: give --shape HxW"
+        )
+    return side, side
+
+
+def _as_uint8(array: np.ndarray, path: Path, what: str) -> np.ndarray:
+    """uint8 as it is (a memory map stays one); other numbers 0..255 (floats 0..1 scaled) converted."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * np.uint8(255)
+    if array.dtype.kind not in "iuf":
+        raise DatasetError(f"{path}: {what} holds {array.dtype} values: expected numbers 0..255")
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    if not (math.isfinite(low) and math.isfinite(high)) or low < 0 or high > 255:
+        raise DatasetError(
+            f"{path}: {what} holds values from {low:g} to {high:g}: pixels must be 0..255 (or floats 0..1)"
+        )
+    if array.dtype.kind == "f":
+        scaled = np.rint(array * 255 if high <= 1 else array)
+        return scaled.astype(np.uint8)
+    return array.astype(np.uint8)
+
+
+# --- a CSV file --------------------------------------------------------------------------------
+
+
+def _read_csv(path: Path, shape: tuple[int, int] | None, cache_dir) -> Found:
+    from .csvparse import parse_pixel_csv
+
+    def layout(n_fields: int) -> bool:
+        return _csv_layout(path, n_fields, shape)
+
+    def parse() -> dict[str, np.ndarray]:
+        pixels, labels = parse_pixel_csv(path, header=None, n_fields=None, label_max=255, layout=layout)
+        height, width = shape or _square(pixels.shape[1], path, "the CSV file")
+        arrays = {"images": pixels.reshape(-1, height, width)}
+        if labels is not None:
+            arrays["labels"] = labels
+        return arrays
+
+    def plausible(arrays: dict[str, np.ndarray]) -> bool:
+        images, labels = arrays.get("images"), arrays.get("labels")
+        return (
+            images is not None
+            and images.dtype == np.uint8
+            and images.ndim == 3
+            and (shape is None or images.shape[1:] == tuple(shape))
+            and (labels is None or (labels.dtype == np.int64 and labels.shape == images.shape[:1]))
+        )
+
+    try:
+        arrays = cache.cached(path, f"csv-{shape}", parse, plausible, cache_dir)
+    except OSError as error:
+        raise DatasetError(f"cannot read {path}: {error.strerror or error}") from error
+    return Found(slug(path, "csv"), arrays["images"], arrays.get("labels"), None, f"{path}")
+
+
+def _csv_layout(path: Path, n_fields: int, shape: tuple[int, int] | None) -> bool:
+    """Whether the rows start with a label: yes when the other fields make the image (a square, or
+    --shape), no when all of them do; anything else is refused before the rest of the file is read."""
+    if shape is not None:
+        pixels = shape[0] * shape[1]
+        if n_fields in (pixels + 1, pixels):
+            return n_fields == pixels + 1
+        raise DatasetError(
+            f"{path}: rows have {n_fields:,} fields, but --shape {shape[0]}x{shape[1]} wants {pixels:,} pixels "
+            "(after an optional label): check --shape"
+        )
+    for with_label in (True, False):
+        side = math.isqrt(n_fields - with_label)
+        if n_fields - with_label > 0 and side * side == n_fields - with_label:
+            return with_label
+    raise DatasetError(
+        f"{path}: rows have {n_fields:,} fields: a label and {n_fields - 1:,} pixels, which is not a square "
+        "image: give --shape HxW"
+    )

@@ -1,0 +1,187 @@
+"""The Dask engine: the in-memory engine's answers on a Dask cluster, lazy predictions, lost workers.
+
+Skipped when dask or distributed is not installed (`pip install -e ".[dask]"`).
+"""
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+
+from kmeans_mnist import dask_engine, engine  # noqa: E402
+from test_kmeans import mnist_like  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    """Two in-process workers of one thread: a real scheduler and workers, quick to start."""
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def digits(request):
+    """6,000 real MNIST images when ../shared is there, synthetic ones otherwise."""
+    from conftest import have_shared
+
+    if have_shared():
+        return request.getfixturevalue("mnist_pixels")[:6000]
+    return mnist_like(6000, seed=7)
+
+
+def same_fit(got, ref) -> None:
+    """The Dask fit gave the in-memory engine's answer: labels, iterations, inertia, centres."""
+    assert np.array_equal(np.asarray(got.labels_), ref.labels_)
+    assert got.n_iter_ == ref.n_iter_ and got.converged_ == ref.converged_
+    assert got.n_empty_reseeds_ == ref.n_empty_reseeds_
+    assert got.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+    np.testing.assert_allclose(got.cluster_centers_, ref.cluster_centers_, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("chunks", [3000, (1000, 2000, 123, 2877)])
+def test_same_answers_as_in_memory_from_the_same_start(client, digits, chunks):
+    init = digits[np.random.default_rng(0).choice(len(digits), 10, replace=False)]
+    ref = engine.fit(digits, 10, init=init)
+    X = da.from_array(digits, chunks=(chunks, -1))
+    seen = []
+    got = dask_engine.fit(X, 10, init=init, callback=seen.append)
+    assert isinstance(got.labels_, da.Array)
+    same_fit(got, ref)
+    assert [info.iteration for info in seen] == list(range(1, ref.n_iter_ + 1))
+    assert sum(info.n_changed for info in seen[1:]) < len(digits)  # the bounds skip most points
+
+
+def test_same_answers_on_float_data_of_extreme_magnitude_and_without_a_cluster(digits):
+    X = digits[:2000].astype(np.float32) * np.float32(1e30)  # scaled by a power of two, as in memory
+    init = X[:6]
+    ref = engine.fit(X, 6, init=init, tol=0)
+    same_fit(dask_engine.fit(da.from_array(X, chunks=(700, -1)), 6, init=init, tol=0), ref)
+
+
+def test_numpy_data_is_scattered_and_gives_the_same_answers(client):
+    X = mnist_like(4000, seed=3)
+    ref = engine.fit(X, 8, init="random", random_state=5, n_init=2)
+    got = dask_engine.fit(X, 8, init="random", random_state=5, n_init=2)
+    assert isinstance(got.labels_, np.ndarray)
+    same_fit(got, ref)
+
+
+def test_an_emptied_cluster_is_reseeded_as_in_memory(client):
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 1, (300, 2)), rng.normal(20, 1, (300, 2))])
+    init = np.array([[0.0, 0.0], [20.0, 20.0], [1000.0, 1000.0]])  # the third attracts nobody
+    ref = engine.fit(X, 3, init=init)
+    got = dask_engine.fit(da.from_array(X, chunks=(250, -1)), 3, init=init)
+    assert ref.n_empty_reseeds_ >= 1
+    same_fit(got, ref)
+
+
+@pytest.mark.parametrize("init", ["k-means++", "k-means||"])
+def test_seeding_on_chunks_is_reproducible_and_as_good(client, digits, init):
+    """Chunk-wise seeding draws differently from the in-memory one, but as well."""
+    few = digits[:3000]
+    X = da.from_array(few, chunks=(1000, -1))
+    first = dask_engine.fit(X, 8, init=init, random_state=3, max_iter=1)
+    again = dask_engine.fit(X, 8, init=init, random_state=3, max_iter=1)
+    np.testing.assert_array_equal(first.cluster_centers_, again.cluster_centers_)
+    in_memory = [engine.fit(few, 8, random_state=seed, max_iter=1).inertia_ for seed in range(4)]
+    assert first.inertia_ < 1.05 * np.mean(in_memory)
+
+
+def test_random_start_picks_the_in_memory_rows(client, digits):
+    X = da.from_array(digits, chunks=(4000, -1))
+    same_fit(
+        dask_engine.fit(X, 7, init="random", random_state=11),
+        engine.fit(digits, 7, init="random", random_state=11),
+    )
+
+
+def test_without_a_cluster_chunks_run_on_threads_here(client, digits):
+    import dask
+
+    init = digits[:5]
+    with dask.config.set(scheduler="threads"):  # Dask's own switch away from the default client
+        assert dask_engine.current_client() is None
+        got = dask_engine.fit(da.from_array(digits[:4000], chunks=(1000, -1)), 5, init=init)
+    assert dask_engine.current_client() is client
+    same_fit(got, engine.fit(digits[:4000], 5, init=init))
+
+
+def test_predict_is_lazy_and_agrees_with_the_fit(client):
+    X = mnist_like(3000, seed=9)
+    centers = engine.fit(X, 6, random_state=0).cluster_centers_
+    reads = []
+
+    def read(block):
+        reads.append(len(block))
+        return block
+
+    lazy = da.from_array(X, chunks=(800, -1)).map_blocks(read, dtype=X.dtype, meta=X[:0])
+    labels = dask_engine.predict(lazy, centers)
+    distances = dask_engine.transform(lazy, centers)
+    assert isinstance(labels, da.Array) and isinstance(distances, da.Array)
+    assert reads == [] and labels.chunks == ((800, 800, 800, 600),)
+    expected = engine.labels_inertia(X, centers)
+    np.testing.assert_array_equal(labels.compute(), expected[0])
+    np.testing.assert_allclose(distances.compute(), engine.distances(X, centers), rtol=1e-6)
+    assert dask_engine.inertia(lazy, centers) == pytest.approx(expected[1], rel=1e-9)
+
+
+def test_bad_dask_input_is_a_value_error(client):
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        dask_engine.fit(da.from_array(np.array([[0.0, np.nan], [1.0, 2.0]]), chunks=1), 1)
+    with pytest.raises(ValueError, match="n_clusters"):
+        dask_engine.fit(da.zeros((3, 4), chunks=2), 5)
+    with pytest.raises(ValueError, match="2-D"):
+        dask_engine.fit(da.zeros(5, chunks=2), 1)
+
+
+@pytest.fixture(scope="module")
+def process_client():
+    """Two worker processes under nannies: one can be killed, and the nanny starts a new one."""
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+def killer(client, at_iteration: int):
+    """A callback that kills a worker process (SIGKILL) after the given iteration."""
+    pids = list(client.run(os.getpid).values())
+    killed = []
+
+    def callback(info) -> None:
+        if info.iteration == at_iteration and not killed:
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(time.monotonic())
+
+    return callback, killed
+
+
+@pytest.mark.parametrize("source", ["dask", "numpy"])
+def test_a_worker_killed_mid_fit_changes_nothing(process_client, digits, source):
+    """Dask recomputes the lost chunk (or we send it again), its state is rebuilt from the
+    previous centres, and the fit ends with the in-memory engine's answer."""
+    X = digits[:4000]
+    init = X[:10]
+    ref = engine.fit(X, 10, init=init)
+    assert ref.n_iter_ > 4
+    callback, killed = killer(process_client, at_iteration=3)
+    data = da.from_array(X, chunks=(1000, -1)) if source == "dask" else X
+    got = dask_engine.fit(data, 10, init=init, callback=callback, client=process_client)
+    assert killed
+    same_fit(got, ref)
+    process_client.wait_for_workers(2, timeout=30)

@@ -1,0 +1,88 @@
+"""The pure NumPy engine on its own: what its callbacks report, its fit result, its per-block state."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kmeans_mnist import engine
+from kmeans_mnist.engine import BlockState, Centers, InitProgress, IterationInfo, Prepared
+from test_kmeans import mnist_like
+
+
+def test_fit_result_has_the_estimator_attribute_names():
+    X = mnist_like(1000, seed=1)
+    result = engine.fit(X, 4, random_state=0)
+    assert result.cluster_centers_.shape == (4, 784) and result.cluster_centers_.dtype == np.float64
+    assert result.labels_.shape == (1000,) and result.n_features_in_ == 784
+    assert result.inertia_ > 0 and result.n_iter_ >= 1
+    assert isinstance(result.converged_, bool) and result.n_empty_reseeds_ == 0
+    labels, inertia = engine.labels_inertia(X, result.cluster_centers_)
+    assert np.array_equal(labels, result.labels_)
+    assert inertia == pytest.approx(result.inertia_, rel=1e-6)
+
+
+@pytest.mark.parametrize("init", ["k-means++", "random"])
+def test_iteration_info_carries_the_centres_in_the_data_space(init):
+    seen: list[IterationInfo] = []
+    X = mnist_like(2000, seed=2).astype(np.float64) * 1e30  # scaled internally by a power of two
+    result = engine.fit(X, 5, init=init, n_init=2, random_state=3, tol=0, callback=seen.append)
+    assert sorted({info.run for info in seen}) == [0, 1]
+    for info in seen:
+        assert info.centers.shape == (5, 784) and info.centers.dtype == np.float64
+        assert info.seconds >= 0
+    # The last iteration of the winning run ends on the returned centres.
+    best_run = [info for info in seen if info.iteration == result.n_iter_ and info.inertia > 0]
+    assert any(np.allclose(info.centers, result.cluster_centers_, rtol=1e-12, atol=0) for info in best_run)
+
+
+def test_the_first_iteration_reports_the_means_of_the_first_assignment():
+    X = mnist_like(1500, seed=6).astype(np.float64)
+    init = X[:4].copy()
+    seen: list[IterationInfo] = []
+    engine.fit(X, 4, init=init, callback=seen.append)
+    labels = ((X[:, None, :] - init[None]) ** 2).sum(axis=2).argmin(axis=1)
+    means = np.array([X[labels == c].mean(axis=0) for c in range(4)])
+    np.testing.assert_allclose(seen[0].centers, means, rtol=0, atol=1e-4)  # pixels 0..255
+    assert seen[0].n_changed == len(X)
+
+
+def test_init_progress_counts_centres_per_restart():
+    reports: list[InitProgress] = []
+    X = mnist_like(1500, seed=4)
+    engine.fit(X, 6, n_init=3, random_state=0, progress=reports.append)
+    for run in range(3):
+        counts = [r.n_chosen for r in reports if r.run == run]
+        assert counts == list(range(1, 7))
+    assert {r.n_clusters for r in reports} == {6}
+    reports.clear()
+    engine.fit(X, 6, init="random", n_init=2, random_state=0, progress=reports.append)
+    assert reports == [InitProgress(0, 6, 6), InitProgress(1, 6, 6)]
+    reports.clear()
+    engine.fit(X, 6, init=X[:6], progress=reports.append)
+    assert reports == [InitProgress(0, 6, 6)]
+
+
+def test_block_states_per_chunk_add_up_to_the_whole():
+    """What a distributed engine does: one BlockState per chunk, sums and counts added up."""
+    X = mnist_like(3000, seed=5)
+    whole = Prepared(X)
+    centers = Centers(whole.block(slice(0, 7)).astype(np.float64))
+    reference = BlockState(whole, 7)
+    reference.assign(centers)
+    parts = []
+    for rows in (slice(0, 1000), slice(1000, 2200), slice(2200, 3000)):
+        part = BlockState(Prepared(X[rows], offset=whole.offset, scale=whole.scale), 7)
+        part.assign(centers)
+        parts.append(part)
+    assert np.array_equal(np.concatenate([p.labels for p in parts]), reference.labels)
+    assert np.array_equal(sum(p.counts for p in parts), reference.counts)
+    np.testing.assert_allclose(sum(p.sums for p in parts), reference.sums, rtol=1e-12)
+    assert sum(p.energy(centers.values) for p in parts) == pytest.approx(reference.energy(centers.values))
+
+
+def test_the_engine_does_not_import_scikit_learn():
+    code = "import sys, kmeans_mnist.engine; print('sklearn' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -1,0 +1,207 @@
+"""report.html and the sweep-level pictures: what the page holds, that it needs nothing outside the
+folder, that it survives odd summaries, and that a real browser shows it without an error."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli_support import write_kaggle
+from kmeans_mnist import cli, report
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory) -> Path:
+    """An experiment folder written by the command: K=2 and K=4 on 80 labelled random images."""
+    base = tmp_path_factory.mktemp("report")
+    write_kaggle(base / "data", name="fashion", n_train=50, n_test=30)
+    previous = Path.cwd()
+    os.environ["KMEANS_MNIST_CACHE"] = str(base / "parsed-cache")
+    try:
+        os.chdir(base)
+        assert (
+            cli.main(["2", "4", "--dataset", "fashion", "--data-dir", "data", "--samples", "6", "--quiet"])
+            == 0
+        )
+    finally:
+        os.chdir(previous)
+        del os.environ["KMEANS_MNIST_CACHE"]
+    return base / "output" / "fashion"
+
+
+class Links(HTMLParser):
+    """Every src and href of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.images: list[str] = []
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if attrs.get("href"):
+            self.links.append(attrs["href"])
+        if tag in ("script", "link", "iframe"):
+            raise AssertionError(f"the page loads nothing but its images: found <{tag}>")
+
+
+def links_of(page: Path) -> Links:
+    parser = Links()
+    parser.feed(page.read_text(encoding="utf-8"))
+    return parser
+
+
+def test_report_shows_every_k_with_its_pictures(experiment):
+    page = experiment / "report.html"
+    links = links_of(page)
+    for k in (2, 4):
+        assert f"k{k}/centroids.png" in links.images and f"k{k}/confusion.png" in links.images
+        assert f"k{k}/clusters/cluster_01.png" in links.images
+        assert f"#k{k}" in links.links and f"k{k}/assignments.csv" in links.links
+    assert "convergence.png" in links.images and "representatives_by_k.png" in links.images
+    text = page.read_text(encoding="utf-8")
+    header = (experiment / "summary.csv").read_text(encoding="utf-8").splitlines()[0]
+    for column in header.split(","):
+        assert f"<th>{column}</th>" in text, "every summary.csv column is in the table"
+
+
+def test_report_needs_nothing_outside_its_folder(experiment):
+    links = links_of(experiment / "report.html")
+    for target in links.images + links.links:
+        if target.startswith("#"):
+            continue
+        assert "://" not in target and not target.startswith("/"), target
+        assert (experiment / target).exists(), target
+
+
+def test_sweep_pictures_cover_every_k_in_the_folder(experiment):
+    with Image.open(experiment / "representatives_by_k.png") as image:
+        assert image.mode == "L" and image.height > 2 * 56
+    with Image.open(experiment / "convergence.png") as image:
+        assert image.format == "PNG"
+    for k in (2, 4):
+        lines = (experiment / f"k{k}" / "history.csv").read_text(encoding="ascii").splitlines()
+        rows = list(csv.DictReader(lines))
+        assert [int(row["iteration"]) for row in rows] == list(range(1, len(rows) + 1))
+        assert all(int(row["run"]) == 1 for row in rows)
+
+
+def test_report_renders_any_summary_columns_and_survives_a_damaged_one(experiment, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(experiment, folder)
+    summary = folder / "summary.csv"
+    lines = summary.read_text(encoding="utf-8").splitlines()
+    summary.write_text(
+        "\n".join([lines[0] + ",silhouette,note"] + [line + ',0.25,"a, b"' for line in lines[1:]]) + "\n",
+        encoding="utf-8",
+    )
+    text = report.report_html(folder, report.read_runs(folder))
+    assert "<th>silhouette</th>" in text and "<td>0.25</td>" in text and "a, b" in text
+    summary.write_bytes(b"\xff\xfe\x00garbage")
+    text = report.report_html(folder, report.read_runs(folder))
+    assert "summary.csv could not be read" in text and 'id="k4"' in text
+    summary.unlink()
+    (folder / "k2" / "summary.json").write_text("{not json", encoding="utf-8")
+    text = report.report_html(folder, report.read_runs(folder))
+    assert 'id="k2"' not in text and 'id="k4"' in text and "no summary.csv" in text
+
+
+def test_report_is_replaced_atomically(experiment, tmp_path, monkeypatch):
+    folder = tmp_path / "copy"
+    shutil.copytree(experiment, folder)
+    before = (folder / "report.html").read_bytes()
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "report_html", fail)
+    with pytest.raises(OSError):
+        report.write_report(folder)
+    assert (folder / "report.html").read_bytes() == before
+    assert not [path.name for path in folder.iterdir() if ".tmp-" in path.name]
+
+
+def test_report_escapes_what_it_shows(tmp_path):
+    folder = tmp_path / "<b>odd & name</b>"
+    (folder / "k3").mkdir(parents=True)
+    (folder / "k3" / "summary.json").write_text('{"dataset": "<script>x</script>", "k": 3}', encoding="utf-8")
+    text = report.report_html(folder, report.read_runs(folder))
+    assert "<script>x" not in text and "&lt;script&gt;" in text and "<b>odd" not in text
+
+
+# --- a real browser ------------------------------------------------------------------------
+
+
+def browser_executable() -> str | None:
+    for name in (
+        os.environ.get("KMEANS_MNIST_TEST_BROWSER"),
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+    ):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def test_report_opens_in_a_headless_browser_from_a_copied_folder(experiment, tmp_path):
+    """Every image loads, nothing errors, no request leaves the folder; saves a screenshot."""
+    required = os.environ.get("KMEANS_MNIST_REQUIRE_BROWSER") == "1"  # CI: fail, never skip
+    try:
+        from playwright import sync_api
+    except ImportError:
+        if required:
+            raise
+        pytest.skip("playwright is not installed (pip install playwright)")
+    executable = browser_executable()
+    if executable is None:
+        (pytest.fail if required else pytest.skip)("no chromium installed (apt-get install chromium)")
+    folder = tmp_path / "copied elsewhere"
+    shutil.copytree(experiment, folder)
+    problems: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on(
+                "console",
+                lambda message: (
+                    problems.append(f"console {message.type}: {message.text}")
+                    if message.type in ("error", "warning")
+                    else None
+                ),
+            )
+            page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+            page.on("requestfailed", lambda request: problems.append(f"failed: {request.url}"))
+            page.on(
+                "request",
+                lambda request: (
+                    None
+                    if request.url.startswith("file://")
+                    else problems.append(f"left the folder: {request.url}")
+                ),
+            )
+            page.goto((folder / "report.html").as_uri(), wait_until="load")
+            images = page.evaluate(
+                "Array.from(document.images).map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])"
+            )
+            screenshot = Path(os.environ.get("KMEANS_MNIST_SCREENSHOT_DIR", tmp_path)) / "report.png"
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    assert len(images) >= 2 * 3 + 2
+    assert [src for src, loaded in images if not loaded] == []
+    assert problems == []
+    with Image.open(screenshot) as shot:
+        pixels = np.asarray(shot.convert("L"))
+        assert shot.width == 1280 and pixels.std() > 10, "the screenshot shows a page, not a blank"
