@@ -5,6 +5,8 @@ Skipped when dask or distributed is not installed (`pip install -e ".[dask]"`).
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -185,3 +187,56 @@ def test_a_worker_killed_mid_fit_changes_nothing(process_client, digits, source)
     assert killed
     same_fit(got, ref)
     process_client.wait_for_workers(2, timeout=30)
+
+
+# ---------------------------------------------------------------------- the command line
+
+
+def test_scheduler_local_writes_the_same_results(tmp_path, monkeypatch):
+    from cli_support import isolated_env, write_kaggle
+    from kmeans_mnist import cli
+
+    write_kaggle(tmp_path / "data", n_train=300, n_test=100)
+    for name, value in isolated_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    common = ["5", "--data-dir", "data", "--samples", "2", "--quiet"]
+    assert cli.main([*common, "--output", "plain"]) == 0
+    assert cli.main([*common, "--output", "dask", "--scheduler", "local"]) == 0
+    assert distributed.client._get_global_client() is None  # the command's cluster is gone
+    plain, on_dask = (tmp_path / out / "mnist" / "k5" / "assignments.csv" for out in ("plain", "dask"))
+    assert plain.read_bytes() == on_dask.read_bytes()
+
+
+def test_an_unreachable_scheduler_is_one_error_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from kmeans_mnist import cli
+
+    monkeypatch.setattr(cli, "SCHEDULER_TIMEOUT", 1)
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["3", "--scheduler", "tcp://127.0.0.1:1", "--output", "out"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: cannot reach the Dask scheduler")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_scheduler_the_command_imports_nothing_of_dask(tmp_path):
+    from cli_support import isolated_env, write_kaggle
+
+    write_kaggle(tmp_path / "data")
+    script = (
+        "import sys; from kmeans_mnist import cli;"
+        "code = cli.main(['3', '--data-dir', 'data', '--quiet', '--samples', '0']);"
+        "print(code, sorted({m.split('.')[0] for m in sys.modules} & {'dask', 'distributed'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=isolated_env(tmp_path),
+        capture_output=True,
+        text=True,
+    )
+    assert result.stdout.split() == ["0", "[]"], result.stderr
+    help_text = subprocess.run(
+        [sys.executable, "-m", "kmeans_mnist", "--help"], capture_output=True, text=True
+    )
+    assert "--scheduler ADDRESS" in help_text.stdout
