@@ -390,3 +390,20 @@ def test_predict_never_imports_scikit_learn(tmp_path, small_model):
         [sys.executable, "-c", code], cwd=tmp_path, env=isolated_env(tmp_path), capture_output=True, text=True
     )
     assert result.stdout.strip() == "0 []", result.stderr
+
+
+def test_a_sheet_beyond_the_decompression_bomb_limit_is_one_line(tmp_path, monkeypatch, capsys):
+    from kmeans_mnist import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        Image, "MAX_IMAGE_PIXELS", 1_000
+    )  # the packaged sheets are far larger than twice this
+    assert cli.main(["3", "--dataset", "usps", "--quiet", "--output", "out"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert (
+        captured.err.startswith("error: ")
+        and "usps_1.jpg has more pixels than Pillow's decompression-bomb" in captured.err
+    )
+    assert not (tmp_path / "out").exists()
