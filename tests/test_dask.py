@@ -138,6 +138,28 @@ def test_predict_is_lazy_and_agrees_with_the_fit(client):
     assert dask_engine.inertia(lazy, centers) == pytest.approx(expected[1], rel=1e-9)
 
 
+def test_the_estimator_takes_dask_arrays(client):
+    from kmeans_mnist import KMeans
+
+    X = mnist_like(3000, seed=4)
+    Xd = da.from_array(X, chunks=(1000, -1))
+    init = X[:6].astype(np.float64)
+    ref = KMeans(6, init=init).fit(X)
+    model = KMeans(6, init=init).fit(Xd)
+    assert isinstance(model.labels_, da.Array) and model.n_features_in_ == 784
+    same_fit(model, ref)
+    labels = model.predict(Xd)
+    assert isinstance(labels, da.Array) and isinstance(model.transform(Xd), da.Array)
+    np.testing.assert_array_equal(labels.compute(), ref.predict(X))
+    np.testing.assert_allclose(model.transform(Xd).compute(), ref.transform(X), rtol=1e-6)
+    assert model.score(Xd) == pytest.approx(ref.score(X), rel=1e-9)
+    assert KMeans(6, init="k-means||", random_state=0).fit(Xd).cluster_centers_.shape == (6, 784)
+    with pytest.raises(ValueError, match="sample_weight"):
+        KMeans(6).fit(Xd, sample_weight=np.ones(3000))
+    with pytest.raises(ValueError, match="features"):
+        model.predict(Xd[:, :100])
+
+
 def test_bad_dask_input_is_a_value_error(client):
     with pytest.raises(ValueError, match="NaN or infinity"):
         dask_engine.fit(da.from_array(np.array([[0.0, np.nan], [1.0, 2.0]]), chunks=1), 1)
