@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.md"
 SECTIONS = ("fit", "sweep", "memory", "growth", "startup", "e2e", "budget", "original", "dask")
-DATA_SECTIONS = ("fit", "sweep", "memory", "e2e", "budget", "original", "dask")  # skipped without ../shared/datasets
+# skipped without ../shared/datasets
+DATA_SECTIONS = ("fit", "sweep", "memory", "e2e", "budget", "original", "dask")
 KAGGLE_SECTIONS = (*DATA_SECTIONS, "startup")  # need the kagglehub cache (startup: for its load rows)
 COLUMNS = (
     "section",

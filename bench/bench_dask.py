@@ -89,7 +89,6 @@ def bench_dask(b) -> None:
                     "target": f"{target}: {verdict(ours_s <= limit * ref_s)}",
                 },
             )
-        del X, X32  # released: the workers drop them
         _large_rows(b, client, "dask", da)
 
 
@@ -193,4 +192,3 @@ def _large_rows(b, client, section: str, da) -> None:
             "target": f"<= 2x in memory per iteration: {verdict(ours_s <= 2 * ref_s)}",
         },
     )
-    del X
