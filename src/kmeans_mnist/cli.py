@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 DATASET_CHOICES = ("mnist", "fashion", "usps", "files")
@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="1",
         metavar="R",
         help="fit each K R times (seeds SEED, SEED+1, ...): every score as mean ± std, and the stability",
+    )
+    fit.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="fit on a Dask cluster: its scheduler's address (tcp://host:8786), or 'local' to start one "
+        "on this machine; same results (needs pip install 'kmeans-mnist[dask]')",
     )
     out = parser.add_argument_group("results")
     out.add_argument(
@@ -237,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if argv[:1] == ["predict"]:
                 return run_predict(parse_predict_args(argv[1:]))
-            return run(parse_args(argv))
+            return on_scheduler(parse_args(argv), run)
         except UsageError as error:
             return _fail(str(error))
         except KeyboardInterrupt as interrupt:  # before any K was saved; run() words the rest
@@ -304,6 +310,38 @@ def _clear_progress() -> None:
             progress.clear()
 
 
+SCHEDULER_TIMEOUT = 5  # seconds to reach a --scheduler before giving up
+
+
+def on_scheduler(args: argparse.Namespace, run: Callable[[argparse.Namespace], int]) -> int:
+    """run(args), connected first to the Dask cluster of --scheduler when one is given (Dask is
+    imported only then); an unreachable scheduler is an error after SCHEDULER_TIMEOUT seconds."""
+    if args.scheduler is None:
+        return run(args)
+    if not args.scheduler.strip():
+        raise UsageError("--scheduler is empty: give tcp://host:port, or 'local'")
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise UsageError("--scheduler needs Dask: pip install 'kmeans-mnist[dask]'") from None
+    import logging
+
+    with contextlib.ExitStack() as stack:
+        if args.scheduler == "local":
+            cluster = stack.enter_context(LocalCluster(dashboard_address=None, silence_logs=logging.ERROR))
+            stack.enter_context(Client(cluster))
+        else:
+            try:
+                stack.enter_context(Client(args.scheduler, timeout=SCHEDULER_TIMEOUT))
+            except Exception as error:  # OSError, TimeoutError, ValueError for a malformed address
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise UsageError(
+                    f"cannot reach the Dask scheduler at {args.scheduler} ({reason}); start one with "
+                    "`dask scheduler` and `dask worker ADDRESS`, or use --scheduler local"
+                ) from None
+        return run(args)
+
+
 def run(args: argparse.Namespace) -> int:
     from .datasets import DatasetError, load_dataset
     from .progress import Terminal
@@ -344,6 +382,7 @@ def run(args: argparse.Namespace) -> int:
         tol=args.tol,
         seed=args.seed,
         repeats=args.repeats,
+        scheduler=args.scheduler,
         samples=args.samples,
         export_members=args.export_members,
     )

@@ -39,6 +39,7 @@ class Settings:
     tol: float = 1e-4
     seed: int = 0
     repeats: int = 1
+    scheduler: str | None = None  # fit on the Dask cluster the command line connected to
     samples: int = 64
     export_members: bool = False
 
@@ -347,7 +348,10 @@ def _together(*callbacks):
 
 def _fit(pixels, k: int, settings: Settings, seed: int, callback, init_progress=None):
     """One K-means fit with the sweep's settings (the engine never touches files)."""
-    from .engine import fit
+    if settings.scheduler:
+        from .dask_engine import fit  # on the current dask.distributed client, the same answers
+    else:
+        from .engine import fit
 
     return fit(
         pixels,
