@@ -123,12 +123,25 @@ def test_evolution_gif_has_one_frame_per_recorded_iteration(tmp_path):
 
 def test_side_by_side_has_a_row_per_k():
     rng = np.random.default_rng(0)
-    rows = [(k, rng.integers(0, 256, (k, 16, 16), dtype=np.uint8), None) for k in (2, 3, 60)]
+    rows = [(k, rng.integers(0, 256, (k, 16, 16), dtype=np.uint8), None, None) for k in (2, 3, 60)]
     sheet = pictures.side_by_side(rows, "usps")
-    [(top_k2, _)] = find_tile(sheet, rows[0][1][1], scale=4)
-    [(top_k3, _)] = find_tile(sheet, rows[1][1][2], scale=4)
+    [(top_k2, _)] = find_tile(sheet, rows[0][1][1], scale=2)
+    [(top_k3, _)] = find_tile(sheet, rows[1][1][2], scale=2)
     assert top_k2 < top_k3, "K ascending, one row each"
-    assert sheet.shape[1] < 40 * 80, "a row shows at most SIDE_BY_SIDE_MAX_TILES representatives"
+    assert not find_tile(sheet, rows[2][1][-1], scale=2), "a row shows at most SIDE_BY_SIDE_MAX_TILES"
+
+
+def test_side_by_side_puts_each_class_in_its_own_columns():
+    rng = np.random.default_rng(1)
+    images = {k: rng.integers(0, 256, (k, 16, 16), dtype=np.uint8) for k in (2, 3)}
+    a, b = (0, "a"), (1, "b")
+    rows = [(2, images[2], [a, b], [["x"], ["y"]]), (3, images[3], [a, a, b], [["x"], ["y"], ["z"]])]
+    sheet = pictures.side_by_side(rows, "t")
+    [(_, b_in_k2)] = find_tile(sheet, images[2][1], scale=4)
+    [(_, b_in_k3)] = find_tile(sheet, images[3][2], scale=4)
+    [(_, second_a)] = find_tile(sheet, images[3][1], scale=4)
+    assert b_in_k2 == b_in_k3, "class b in the same column for every K"
+    assert second_a < b_in_k3, "class a gets two columns: K=3 has two of its clusters"
 
 
 def test_text_falls_back_to_the_bitmap_font(monkeypatch):
