@@ -81,7 +81,7 @@ def test_random_init_picks_distinct_images_from_the_data():
 def test_inertia_never_increases_and_progress_is_reported():
     seen: list[IterationInfo] = []
     X = mnist_like(3000, seed=5)
-    model = KMeans(10, init="random", random_state=1, tol=0, callback=seen.append).fit(X)
+    model = KMeans(10, init="random", n_init=1, random_state=1, tol=0, callback=seen.append).fit(X)
     energies = [info.inertia for info in seen]
     assert len(seen) == model.n_iter_
     assert [info.iteration for info in seen] == list(range(1, model.n_iter_ + 1))
@@ -108,7 +108,9 @@ def test_properties_on_random_small_data(data, n, d, init):
     values = data.draw(st.lists(st.integers(-4, 4), min_size=n * d, max_size=n * d))
     X = np.array(values, dtype=np.float64).reshape(n, d)
     k = data.draw(st.integers(1, n))
-    model = KMeans(k, init=init, tol=0, max_iter=300, random_state=data.draw(st.integers(0, 2**16))).fit(X)
+    model = KMeans(
+        k, init=init, n_init=1, tol=0, max_iter=300, random_state=data.draw(st.integers(0, 2**16))
+    ).fit(X)
 
     centers = model.cluster_centers_
     assert centers.shape == (k, d) and np.all(np.isfinite(centers))
@@ -241,15 +243,32 @@ def test_predict_before_fit_and_with_wrong_width_are_errors():
         ({"n_clusters": 2, "init": "nearest"}, np.zeros((5, 2)), "init"),
         ({"n_clusters": 2, "init": np.zeros((3, 2))}, np.zeros((5, 2)), r"shape \(2, 2\)"),
         ({"n_clusters": 2}, np.array([[0.0, np.nan], [1, 1], [2, 2]]), "NaN"),
-        ({"n_clusters": 2}, np.array([[0.0, np.inf], [1, 1], [2, 2]]), "NaN or infinity"),
-        ({"n_clusters": 1}, np.zeros((0, 3)), "empty"),
-        ({"n_clusters": 1}, np.zeros(5), "2-D"),
-        ({"n_clusters": 1}, np.array([["a", "b"]]), "numbers"),
+        ({"n_clusters": 2}, np.array([[0.0, np.inf], [1, 1], [2, 2]]), "infinity"),
+        ({"n_clusters": 1}, np.zeros((0, 3)), "0 sample"),
+        ({"n_clusters": 1}, np.zeros(5), "2D array"),
+        ({"n_clusters": 1}, np.array([["a", "b"]]), "numeric"),
     ],
 )
 def test_bad_parameters_raise_value_error(params, X, message):
+    """The estimator's messages (scikit-learn's own for the data)."""
     with pytest.raises(ValueError, match=message):
         KMeans(**params).fit(X)
+
+
+@pytest.mark.parametrize(
+    "X, message",
+    [
+        (np.array([[0.0, np.inf], [1, 1], [2, 2]]), "NaN or infinity"),
+        (np.zeros((0, 3)), "empty"),
+        (np.zeros(5), "2-D"),
+        (np.array([["a", "b"]]), "numbers"),
+    ],
+)
+def test_the_engine_refuses_bad_data_itself(X, message):
+    from kmeans_mnist import engine
+
+    with pytest.raises(ValueError, match=message):
+        engine.fit(X, 1)
 
 
 def test_constructor_stores_parameters_as_given():

@@ -4,20 +4,30 @@
     data = load_dataset("mnist")
     model = KMeans(10, random_state=0).fit(data.all_pixel)
 
-Names are imported lazily so that `python -m kmeans_mnist --help` stays fast.
+Names are imported lazily so that `python -m kmeans_mnist --help` stays fast (KMeans imports
+scikit-learn; the command line never does).
 """
 
 __version__ = "0.1.0"
-__all__ = ["Dataset", "DatasetError", "KMeans", "load_dataset"]
+__all__ = ["Dataset", "DatasetError", "KMeans", "ModelError", "load_dataset", "load_model"]
+
+_HOMES = {
+    "KMeans": "kmeans",
+    "Dataset": "datasets",
+    "DatasetError": "datasets",
+    "load_dataset": "datasets",
+    "load_model": "output",
+    "ModelError": "output",
+}
 
 
 def __getattr__(name: str):
-    if name == "KMeans":
-        from .kmeans import KMeans
+    if name in _HOMES:
+        from importlib import import_module
 
-        return KMeans
-    if name in ("Dataset", "DatasetError", "load_dataset"):
-        from . import datasets
-
-        return getattr(datasets, name)
+        return getattr(import_module(f".{_HOMES[name]}", __name__), name)
     raise AttributeError(f"module 'kmeans_mnist' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 import time
 from collections import deque
@@ -49,6 +50,7 @@ MAX_GROUPS = 32  # bound groups: each centre its own up to this K, then groups o
 FEW_CENTERS = 32  # up to this K, the nearest two are found column by column
 TIE_MARGIN = 2.0**-14  # relative gap below which float32 cannot be trusted to pick the nearest centre
 TIE_BLOCK_VALUES = 2**21  # float64 values per step of the exact tie-break (16 MB)
+WHOLE_MAX = 2.0**24 / (2 * CHUNK_ROWS)  # whole numbers up to this sum exactly in float32 per chunk
 
 
 class IterationInfo(NamedTuple):
@@ -91,11 +93,12 @@ def fit(
     X: np.ndarray,
     n_clusters: int,
     *,
-    init: str | np.ndarray = "k-means++",
+    init: str | np.ndarray | Callable = "k-means++",
     n_init: int = 1,
     max_iter: int = 300,
     tol: float = 1e-4,
     random_state: int | np.random.Generator | None = None,
+    sample_weight: np.ndarray | None = None,
     callback: Callable[[IterationInfo], Any] | None = None,
     progress: Callable[[InitProgress], Any] | None = None,
     verbose: bool = False,
@@ -103,16 +106,22 @@ def fit(
     """Cluster X (N x D, uint8 or any numbers) into n_clusters; the run of lowest inertia wins.
 
     init: "k-means++" (greedy, 2 + ln K candidates per centre, as scikit-learn), "random" (K
-    distinct rows picked at random, the original project's way), or a K x D array used as given
-    (then one run). Convergence as scikit-learn: no label changes, or the squared centre shift
-    summed over all centres <= tol x the mean per-feature variance of X. `callback` gets an
-    IterationInfo after every iteration, `progress` an InitProgress as initial centres are chosen.
+    distinct rows picked at random, the original project's way), a K x D array used as given
+    (then one run), or a callable `init(X, n_clusters, random_state=RandomState)` returning one.
+    Convergence as scikit-learn: no label changes, or the squared centre shift summed over all
+    centres <= tol x the mean per-feature variance of X. `sample_weight` (N, >= 0) weighs each
+    point as scikit-learn does: in the means, the inertia and the k-means++ draws. `callback`
+    gets an IterationInfo after every iteration, `progress` an InitProgress as initial centres
+    are chosen.
     """
     X = check_X(X)
     check_params(X, n_clusters, init=init, n_init=n_init, max_iter=max_iter, tol=tol)
-    data = Prepared(X)
+    weights = check_sample_weight(sample_weight, X.shape[0])
+    data = Prepared(X, weights=weights)
     rng = np.random.default_rng(random_state)
     n_runs = 1 if is_array(init) else n_init
+    if callable(init):
+        init = _called_init(init, X, n_clusters, rng)
     best = None
     with (
         ThreadPoolExecutor(THREADS) if data.parallel else contextlib.nullcontext() as pool,
@@ -123,7 +132,8 @@ def fit(
             chosen = (
                 None if progress is None else lambda n, run=run: progress(InitProgress(run, n, n_clusters))
             )
-            centers = initial_centers(data, init, n_clusters, rng, pool, chosen)
+            start = init() if callable(init) else init
+            centers = initial_centers(data, start, n_clusters, rng, pool, chosen)
             report = _reporter(run, data, callback, verbose)
             result = lloyd(data, centers, max_iter, data.tol_abs(tol), report, pool)
             if best is None or result.inertia < best.inertia:
@@ -137,6 +147,18 @@ def fit(
         n_empty_reseeds_=best.n_reseeds,
         n_features_in_=X.shape[1],
     )
+
+
+def _called_init(init: Callable, X: np.ndarray, k: int, rng: np.random.Generator) -> Callable[[], np.ndarray]:
+    """scikit-learn's callable init, `init(X, k, random_state=RandomState)`, as a checked K x D array."""
+    legacy = np.random.RandomState(int(rng.integers(2**32)))  # one stream for all restarts, as scikit-learn
+
+    def start() -> np.ndarray:
+        centers = init(X, k, random_state=legacy)
+        check_init_array(centers, k, X.shape[1], what="the centres returned by the init callable")
+        return np.asarray(centers, dtype=np.float64)
+
+    return start
 
 
 def _reporter(run: int, data: Prepared, callback, verbose: bool):
@@ -169,9 +191,9 @@ def initial_centers(
     if is_array(init):
         centers = data.transform_centers(np.asarray(init, dtype=np.float64))
     elif init == "random":
-        centers = seeding.random_rows(data, k, rng)
+        centers = seeding.random_rows(data, k, rng, data.weights)
     else:
-        return seeding.kmeans_plusplus(data, k, rng, pool, chosen)
+        return seeding.kmeans_plusplus(data, k, rng, pool, chosen, data.weights)
     if chosen is not None:
         chosen(k)
     return centers
@@ -181,7 +203,8 @@ def initial_centers(
 
 
 def is_array(init: object) -> bool:
-    return not isinstance(init, str)
+    """True for an init given as centres (anything but a name or a callable)."""
+    return not isinstance(init, str) and not callable(init)
 
 
 def check_X(X: np.ndarray) -> np.ndarray:
@@ -208,16 +231,47 @@ def check_params(X: np.ndarray, k: int, *, init, n_init: int, max_iter: int, tol
     for name, value in (("max_iter", max_iter), ("n_init", n_init)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if not isinstance(tol, (int, float, np.floating)) or not math.isfinite(tol) or tol < 0:
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
     if is_array(init):
-        init = np.asarray(init)
-        if init.shape != (k, X.shape[1]):
-            raise ValueError(f"init array must have shape ({k}, {X.shape[1]}), got {init.shape}")
-        if not np.all(np.isfinite(init)):
-            raise ValueError("init array contains NaN or infinity")
-    elif init not in ("k-means++", "random"):
-        raise ValueError(f"init must be 'k-means++', 'random' or an array, got {init!r}")
+        check_init_array(init, k, X.shape[1])
+    elif not callable(init) and init not in ("k-means++", "random"):
+        raise ValueError(
+            f"init must be 'k-means++', 'random', a ({k}, {X.shape[1]}) array or a callable, got {init!r}"
+        )
+
+
+def check_init_array(init, k: int, n_features: int, what: str = "init array") -> None:
+    """ValueError unless init is a K x D array of finite real numbers."""
+    values = np.asarray(init)
+    if values.dtype.kind == "c":
+        raise ValueError(f"{what} must hold real numbers, got complex values")
+    if values.dtype.kind not in "uifb":
+        try:
+            values = values.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{what} must hold numbers, got {values.dtype} values") from None
+    if values.shape != (k, n_features):
+        raise ValueError(f"{what} must have shape ({k}, {n_features}), got {values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{what} contains NaN or infinity")
+
+
+def check_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
+    """sample_weight as N float64 >= 0 with a positive sum; None when absent or all ones."""
+    if sample_weight is None:
+        return None
+    weights = np.asarray(sample_weight)
+    if weights.dtype.kind not in "uifb":
+        raise ValueError(f"sample_weight must hold numbers, got {weights.dtype}")
+    weights = weights.astype(np.float64)
+    if weights.ndim == 0:
+        weights = np.full(n_samples, float(weights))
+    if weights.shape != (n_samples,):
+        raise ValueError(f"sample_weight must have shape ({n_samples},), got {weights.shape}")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or not weights.sum() > 0:
+        raise ValueError("sample_weight must be finite, >= 0 and not all zero")
+    return None if np.all(weights == 1) else weights
 
 
 # ---------------------------------------------------------------------- data preparation
@@ -231,23 +285,38 @@ class Prepared:
     and saves the copy (4 bytes per pixel). Other input, and small data (where the conversions
     would cost more than the copy), is copied to float32 once. `offset` and `scale` may be given
     (new data against fitted centres, or one chunk of a larger X): then they are used as they are.
+    `weights` (N float64, or None for all ones) go with the rows.
     """
 
-    def __init__(self, X: np.ndarray, offset: np.ndarray | None = None, scale: float | None = None):
+    def __init__(
+        self,
+        X: np.ndarray,
+        offset: np.ndarray | None = None,
+        scale: float | None = None,
+        weights: np.ndarray | None = None,
+    ):
         n = X.shape[0]
-        self.scale = _power_of_two_scale(X) if scale is None else scale
+        largest = _largest_magnitude(X)
+        self.scale = _power_of_two_scale(largest) if scale is None else scale
         if offset is None:
             # Any offset gives the same clusters; one near the mean keeps float32 precise.
             # A strided sample of rows is near enough and costs no pass over X.
             sample = X[:: max(1, n // OFFSET_SAMPLE_ROWS)]
             offset = sample.sum(axis=0, dtype=np.float64) * self.scale / len(sample)
-            if X.dtype.kind in "uib":
+            if X.dtype.kind in "uib" and self.scale == 1:
                 offset = np.round(offset)
         else:
             offset = np.asarray(offset, dtype=np.float64) * self.scale
         self.offset = offset.astype(np.float32)
-        # Whole numbers stay whole after a whole offset: float32 sums of a chunk are then exact.
-        self.whole = X.dtype.kind in "uib" and bool(np.all(self.offset == np.round(self.offset)))
+        # Small whole numbers stay whole after a whole offset: float32 sums of a chunk of them
+        # (at most CHUNK_ROWS rows of values below WHOLE_MAX) are then exact.
+        self.whole = (
+            X.dtype.kind in "uib"
+            and self.scale == 1
+            and largest <= WHOLE_MAX
+            and bool(np.all(self.offset == np.round(self.offset)))
+        )
+        self.weights = weights
         self.shape = X.shape
         compact = self.whole and X.dtype.itemsize <= 2 and X.size >= PARALLEL_MIN_VALUES
         self.raw = X if compact else None
@@ -262,6 +331,7 @@ class Prepared:
         else:
             for rows in chunks(n):
                 self._fill(X, rows)
+        self.wxn2 = self.xn2 if weights is None else weights * self.xn2  # weighted squared norms
 
     def block(self, rows: slice | np.ndarray) -> np.ndarray:
         """Rows of X as float32, scaled and centred (a new array, or a view of the float32 copy)."""
@@ -310,11 +380,20 @@ class Prepared:
         return (centers + self.offset) / self.scale
 
 
-def _power_of_two_scale(X: np.ndarray) -> float:
-    """1, or an exact power of two that brings huge or tiny float data near 1 (no overflow in x.x)."""
-    if X.dtype.kind != "f":
-        return 1.0
-    largest = float(np.max(np.abs(X)))
+def _largest_magnitude(X: np.ndarray) -> float:
+    """The largest |value| in X (for bytes, the type's bound: no pass over the data)."""
+    if X.dtype.kind in "uib":
+        if X.dtype.itemsize == 1:
+            return 255.0
+        return float(max(abs(int(X.max())), abs(int(X.min()))))  # Python ints: no overflow
+    return float(np.max(np.abs(X)))
+
+
+def _power_of_two_scale(largest: float) -> float:
+    """1, or an exact power of two that brings huge or tiny data near 1 (no overflow in x.x).
+
+    Applies to integers too: int64 values near 2^62 would overflow float32's squares.
+    """
     if largest == 0 or 2.0**-40 <= largest <= 2.0**40:
         return 1.0
     return 2.0 ** -math.ceil(math.log2(largest))
@@ -496,8 +575,9 @@ class BlockState:
         self.group_starts = group_starts(k)
         self.lower = np.empty((len(self.group_starts), n), dtype=np.float32)
         self.scratch = np.empty(n, dtype=np.float64)
-        self.sums = np.zeros((k, d), dtype=np.float64)
-        self.counts = np.zeros(k, dtype=np.int64)
+        self.weights = data.weights
+        self.sums = np.zeros((k, d), dtype=np.float64)  # weighted sums of each cluster's points
+        self.counts = np.zeros(k, dtype=np.int64 if self.weights is None else np.float64)  # or weights
 
     def assign(self, centers: Centers, stale: np.ndarray | None = None) -> int:
         """Reassign the stale points (all when None) to their nearest centre; return how many moved.
@@ -508,9 +588,14 @@ class BlockState:
         moved = 0
         blocks = _blocks(self.data.shape[0], stale)
         work = lambda block: self._reassign(block, centers)  # noqa: E731
-        for points, old, new in in_parallel(self.pool, work, blocks):
+        for points, old, new, weights in in_parallel(self.pool, work, blocks):
             moved += len(new)
-            self._move(points, old, new)
+            self._move(points, old, new, weights)
+        if self.weights is not None:
+            # Weight totals recounted exactly (an emptied cluster weighs exactly 0, as its sums).
+            k = len(self.counts)
+            self.counts = np.bincount(self.labels, weights=self.weights, minlength=k)
+            self.sums[np.bincount(self.labels, minlength=k) == 0] = 0.0
         return moved
 
     def _reassign(self, block, centers: Centers):
@@ -531,22 +616,28 @@ class BlockState:
         dist *= self.SLACK_DOWN
         self.lower[:, block] = dist.T
         changed = np.flatnonzero(new != old)
+        weights = None if self.weights is None else self.weights[block]
         if len(changed) == len(new):  # first pass: no copy of the rows
-            return points, old, new
-        return points[changed], old[changed], new[changed]
+            return points, old, new, weights
+        return points[changed], old[changed], new[changed], None if weights is None else weights[changed]
 
-    def _move(self, points: np.ndarray, old: np.ndarray, new: np.ndarray) -> None:
-        """Move points between clusters' float64 sums (old = -1: not yet in any cluster)."""
+    def _move(self, points: np.ndarray, old: np.ndarray, new: np.ndarray, weights: np.ndarray | None) -> None:
+        """Move points between clusters' float64 sums (old = -1: not yet in any cluster).
+
+        Unweighted, the counts move too; weighted, `assign` recounts the weight totals.
+        """
         k = len(self.counts)
-        dtype = np.float32 if self.data.whole else np.float64  # float32 is exact on whole numbers
-        weights = np.zeros((k, len(points)), dtype=dtype)
+        # float32 is exact on small whole numbers (see Prepared.whole), weighted sums are not.
+        dtype = np.float32 if self.data.whole and weights is None else np.float64
+        moves = np.zeros((k, len(points)), dtype=dtype)
         columns = np.arange(len(points))
-        weights[new, columns] = 1.0
+        moves[new, columns] = 1.0 if weights is None else weights
         left = old >= 0
-        weights[old[left], columns[left]] -= 1.0
-        self.sums += weights @ points.astype(dtype, copy=False)
-        self.counts += np.bincount(new, minlength=k)
-        self.counts -= np.bincount(old[left], minlength=k)
+        moves[old[left], columns[left]] -= 1.0 if weights is None else weights[left]
+        self.sums += moves @ points.astype(dtype, copy=False)
+        if weights is None:
+            self.counts += np.bincount(new, minlength=k)
+            self.counts -= np.bincount(old[left], minlength=k)
 
     def stale_rows(self, centers: Centers) -> np.ndarray:
         """Move the bounds by the centres' shift; return the points whose cluster may change."""
@@ -567,36 +658,45 @@ class BlockState:
     def energy(self, centers: np.ndarray) -> float:
         """Inertia of the current labels against `centers`, from the sums alone (no pass over X).
 
-        Per cluster: sum |x|^2 - 2 c.sum x + n |c|^2. The sums are exact for whole-number pixels,
-        so a cluster of identical images gets exactly 0.
+        Per cluster: sum w|x|^2 - 2 c.sum wx + (sum w) |c|^2. The sums are exact for whole-number
+        pixels, so a cluster of identical images gets exactly 0.
         """
         k = len(centers)
-        own = np.bincount(self.labels, weights=self.data.xn2, minlength=k)
+        own = np.bincount(self.labels, weights=self.data.wxn2, minlength=k)
         per_cluster = own - 2 * np.einsum("kd,kd->k", centers, self.sums) + self.counts * sq_norms(centers)
         return float(np.maximum(per_cluster, 0.0).sum())
 
-    def farthest(self, centers: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The m points farthest from their own centre: squared distances, labels, rows (float32)."""
+    def farthest(self, centers: np.ndarray, m: int):
+        """The m points farthest from their own centre: squared distances, labels, rows (float32)
+        and weights (ones when unweighted). Points of weight 0 cannot fill a cluster: distance -1."""
         far = np.empty(self.data.shape[0], dtype=np.float64)
         for rows in chunks(len(far)):
             far[rows] = sq_distances_to_own(self.data.block(rows), centers, self.labels[rows])
+        if self.weights is not None:
+            far[self.weights == 0] = -1.0
         order = np.argsort(-far, kind="stable")[:m]
-        return far[order], self.labels[order], self.data.block(order)
+        weights = np.ones(len(order), dtype=np.int64) if self.weights is None else self.weights[order]
+        return far[order], self.labels[order], self.data.block(order), weights
 
 
 def update_centers(state: BlockState, centers: np.ndarray) -> tuple[np.ndarray, int]:
-    """Means of the clusters; an empty cluster is re-seeded with the point farthest from its centre."""
+    """Means of the clusters; an empty cluster is re-seeded with the point farthest from its centre
+    (scikit-learn's rule; with weights, a cluster of total weight 0 counts as empty)."""
     sums, counts = state.sums.copy(), state.counts.copy()
     empty = np.flatnonzero(counts == 0)
     reseeded = 0
     if len(empty):
-        far, donors, rows = state.farthest(centers, len(empty))
+        far, donors, rows, weights = state.farthest(centers, len(empty))
         if far[0] > 0:  # all points on their centres (K > distinct points): nothing to gain
-            for cluster, donor, values in zip(empty, donors, rows, strict=True):
-                sums[donor] -= values
-                counts[donor] -= 1
-                sums[cluster] = values
-                counts[cluster] = 1
+            for cluster, donor, values, weight, distance in zip(
+                empty, donors, rows, weights, far, strict=True
+            ):
+                if distance < 0:
+                    continue
+                sums[donor] -= values * weight
+                counts[donor] -= weight
+                sums[cluster] = values * weight
+                counts[cluster] = weight
                 reseeded += 1
     new = centers.copy()  # a cluster still empty keeps its centre
     filled = counts > 0
@@ -663,29 +763,43 @@ def lloyd(
 
 def _against_centers(X: np.ndarray, centers: np.ndarray) -> tuple[Prepared, np.ndarray]:
     """X prepared around the centres' mean (any offset works; this one needs no extra state)."""
-    data = Prepared(X, offset=centers.mean(axis=0), scale=_power_of_two_scale(centers))
+    scale = _power_of_two_scale(_largest_magnitude(centers))
+    data = Prepared(X, offset=centers.mean(axis=0), scale=scale)
     return data, data.transform_centers(centers).astype(np.float32)
 
 
-def labels_inertia(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, float]:
-    """Nearest centre of each row of X (int32) and the sum of squared distances to it."""
+def labels_inertia(
+    X: np.ndarray, centers: np.ndarray, sample_weight: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
+    """Nearest centre of each row of X (int32, exact as in the fit) and the (weighted) sum of
+    squared distances to it."""
     data, c32 = _against_centers(X, centers)
+    weights = check_sample_weight(sample_weight, X.shape[0])
     labels = np.empty(X.shape[0], dtype=np.int32)
     cn2 = sq_norms(c32)
     inertia = 0.0
     for rows in chunks(X.shape[0]):
         points = data.block(rows)
         labels[rows] = nearest(points, data.xn2[rows], c32, c32, cn2)[0]
-        inertia += float(sq_distances_to_own(points, c32, labels[rows]).sum(dtype=np.float64))
+        d2 = sq_distances_to_own(points, c32, labels[rows])
+        inertia += float(d2.sum(dtype=np.float64) if weights is None else weights[rows] @ d2)
     return labels, inertia / data.scale**2
 
 
 def distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """Euclidean distances from each row of X to every centre (N x K, float64)."""
-    data, c32 = _against_centers(X, centers)
-    out = np.empty((X.shape[0], len(c32)), dtype=np.float64)
-    cn2 = sq_norms(c32)
+    """Euclidean distances from each row of X to every centre (N x K, float64, computed in float64)."""
+    scale = _power_of_two_scale(max(_largest_magnitude(centers), _largest_magnitude(X)))
+    offset = centers.mean(axis=0) * scale
+    c = centers * scale - offset
+    cn2 = sq_norms(c)
+    out = np.empty((X.shape[0], len(c)), dtype=np.float64)
     for rows in chunks(X.shape[0]):
-        out[rows] = sq_distances(data.block(rows), data.xn2[rows], c32, cn2)
+        x = X[rows] * scale - offset if scale != 1 else X[rows] - offset
+        d2 = x @ c.T
+        d2 *= -2
+        d2 += sq_norms(x)[:, None]
+        d2 += cn2
+        out[rows] = d2
+    np.maximum(out, 0.0, out=out)
     np.sqrt(out, out=out)
-    return out / data.scale
+    return out / scale

@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -466,19 +467,46 @@ def save_model(path: Path, model, **metadata) -> None:
         np.savez(file, **arrays)
 
 
+class ModelError(ValueError):
+    """A file that load_model cannot read as a model saved by save_model (damaged, or another file)."""
+
+
 def load_model(path: Path) -> "KMeans":
-    """A fitted KMeans from save_model's file; its predict assigns new images."""
+    """A fitted KMeans from save_model's file; its predict assigns new images.
+
+    Raises ModelError (a ValueError) naming the file when it is not a readable model, OSError
+    when it cannot be opened at all (missing, no permission).
+    """
     from .kmeans import KMeans
 
-    with np.load(path, allow_pickle=False) as stored:
-        version = int(stored["format_version"])
-        if version != MODEL_FORMAT_VERSION:
-            raise ValueError(f"{path}: model format {version}, this version reads {MODEL_FORMAT_VERSION}")
-        centers = stored["cluster_centers"]
-        model = KMeans(n_clusters=len(centers), init=centers)
-        model.cluster_centers_ = centers
-        model.inertia_ = float(stored["inertia"])
-        model.n_iter_ = int(stored["n_iter"])
-        model.converged_ = bool(stored["converged"])
-        model.n_features_in_ = centers.shape[1]
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            version = int(stored["format_version"])
+            if version != MODEL_FORMAT_VERSION:
+                raise ModelError(f"{path}: model format {version}, this version reads {MODEL_FORMAT_VERSION}")
+            centers = np.asarray(stored["cluster_centers"])
+            if centers.ndim != 2 or 0 in centers.shape or centers.dtype.kind != "f":
+                raise ModelError(f"{path}: cluster_centers is not a K x D array of numbers")
+            if not np.all(np.isfinite(centers)):
+                raise ModelError(f"{path}: cluster_centers holds NaN or infinity")
+            model = KMeans(n_clusters=len(centers), init=centers)
+            model.cluster_centers_ = centers
+            model.inertia_ = float(stored["inertia"])
+            model.n_iter_ = int(stored["n_iter"])
+            model.converged_ = bool(stored["converged"])
+            model.n_features_in_ = centers.shape[1]
+            model._n_features_out = len(centers)
+    except ModelError:
+        raise
+    except (
+        ValueError,
+        EOFError,
+        KeyError,
+        TypeError,
+        IndexError,
+        OverflowError,
+        zipfile.BadZipFile,
+    ) as error:
+        reason = str(error.args[0]) if error.args else type(error).__name__
+        raise ModelError(f"{path} is not a model file saved by kmeans-mnist ({reason})") from None
     return model
