@@ -83,9 +83,10 @@ def write_run(
     target = run_dir(root, dataset.name, k) if target is None else Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = sibling_path(target, "tmp")
-    staging.mkdir()
-    claim = hold(staging)  # while held, no other run takes the folder for a killed run's leftover
+    claim = None
     try:
+        staging.mkdir()  # inside the try: a Ctrl-C just after it must not leave the folder behind
+        claim = hold(staging)  # while held, no other run takes the folder for a killed run's leftover
         if dataset.labels is None:
             metrics = table = classes = None
         elif metrics is None or table is None or classes is None:
@@ -114,7 +115,8 @@ def write_run(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
-        os.close(claim)
+        if claim is not None:
+            os.close(claim)
     return target
 
 
