@@ -46,6 +46,8 @@ def test_restarts_count_iterations_from_one_and_initialisation_counts_centres():
         assert progress.bar.n == 1, "the second restart counts from 1"
     progress.writing(3, 10)
     assert progress.bar.n == 3 and progress.bar.total == 10
+    progress.writing(10, 10)
+    assert progress.bar is None and stream.getvalue().endswith("K=7: saving the folder and the summary ...")
     terminal.done()
     assert progress.bar is None
     text = stream.getvalue()
@@ -93,7 +95,10 @@ def test_a_run_on_a_terminal_shows_every_phase(small_data, monkeypatch, capsys):
         assert phase in text, phase
     assert text.endswith("\x1b[2K\r"), "the last phase line is cleared"
     stdout = capsys.readouterr().out.splitlines()
-    assert stdout[-1] == "summary: out/mnist/summary.csv, report: out/mnist/report.html"
+    assert stdout[-1] == (
+        "summary: out/mnist-ninit2/summary.csv, chart: out/mnist-ninit2/k-choice.png, "
+        "table: out/mnist-ninit2/results.md, report: out/mnist-ninit2/report.html"
+    )
 
 
 def test_each_k_is_reported_as_soon_as_it_is_saved(small_data, monkeypatch, capsys):
