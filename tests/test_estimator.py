@@ -237,7 +237,7 @@ def test_random_state_kinds():
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"init": "nearest"}, "init must be 'k-means\\+\\+', 'random'"),
+        ({"init": "nearest"}, "init must be 'k-means\\+\\+', 'k-means\\|\\|', 'random'"),
         ({"init": np.array([["a", "b"], ["c", "d"]], dtype=object)}, "init array must hold numbers"),
         ({"init": np.zeros((2, 2), dtype=complex)}, "init array must hold real numbers"),
         ({"init": 3}, "init array must have shape"),
