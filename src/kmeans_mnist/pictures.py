@@ -48,6 +48,7 @@ def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+@functools.lru_cache(maxsize=4096)
 def text_width(text: str, size: int) -> int:
     return math.ceil(font(size).getlength(text))
 
@@ -77,14 +78,31 @@ def text_block(
 
 @functools.lru_cache(maxsize=512)
 def _line_image(text: str, size: int, fill: int) -> Image.Image:
-    """One line of text, rendered once: titles repeat on every grid of a run, and FreeType
-    takes about a millisecond per long line."""
+    """One line of text, rendered once: titles repeat on every grid of a run."""
     return _render_line(text, size, fill)
 
 
 def _render_line(text: str, size: int, fill: int) -> Image.Image:
-    image = Image.new("L", (max(1, text_width(text, size)), round(size * 1.35)), WHITE)
-    ImageDraw.Draw(image).text((0, 0), text, font=font(size), fill=fill)
+    """One line of text, put together from its words, each rendered once: FreeType takes about
+    a millisecond per line, and most lines differ only by a number or two ("iteration 12 ·
+    1,234 moved", "cluster #7 · 903 images")."""
+    words = text.split(" ")
+    space = font(size).getlength(" ")
+    images = [_word_image(word, size, fill) for word in words]
+    width = sum(image.width for image in images) + round(space * (len(words) - 1))
+    line = Image.new("L", (max(1, width), round(size * 1.35)), WHITE)
+    left = 0.0
+    for word, image in zip(words, images, strict=True):
+        line.paste(image, (round(left), 0))
+        left += text_width(word, size) + space if word else space
+    return line
+
+
+@functools.lru_cache(maxsize=4096)
+def _word_image(word: str, size: int, fill: int) -> Image.Image:
+    image = Image.new("L", (max(1, text_width(word, size)), round(size * 1.35)), WHITE)
+    if word:
+        ImageDraw.Draw(image).text((0, 0), word, font=font(size), fill=fill)
     return image
 
 
