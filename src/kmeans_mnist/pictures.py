@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 SHEET_TILE_PIXELS = 112  # centroids.png upscales each representative to about this size
 SHEET_COLUMNS = 10
 SHEET_MAX_TILES = 2500  # beyond this, centroids.png shows the largest clusters (all are in centroids/)
-GRID_TILE_PIXELS = 56  # cluster grids: each member upscaled to about this size
+GRID_TILE_PIXELS = 48  # cluster grids: each member upscaled to about this size (28 px x2, 16 px x3)
 GRID_COLUMNS = 8
 GRID_GAP = 2
 CONFUSION_MAX_ROWS = 60  # beyond this, clusters are merged by majority class
@@ -96,6 +96,18 @@ def _render_line(text: str, size: int, fill: int) -> Image.Image:
         line.paste(image, (round(left), 0))
         left += text_width(word, size) + space if word else space
     return line
+
+
+def put_text(canvas: Image.Image, xy: tuple[int, int], text: str, size: int, ink) -> None:
+    """Text in colour ink on any background (the confusion's coloured cells), from the cached
+    renders: the line's darkness is the mask through which ink is painted."""
+    mask = _text_mask(text, size)
+    canvas.paste(ink, (xy[0], xy[1], xy[0] + mask.width, xy[1] + mask.height), mask)
+
+
+@functools.lru_cache(maxsize=1024)
+def _text_mask(text: str, size: int) -> Image.Image:
+    return _line_image(text, size, INK).point(lambda value: 255 - value)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -333,12 +345,12 @@ def confusion_image(
         for number, line in enumerate(lines):
             size = fitted_size(line, cell_w - 6, 11)
             left = label_w + column * cell_w + (cell_w - text_width(line, size)) // 2
-            draw.text((left, 4 + number * 14), line, font=font(size), fill=(0, 0, 0))
-    draw.text((4, head_h - 16), "cluster \\ class", font=font(11), fill=(90, 90, 90))
+            put_text(grid, (left, 4 + number * 14), line, size, (0, 0, 0))
+    put_text(grid, (4, head_h - 16), "cluster \\ class", 11, (90, 90, 90))
     totals = rows.sum(axis=1)
     for row, (counts, label) in enumerate(zip(rows, row_labels, strict=True)):
         top = head_h + row * cell_h
-        draw.text((4, top + cell_h // 2 - 7), label, font=font(11), fill=(0, 0, 0))
+        put_text(grid, (4, top + cell_h // 2 - 7), label, 11, (0, 0, 0))
         for column, count in enumerate(counts):
             fraction = count / totals[row] if totals[row] else 0.0
             left = label_w + column * cell_w
@@ -346,14 +358,14 @@ def confusion_image(
             draw.rectangle((left, top, left + cell_w, top + cell_h), fill=colour, outline=(225, 225, 225))
             ink = (255, 255, 255) if fraction > 0.5 else (0, 0, 0)
             if count:
-                draw.text((left + 5, top + 4), f"{count:,}", font=font(12), fill=ink)
-                draw.text((left + 5, top + 19), percent(fraction), font=font(10), fill=ink)
+                put_text(grid, (left + 5, top + 4), f"{count:,}", 12, ink)
+                put_text(grid, (left + 5, top + 19), percent(fraction), 10, ink)
         matched = label_w + int(row_match[row]) * cell_w
         draw.rectangle((matched, top, matched + cell_w, top + cell_h), outline=MATCH_OUTLINE, width=3)
     top = head_h + len(rows) * cell_h  # the class sizes, as a last row
-    draw.text((4, top + cell_h // 2 - 7), "all clusters", font=font(11), fill=(0, 0, 0))
+    put_text(grid, (4, top + cell_h // 2 - 7), "all clusters", 11, (0, 0, 0))
     for column, count in enumerate(rows.sum(axis=0)):
-        draw.text((label_w + column * cell_w + 5, top + 10), f"{count:,}", font=font(11), fill=(60, 60, 60))
+        put_text(grid, (label_w + column * cell_w + 5, top + 10), f"{count:,}", 11, (60, 60, 60))
     return stack([header, grid])
 
 
