@@ -46,6 +46,14 @@ def line_colours(count: int) -> list[tuple[int, int, int]]:
     return [tuple(round(float(v)) for v in colour) for colour in mixed]
 
 
+TAB_NAMES = ("blue", "orange", "green", "red", "purple", "brown", "pink", "gray", "olive", "cyan")
+
+
+def tab_colour(name: str) -> tuple[int, int, int]:
+    """matplotlib's "tab:green" and the like, as RGB."""
+    return line_colours(10)[TAB_NAMES.index(name.removeprefix("tab:"))]
+
+
 @dataclass
 class Series:
     """One line: its points (x whole numbers), optional error bars (one std), label and colour."""
