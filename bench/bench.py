@@ -35,14 +35,16 @@ import sklearn
 from sklearn.cluster import KMeans as SkKMeans
 from threadpoolctl import threadpool_limits
 
+from bench_dask import bench_dask
 from kmeans_mnist.datasets import KAGGLE, load_dataset
 from kmeans_mnist.kmeans import KMeans
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.md"
-SECTIONS = ("fit", "sweep", "memory", "growth", "startup", "e2e", "budget", "original")
-DATA_SECTIONS = ("fit", "sweep", "memory", "e2e", "budget", "original")  # skipped without ../shared/datasets
+SECTIONS = ("fit", "sweep", "memory", "growth", "startup", "e2e", "budget", "original", "dask")
+# skipped without ../shared/datasets
+DATA_SECTIONS = ("fit", "sweep", "memory", "e2e", "budget", "original", "dask")
 KAGGLE_SECTIONS = (*DATA_SECTIONS, "startup")  # need the kagglehub cache (startup: for its load rows)
 COLUMNS = (
     "section",
@@ -734,6 +736,7 @@ def main() -> int:
         "e2e": bench_e2e,
         "budget": bench_budget,
         "original": bench_original,
+        "dask": bench_dask,  # bench_dask.py: needs the bench extra (dask, distributed, dask-ml)
     }
     head = header(args)
     try:

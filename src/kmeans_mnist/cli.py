@@ -13,6 +13,7 @@ import errno
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 DATASET_CHOICES = ("mnist", "fashion", "usps", "files")
@@ -69,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--tol", type=float, default=1e-4, help="stop when the centres move less than this (relative)"
     )
     fit.add_argument("--seed", type=int, default=0, help="random seed: same seed, same results")
+    fit.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="fit on a Dask cluster: its scheduler's address (tcp://host:8786), or 'local' to start one "
+        "on this machine; same results (needs pip install 'kmeans-mnist[dask]')",
+    )
     out = parser.add_argument_group("results")
     out.add_argument("--output", default="output", metavar="DIR", help="results go to DIR/<dataset>/k<K>/")
     out.add_argument("--samples", type=int, default=64, metavar="N", help="members shown per cluster grid")
@@ -209,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["predict"]:
             return run_predict(parse_predict_args(argv[1:]))
-        return run(parse_args(argv))
+        return on_scheduler(parse_args(argv), run)
     except UsageError as error:
         return _fail(str(error))
     except KeyboardInterrupt:
@@ -229,6 +236,38 @@ def _clear_progress() -> None:
     progress = sys.modules.get(f"{__package__}.progress")  # loaded only once a run has started
     if progress is not None:
         progress.clear()
+
+
+SCHEDULER_TIMEOUT = 5  # seconds to reach a --scheduler before giving up
+
+
+def on_scheduler(args: argparse.Namespace, run: Callable[[argparse.Namespace], int]) -> int:
+    """run(args), connected first to the Dask cluster of --scheduler when one is given (Dask is
+    imported only then); an unreachable scheduler is an error after SCHEDULER_TIMEOUT seconds."""
+    if args.scheduler is None:
+        return run(args)
+    if not args.scheduler.strip():
+        raise UsageError("--scheduler is empty: give tcp://host:port, or 'local'")
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise UsageError("--scheduler needs Dask: pip install 'kmeans-mnist[dask]'") from None
+    import logging
+
+    with contextlib.ExitStack() as stack:
+        if args.scheduler == "local":
+            cluster = stack.enter_context(LocalCluster(dashboard_address=None, silence_logs=logging.ERROR))
+            stack.enter_context(Client(cluster))
+        else:
+            try:
+                stack.enter_context(Client(args.scheduler, timeout=SCHEDULER_TIMEOUT))
+            except Exception as error:  # OSError, TimeoutError, ValueError for a malformed address
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise UsageError(
+                    f"cannot reach the Dask scheduler at {args.scheduler} ({reason}); start one with "
+                    "`dask scheduler` and `dask worker ADDRESS`, or use --scheduler local"
+                ) from None
+        return run(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -268,6 +307,7 @@ def run(args: argparse.Namespace) -> int:
         max_iter=args.max_iter,
         tol=args.tol,
         seed=args.seed,
+        scheduler=args.scheduler,
         samples=args.samples,
         export_members=args.export_members,
     )

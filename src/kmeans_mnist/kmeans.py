@@ -90,8 +90,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         """Cluster X (N x D: uint8 images as loaded, or any numbers); returns self.
 
         y is ignored. sample_weight (N, >= 0) weighs each point in the means, the inertia and
-        the k-means++ draws, as scikit-learn does.
+        the k-means++ draws, as scikit-learn does. X may be a dask array: see _fit_dask.
         """
+        if _is_dask_array(X):
+            return self._fit_dask(X, sample_weight)
         self._check_params()
         X = validate_data(self, X, dtype="numeric", reset=True)
         n_samples = X.shape[0]
@@ -146,6 +148,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
 
     def fit_transform(self, X, y=None, sample_weight=None) -> np.ndarray:
         """Fit, then return the distances of each point to every centre (N x K)."""
+        if _is_dask_array(X):
+            return self.fit(X, sample_weight=sample_weight).transform(X)
         return self.fit(X, sample_weight=sample_weight)._distances(self._validated(X))
 
     # ------------------------------------------------------------------ new data
@@ -154,18 +158,85 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         """The nearest centre (0..K-1) of each row of X. sample_weight is accepted and ignored
         (a point's cluster does not depend on its weight), as in scikit-learn before 1.5."""
         check_is_fitted(self)
+        if _is_dask_array(X):
+            return self._dask().predict(self._dask_checked(X), self.cluster_centers_)
         return engine.labels_inertia(self._validated(X), self.cluster_centers_)[0]
 
     def transform(self, X) -> np.ndarray:
         """Euclidean distances from each row of X to every centre (N x K)."""
         check_is_fitted(self)
+        if _is_dask_array(X):
+            distances = self._dask().transform(
+                self._dask_checked(X), self.cluster_centers_.astype(np.float64)
+            )
+            return distances.astype(self.cluster_centers_.dtype)
         return self._distances(self._validated(X))
 
     def score(self, X, y=None, sample_weight=None) -> float:
         """Minus the (weighted) inertia of X against the fitted centres: higher is better."""
         check_is_fitted(self)
+        if _is_dask_array(X):
+            if sample_weight is not None:
+                raise ValueError("sample_weight is not supported with a dask array")
+            return -self._dask().inertia(self._dask_checked(X), self.cluster_centers_.astype(np.float64))
         X = self._validated(X)
         return -engine.labels_inertia(X, self.cluster_centers_, sample_weight)[1]
+
+    # ------------------------------------------------------------------ on a Dask cluster
+
+    def _fit_dask(self, X, sample_weight) -> KMeans:
+        """fit on a dask array, on the current dask.distributed client (dask_engine): the same
+        answers as in memory; labels_ is then a dask array whose chunks stay on the workers.
+        init may also be "k-means||" there."""
+        if sample_weight is not None:
+            raise ValueError("sample_weight is not supported with a dask array")
+        if callable(self.init):
+            raise ValueError("a callable init is not supported with a dask array: give an array of centres")
+        init = self.init
+        if isinstance(init, str) and init == "k-means||":  # checked as k-means++, its in-memory kin
+            self.init = "k-means++"
+            try:
+                self._check_params()
+            finally:
+                self.init = init
+        else:
+            self._check_params()
+        if engine.is_array(init):
+            engine.check_init_array(init, self.n_clusters, X.shape[1])
+        result = self._dask().fit(
+            X,
+            self.n_clusters,
+            init=init,
+            n_init=self._n_init(),
+            max_iter=self.max_iter,
+            tol=float(self.tol),
+            random_state=_generator(self.random_state),
+            callback=self.callback,
+            verbose=bool(self.verbose),
+        )
+        self.__dict__.pop("feature_names_in_", None)
+        self.n_features_in_ = X.shape[1]
+        dtype = np.float32 if X.dtype == np.float32 else np.float64
+        self.cluster_centers_ = result.cluster_centers_.astype(dtype)
+        self.labels_ = result.labels_
+        self.inertia_ = result.inertia_
+        self.n_iter_ = result.n_iter_
+        self.converged_ = result.converged_
+        self.n_empty_reseeds_ = result.n_empty_reseeds_
+        self._n_features_out = self.n_clusters
+        return self
+
+    def _dask(self):
+        from . import dask_engine
+
+        return dask_engine
+
+    def _dask_checked(self, X):
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has shape {X.shape}, the model was fitted with {self.n_features_in_} features"
+            )
+        return X
 
     # ------------------------------------------------------------------ internals
 
@@ -206,6 +277,11 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
                 f"callback must be None or a callable taking an IterationInfo, got {self.callback!r}"
             )
         _generator(self.random_state, check_only=True)
+
+
+def _is_dask_array(X) -> bool:
+    """True for a dask.array.Array (told by its type, without importing Dask)."""
+    return type(X).__name__ == "Array" and type(X).__module__.startswith("dask.")
 
 
 def _check_int(name: str, value, low: int, also: str = "") -> None:

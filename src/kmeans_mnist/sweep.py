@@ -25,6 +25,7 @@ class Settings:
     max_iter: int = 300
     tol: float = 1e-4
     seed: int = 0
+    scheduler: str | None = None  # fit on the Dask cluster the command line connected to
     samples: int = 64
     export_members: bool = False
 
@@ -186,7 +187,10 @@ def _together(*callbacks):
 
 def _fit(pixels, k: int, settings: Settings, callback, init_progress=None):
     """One K-means fit with the sweep's settings (the engine never touches files)."""
-    from .engine import fit
+    if settings.scheduler:
+        from .dask_engine import fit  # on the current dask.distributed client, the same answers
+    else:
+        from .engine import fit
 
     return fit(
         pixels,

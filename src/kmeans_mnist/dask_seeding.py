@@ -1,0 +1,229 @@
+"""Initial centres on a Dask cluster: random rows, greedy k-means++ and k-means||, chunk by chunk.
+
+The client draws, the chunks compute: each chunk keeps `closest`, its points' squared distance
+to the nearest centre chosen so far, on its worker (in dask_engine's chunk cache), and counts
+those centres in `n_chosen`. A task asked for n_chosen centres brings `closest` there by adopting
+last round's winning candidate (`adopt`), or rebuilds it from `history` (all centres chosen so
+far, sent only to a task that answered LOST, after its worker was lost). A rebuilt `closest` is
+the same up to float32 rounding: the seeding stays a valid one, though not bit for bit the
+undisturbed one.
+
+`random_rows` picks the rows the in-memory engine picks for the same random state; k-means++ and
+k-means|| draw chunk by chunk, so they start as well as in memory, not from the same centres.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import engine
+from .dask_engine import LOST, _Chunk, _chunk, _Chunks
+
+# ---------------------------------------------------------------------- tasks (on the workers)
+
+
+def _rows(rows, key, prep, indices: np.ndarray) -> np.ndarray:
+    """Rows of the chunk, prepared (float32, centred and scaled as the engine reads them)."""
+    return _chunk(rows, key, prep).data.block(np.asarray(indices))
+
+
+def _seed_closest(chunk: _Chunk, n_chosen: int, adopt: int | None, history: np.ndarray | None) -> bool:
+    if chunk.n_chosen == n_chosen and chunk.closest is not None:
+        return True
+    if chunk.n_chosen == n_chosen - 1 and chunk.trials is not None and adopt is not None:
+        chunk.closest, chunk.trials = chunk.trials[:, adopt].copy(), None
+    elif history is not None:
+        chunk.n_chosen = -1
+        d2 = chunk.data.sq_distances(history[:n_chosen].astype(np.float32), None)
+        chunk.closest, chunk.trials = d2.min(axis=1), None
+    else:
+        return False
+    chunk.n_chosen = n_chosen
+    return True
+
+
+def _seed_potential(rows, key, prep, n_chosen: int, *, adopt=None, history=None):
+    """The chunk's potential: the sum of `closest` over the first n_chosen centres."""
+    chunk = _chunk(rows, key, prep)
+    if not _seed_closest(chunk, n_chosen, adopt, history):
+        return LOST
+    return float(chunk.closest.sum(dtype=np.float64))
+
+
+def _seed_pick(rows, key, prep, n_chosen: int, draws: np.ndarray, *, adopt=None, history=None):
+    """Rows drawn with probability proportional to `closest` (D^2); draws lie in 0..potential."""
+    chunk = _chunk(rows, key, prep)
+    if not _seed_closest(chunk, n_chosen, adopt, history):
+        return LOST
+    cumulative = np.cumsum(chunk.closest, dtype=np.float64)
+    picked = np.minimum(np.searchsorted(cumulative, draws), len(cumulative) - 1)
+    return chunk.data.block(picked)
+
+
+def _seed_try(rows, key, prep, n_chosen: int, candidates: np.ndarray, *, adopt=None, history=None):
+    """The chunk's potential with each candidate added (kept, for the winner to be adopted)."""
+    chunk = _chunk(rows, key, prep)
+    if not _seed_closest(chunk, n_chosen, adopt, history):
+        return LOST
+    d2 = chunk.data.sq_distances(candidates, None)
+    np.minimum(d2, chunk.closest[:, None], out=d2)
+    chunk.trials = d2
+    return d2.sum(axis=0, dtype=np.float64)
+
+
+def _seed_sample(rows, key, prep, n_chosen: int, factor: float, potential: float, seed: int, *, history=None):
+    """k-means||: rows drawn independently with probability factor x closest / potential."""
+    chunk = _chunk(rows, key, prep)
+    if not _seed_closest(chunk, n_chosen, None, history):
+        return LOST
+    draws = np.random.default_rng(seed).uniform(size=len(chunk.closest)) * potential
+    return chunk.data.block(np.flatnonzero(draws < factor * chunk.closest))
+
+
+def _seed_fold(rows, key, prep, n_chosen: int, new: np.ndarray, *, history=None):
+    """k-means||: the new candidates join the centres of `closest`; the chunk's new potential."""
+    chunk = _chunk(rows, key, prep)
+    if not _seed_closest(chunk, n_chosen, None, history):
+        return LOST
+    if len(new):
+        np.minimum(chunk.closest, chunk.data.sq_distances(new, None).min(axis=1), out=chunk.closest)
+    chunk.n_chosen = n_chosen + len(new)
+    return float(chunk.closest.sum(dtype=np.float64))
+
+
+def _seed_counts(rows, key, prep, candidates: np.ndarray) -> np.ndarray:
+    """k-means||: how many of the chunk's points have each candidate as their nearest."""
+    data = _chunk(rows, key, prep).data
+    c32 = candidates.astype(np.float32)
+    cn2 = engine.sq_norms(c32)
+    counts = np.zeros(len(candidates), dtype=np.int64)
+    for part in engine.chunks(data.shape[0]):
+        labels = engine.nearest(data.block(part), data.xn2[part], candidates, c32, cn2)[0]
+        counts += np.bincount(labels, minlength=len(candidates))
+    return counts
+
+
+# ---------------------------------------------------------------------- the client's side
+
+
+def _fetch(chunks: _Chunks, indices: np.ndarray) -> np.ndarray:
+    """Prepared rows of X at `indices` (of all of X), in that order, from the chunks holding them."""
+    owner = np.searchsorted(chunks.starts, indices, side="right") - 1
+    parts = np.unique(owner)
+    answers = chunks.map(
+        _rows, only=list(parts), each=[(indices[owner == p] - chunks.starts[p],) for p in parts]
+    )
+    rows = np.empty((len(indices), answers[0].shape[1]), dtype=np.float32)
+    for part, values in zip(parts, answers, strict=True):
+        rows[owner == part] = values
+    return rows
+
+
+def random_rows(chunks: _Chunks, k: int, rng: np.random.Generator) -> np.ndarray:
+    """seeding.random_rows over chunks: K rows distinct in content, the same rows for the same
+    random state (fetched in batches along the same permutation)."""
+    order = rng.permutation(chunks.n)
+    chosen: dict[bytes, np.ndarray] = {}
+    batch = max(4 * k, 256)
+    for start in range(0, chunks.n, batch):
+        for values in _fetch(chunks, order[start : start + batch]):
+            chosen.setdefault(values.tobytes(), values)
+            if len(chosen) == k:
+                return np.array(list(chosen.values()), dtype=np.float64)
+    # Fewer distinct rows than k: repeat some; the surplus clusters stay empty, never NaN.
+    rows = list(chosen.values())
+    return np.array([rows[i % len(rows)] for i in range(k)], dtype=np.float64)
+
+
+class _Seeding:
+    """Seeding calls on the chunks: a LOST answer is asked again with the centres chosen so far."""
+
+    def __init__(self, chunks: _Chunks, history: np.ndarray):
+        self.chunks, self.history = chunks, history
+
+    def map(self, fn, *args, only=None, each=None, **kwargs) -> list:
+        answers = self.chunks.map(fn, *args, only=only, each=each, **kwargs)
+        return self.chunks.again(
+            answers, fn, *args, only=only, each=each, rebuild={"history": self.history}, **kwargs
+        )
+
+    def draw(self, potentials: np.ndarray, draws: np.ndarray, n_chosen: int, adopt: int | None) -> np.ndarray:
+        """Rows drawn by D^2: each draw (in 0..total potential) is taken by the chunk whose share holds it."""
+        ends = np.cumsum(potentials)
+        owner = np.minimum(np.searchsorted(ends, draws), len(ends) - 1)
+        parts = np.unique(owner)
+        each = [(draws[owner == p] - (ends[p] - potentials[p]),) for p in parts]
+        answers = self.map(_seed_pick, n_chosen, only=list(parts), each=each, adopt=adopt)
+        rows = np.empty((len(draws), self.history.shape[1]), dtype=np.float32)
+        for part, values in zip(parts, answers, strict=True):
+            rows[owner == part] = values
+        return rows
+
+
+def kmeans_plusplus(chunks: _Chunks, k: int, rng: np.random.Generator, chosen) -> np.ndarray:
+    """Greedy k-means++ (seeding.kmeans_plusplus) over chunks: each new centre is the best of
+    2 + ln K candidates drawn by D^2. Each chunk keeps its points' distance to the nearest centre;
+    per centre, the chunks owning the draws send those rows, then all chunks try them."""
+    n_trials = 2 + int(math.log(k))
+    centers = np.empty((k, len(chunks.prep[0])), dtype=np.float64)
+    centers[0] = _fetch(chunks, rng.integers(chunks.n, size=1))[0]
+    if chosen is not None:
+        chosen(1)
+    seeding = _Seeding(chunks, centers)
+    potentials = np.array(seeding.map(_seed_potential, 1))
+    adopt = None
+    for c in range(1, k):
+        draws = rng.uniform(size=n_trials) * potentials.sum()
+        candidates = seeding.draw(potentials, draws, c, adopt)
+        tried = np.array(seeding.map(_seed_try, c, candidates, adopt=adopt))  # chunks x candidates
+        adopt = int(tried.sum(axis=0).argmin())
+        potentials = tried[:, adopt]
+        centers[c] = candidates[adopt]
+        if chosen is not None:
+            chosen(c + 1)
+    return centers
+
+
+def kmeans_parallel(chunks: _Chunks, k: int, rng: np.random.Generator, rounds: int = 5) -> np.ndarray:
+    """k-means|| (Bahmani et al., 2012) over chunks: `rounds` rounds in which every point joins
+    the candidates with probability 2K x its D^2 / the potential (each chunk draws from its own
+    stream, seeded by the client's generator), candidates weighted by how many points are nearest
+    to them, reduced to K by weighted greedy k-means++ here (there are only about 10K of them)."""
+    candidates = _fetch(chunks, rng.integers(chunks.n, size=1))
+    seeding = _Seeding(chunks, candidates)
+    potential = float(np.sum(seeding.map(_seed_potential, 1)))
+    for _ in range(rounds):
+        if potential == 0:
+            break
+        streams = [(int(seed),) for seed in rng.integers(2**63, size=len(chunks.parts))]
+        new = np.concatenate(seeding.map(_seed_sample, len(candidates), 2.0 * k, potential, each=streams))
+        potential = float(np.sum(seeding.map(_seed_fold, len(candidates), new)))
+        candidates = seeding.history = np.concatenate([candidates, new])
+    weights = np.sum(chunks.map(_seed_counts, candidates.astype(np.float64)), axis=0)
+    return _weighted_plusplus(candidates.astype(np.float64), weights.astype(np.float64), k, rng)
+
+
+def _weighted_plusplus(
+    points: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Greedy k-means++ on a few weighted points (k-means||'s reduction), in float64."""
+    if len(points) <= k:  # too few candidates (few distinct points): repeat some
+        return points[np.arange(k) % len(points)]
+    n_trials = 2 + int(math.log(k))
+    norms = engine.sq_norms(points)
+
+    def sq_distances(to: np.ndarray) -> np.ndarray:
+        return np.maximum(norms[:, None] - 2 * points @ to.T + engine.sq_norms(to)[None, :], 0.0)
+
+    centers = [points[rng.choice(len(points), p=weights / weights.sum())]]
+    closest = sq_distances(centers[0][None])[:, 0]
+    for _ in range(1, k):
+        draws = rng.uniform(size=n_trials) * (weights @ closest)
+        picks = np.minimum(np.searchsorted(np.cumsum(weights * closest), draws), len(points) - 1)
+        trial = np.minimum(sq_distances(points[picks]), closest[:, None])
+        best = int((weights @ trial).argmin())
+        centers.append(points[picks[best]])
+        closest = trial[:, best]
+    return np.array(centers)
