@@ -284,12 +284,6 @@ def run(args: argparse.Namespace) -> int:
     except DatasetError as error:
         raise UsageError(str(error)) from None
     load_seconds = time.perf_counter() - started
-    from .sweep import interrupt_deferred
-
-    # scipy's import runs exec(), and a Ctrl-C inside exec() makes Python end by SIGINT, not with
-    # exit code 130: the import is done before the fits, with Ctrl-C held back until it is over.
-    with interrupt_deferred():
-        from . import metrics  # noqa: F401
     terminal.done()
     _check_k_fits(args, data)
     blank = f", {data.n_blank_skipped} all-black skipped" if data.n_blank_skipped else ""

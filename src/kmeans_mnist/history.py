@@ -17,7 +17,7 @@ import numpy as np
 
 from .pictures import EVOLUTION_MAX_TILES, center_images, save_evolution_gif
 
-MAX_FRAMES = 48
+MAX_FRAMES = 32
 HISTORY_COLUMNS = ("run", "iteration", "inertia", "moved", "center_shift", "seconds")
 
 

@@ -76,8 +76,8 @@ def write_run(
     target = run_dir(root, dataset.name, k)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = sibling_path(target, "tmp")
-    staging.mkdir()
     try:
+        staging.mkdir()  # inside the try: a Ctrl-C just after it must not leave the folder behind
         if dataset.labels is None:
             metrics = table = classes = None
         elif metrics is None or table is None or classes is None:

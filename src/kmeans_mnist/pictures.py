@@ -27,6 +27,7 @@ GRID_GAP = 2
 CONFUSION_MAX_ROWS = 60  # beyond this, clusters are merged by majority class
 SIDE_BY_SIDE_MAX_TILES = 40  # per K row
 EVOLUTION_MAX_TILES = 100
+EVOLUTION_TILE_PIXELS = 84
 EVOLUTION_FRAME_MS = 150
 EVOLUTION_LAST_FRAME_MS = 2000
 INK, GREY, WHITE = 0, 110, 255
@@ -78,6 +79,10 @@ def text_block(
 def _line_image(text: str, size: int, fill: int) -> Image.Image:
     """One line of text, rendered once: titles repeat on every grid of a run, and FreeType
     takes about a millisecond per long line."""
+    return _render_line(text, size, fill)
+
+
+def _render_line(text: str, size: int, fill: int) -> Image.Image:
     image = Image.new("L", (max(1, text_width(text, size)), round(size * 1.35)), WHITE)
     ImageDraw.Draw(image).text((0, 0), text, font=font(size), fill=fill)
     return image
@@ -161,14 +166,16 @@ def captioned_grid(
     padded = np.pad(tiles, ((0, 0), (0, caption_height), (0, 0)), constant_values=WHITE)
     grid = Image.fromarray(image_grid(padded, columns, gap=gap))
     if n_lines:
-        draw = ImageDraw.Draw(grid)
         columns = max(1, min(columns, len(tiles)))
         for position, lines in enumerate(captions):
             left = gap + (position % columns) * (cell_width + gap)
             top = gap + (position // columns) * (padded.shape[1] + gap) + height + 1
             for number, line in enumerate(lines):
-                line_size = fitted_size(line, cell_width, size)
-                draw.text((left, top + number * round(size * 1.3)), line, font=font(line_size), fill=INK)
+                rendered = _line_image(line, fitted_size(line, cell_width, size), INK)
+                grid.paste(
+                    rendered.crop((0, 0, min(rendered.width, cell_width), rendered.height)),
+                    (left, top + number * round(size * 1.3)),
+                )
     return grid
 
 
@@ -208,7 +215,9 @@ def centroid_sheet(
         lines.append(
             (f"the {len(shown):,} largest of {k:,} clusters, in cluster order (all are in centroids/)", 11)
         )
-    if note:
+    elif k > 1000:
+        lines.append(("in cluster order, 50 to a row, #1 at the top left", 11))
+    if note and k <= 100:  # the captions it explains are shown up to K=100
         lines.append((note, 11))
     return np.asarray(stack([text_block(lines), grid]) if lines else grid)
 
@@ -268,7 +277,8 @@ def confusion_rows(
     share = table[np.arange(k), match] / np.maximum(sizes, 1)
     order = np.lexsort((-share, match))
     how = "matched one-to-one (Hungarian)" if method == "hungarian" else "labelled by their majority class"
-    subtitle = f"rows: clusters, {how}, in the order of their class; outlined: the matched class"
+    outlined = "the matched class" if method == "hungarian" else "each cluster's majority class"
+    subtitle = f"rows: clusters, {how}, in the order of their class; outlined: {outlined}"
     return table[order], [f"#{i + 1}  n={sizes[i]:,}" for i in order], match[order], subtitle
 
 
@@ -346,15 +356,35 @@ def draw_confusion(
 
 def save_evolution_gif(path: Path, frames: Sequence[tuple[str, np.ndarray]], title: str) -> None:
     """An animated GIF of the representatives, one frame per recorded iteration (caption, K x H x W
-    uint8 images); the last frame is held longer. Frames share one grayscale palette."""
+    uint8 images), each numbered "#1" ...; the last frame is held longer.
+
+    The layout (title, numbers, gaps) is drawn once; each frame only changes the tiles and its
+    caption line, which keeps a 48-frame GIF at a few tens of milliseconds.
+    """
+    first = widen(upscale(frames[0][1], EVOLUTION_TILE_PIXELS), 40)
+    numbers = [[f"#{number}"] for number in range(1, len(first) + 1)]
+    grid = np.asarray(captioned_grid(first, SHEET_COLUMNS, numbers, size=11, gap=3))
+    heading = np.asarray(text_block([(title, 12)]))
+    line_height = round(11 * 1.35) + 4
+    width = max(grid.shape[1], heading.shape[1], max(text_width(c, 11) + 8 for c, _ in frames))
+    template = np.full((heading.shape[0] + line_height + grid.shape[0], width), WHITE, np.uint8)
+    template[: heading.shape[0], : heading.shape[1]] = heading
+    top = heading.shape[0] + line_height
+    template[top:, : grid.shape[1]] = grid
+    _, tile_height, tile_width = first.shape
+    columns = min(SHEET_COLUMNS, len(first))
+    cell_height = tile_height + round(11 * 1.3) + 2
     pictures = []
     for caption, images in frames:
-        tiles = upscale(images, GRID_TILE_PIXELS)
-        grid = Image.fromarray(image_grid(tiles, SHEET_COLUMNS, gap=3))
-        pictures.append(stack([text_block([(title, 12), (caption, 11)]), grid]))
-    width = max(picture.width for picture in pictures)
-    height = max(picture.height for picture in pictures)
-    pictures = [_on_white(picture, width, height) for picture in pictures]
+        picture = template.copy()
+        tiles = widen(upscale(images, EVOLUTION_TILE_PIXELS), 40)
+        for position, tile in enumerate(tiles):
+            y = top + 3 + (position // columns) * (cell_height + 3)
+            x = 3 + (position % columns) * (tile_width + 3)
+            picture[y : y + tile_height, x : x + tile_width] = tile
+        line = np.asarray(_render_line(caption, 11, GREY))  # a new text each frame: not cached
+        picture[heading.shape[0] - 2 : heading.shape[0] - 2 + line.shape[0], 4 : 4 + line.shape[1]] = line
+        pictures.append(Image.fromarray(picture))
     durations = [EVOLUTION_FRAME_MS] * (len(pictures) - 1) + [EVOLUTION_LAST_FRAME_MS]
     pictures[0].save(  # optimize=False: Pillow's palette optimisation took 40 % of the time, for nothing
         path,
@@ -365,14 +395,6 @@ def save_evolution_gif(path: Path, frames: Sequence[tuple[str, np.ndarray]], tit
         loop=0,
         optimize=False,
     )
-
-
-def _on_white(picture: Image.Image, width: int, height: int) -> Image.Image:
-    if picture.size == (width, height):
-        return picture
-    canvas = Image.new("L", (width, height), WHITE)
-    canvas.paste(picture, (0, 0))
-    return canvas
 
 
 TAB10 = (
@@ -528,17 +550,72 @@ def _decade(exponent: int) -> str:
 
 
 def side_by_side(
-    rows: Sequence[tuple[int, np.ndarray, Sequence[Sequence[str]] | None]], title: str
+    rows: Sequence[tuple[int, np.ndarray, Sequence[tuple[int, str]] | None, Sequence[Sequence[str]] | None]],
+    title: str,
 ) -> np.ndarray:
-    """One row of representatives per K (K, K x H x W images, caption lines or None), K ascending."""
-    widest = max(min(len(images), SIDE_BY_SIDE_MAX_TILES) for _, images, _ in rows)
+    """One row of representatives per K: (K, K x H x W images, the class (value, name) of each or
+    None, caption lines of each or None), K ascending.
+
+    When every row knows its classes, each class gets its own columns, as many as the K that
+    gives it the most clusters, headed by its name: the same class lines up down the sheet.
+    Otherwise (or when that would be wider than SIDE_BY_SIDE_MAX_TILES) the rows are plain.
+    """
+    height, width = rows[0][1].shape[1:]
+    groups = _class_columns(rows)
+    slots = sum(groups.values()) if groups else max(min(len(r[1]), SIDE_BY_SIDE_MAX_TILES) for r in rows)
+    tile = GRID_TILE_PIXELS if slots <= 20 else GRID_TILE_PIXELS // 2
+    cell = max(64 if tile >= GRID_TILE_PIXELS else tile, upscale(rows[0][1][:1], tile).shape[2])
+    blank = np.full((height, width), WHITE, np.uint8)
     blocks = [text_block([(title, 14)])]
-    for k, images, captions in rows:
-        shown = min(len(images), SIDE_BY_SIDE_MAX_TILES)
-        note = f" (the first {shown} of {k})" if shown < k else ""
+    if groups:
+        blocks.append(_class_header(groups, cell, gap=4, left=0))
+    for k, images, classes, captions in rows:
+        if groups:
+            placed: dict[tuple[int, str], list[int]] = {}
+            for index, key in enumerate(classes):
+                placed.setdefault(key, []).append(index)
+            order, lines = [], []
+            for key, count in groups.items():
+                members = placed.get(key, [])
+                order += members + [-1] * (count - len(members))
+            tiles = np.stack([images[i] if i >= 0 else blank for i in order])
+            lines = [list(captions[i]) if i >= 0 and captions else [""] for i in order]
+            note = ""
+        else:
+            shown = min(len(images), SIDE_BY_SIDE_MAX_TILES)
+            tiles = images[:shown]
+            lines = [list(c) for c in captions[:shown]] if captions else None
+            note = f" (the first {shown} of {k})" if shown < k else ""
         blocks.append(text_block([(f"K={k}{note}", 12)], pad=3))
-        tiles = upscale(images[:shown], GRID_TILE_PIXELS)
-        if captions:
-            tiles = widen(tiles, 64)
-        blocks.append(captioned_grid(tiles, widest, captions[:shown] if captions else None, size=10))
+        blocks.append(captioned_grid(widen(upscale(tiles, tile), cell), slots, lines, size=10))
     return np.asarray(stack(blocks))
+
+
+def _class_columns(rows) -> dict[tuple[int, str], int]:
+    """Class -> how many columns it needs (its most clusters in one K), in class order; empty when
+    some row does not know its classes or the columns would be too many."""
+    if not all(classes for _, _, classes, _ in rows):
+        return {}
+    needed: dict[tuple[int, str], int] = {}
+    for _, _, classes, _ in rows:
+        for key in set(classes):
+            needed[key] = max(needed.get(key, 0), list(classes).count(key))
+    if sum(needed.values()) > SIDE_BY_SIDE_MAX_TILES:
+        return {}
+    return dict(sorted(needed.items()))
+
+
+def _class_header(groups: dict[tuple[int, str], int], cell: int, gap: int, left: int) -> Image.Image:
+    """The class names over their columns, each centred over its group, with a rule under it."""
+    width = gap + sum(groups.values()) * (cell + gap)
+    header = Image.new("L", (width, 24), WHITE)
+    draw = ImageDraw.Draw(header)
+    x = gap
+    for (_, name), count in groups.items():
+        span = count * (cell + gap) - gap
+        size = fitted_size(name, span, 12)
+        rendered = _line_image(name, size, INK)
+        header.paste(rendered, (x + max(0, (span - rendered.width) // 2), 2))
+        draw.line((x, 21, x + span, 21), fill=GREY, width=1)
+        x += span + gap
+    return header

@@ -136,24 +136,25 @@ def _representatives(path: Path) -> np.ndarray | None:
     return center_images(centers, shape)
 
 
-def _in_class_order(representatives: np.ndarray, run: dict) -> tuple[np.ndarray, list[list[str]] | None]:
-    """Representatives ordered by their matched class (then share), so classes line up across K;
-    captioned "#3: Trouser" and "92 %" when the classes are known."""
+def _in_class_order(representatives: np.ndarray, run: dict) -> tuple:
+    """(images, the (value, name) class of each, captions) ordered by class, then largest share;
+    (images, None, None) when the classes are not known."""
     matching = (run.get("cluster_classes") or {}).get("clusters")
     if not matching or len(matching) != len(representatives):
-        return representatives, None
-    order = sorted(range(len(matching)), key=lambda i: (matching[i]["class"], -matching[i]["share"]))
-    captions = [
-        [f"#{matching[i]['cluster']}: {matching[i]['name']}", f"{100 * matching[i]['share']:.0f} %"]
-        for i in order
-    ]
-    return representatives[order], captions
+        return representatives, None, None
+    try:
+        order = sorted(range(len(matching)), key=lambda i: (matching[i]["class"], -matching[i]["share"]))
+        classes = [(int(matching[i]["class"]), str(matching[i]["name"])) for i in order]
+        captions = [[f"#{matching[i]['cluster']} · {100 * matching[i]['share']:.0f} %"] for i in order]
+    except (KeyError, TypeError, ValueError):  # a summary.json edited by hand
+        return representatives, None, None
+    return representatives[order], classes, captions
 
 
 def _side_by_side_title(name: str, runs: dict[int, dict]) -> str:
     ordered = any(run.get("cluster_classes") for run in runs.values())
     return f"{name}: the representatives for each K" + (
-        " (ordered by matched class; captions: cluster, class, share)" if ordered else ""
+        " under their class (captions: cluster, and the class's share of it)" if ordered else ""
     )
 
 
