@@ -107,9 +107,15 @@ def _scattered(client, x: np.ndarray, parts: int):
 
 
 def _dask_ml(X, init: np.ndarray, tol_abs: float):
+    """dask-ml's KMeans fit; its inertia_ replaced by that of its centres (its own sums unsquared
+    distances)."""
     from dask_ml.cluster import KMeans as DaskMLKMeans
 
-    return DaskMLKMeans(n_clusters=len(init), init=init, n_init=1, max_iter=300, tol=tol_abs).fit(X)
+    from kmeans_mnist import dask_engine
+
+    model = DaskMLKMeans(n_clusters=len(init), init=init, n_init=1, max_iter=300, tol=tol_abs).fit(X)
+    model.inertia_ = dask_engine.inertia(X, model.cluster_centers_.astype(np.float64))
+    return model
 
 
 def _load_rows(path: str, start: int, stop: int) -> np.ndarray:
