@@ -25,7 +25,8 @@ from urllib.parse import quote
 
 import numpy as np
 
-from .pictures import center_images, draw_convergence, run_title, save_png, side_by_side
+from .charts import draw_convergence
+from .pictures import center_images, run_title, save_png, side_by_side
 
 REPORT = "report.html"
 SIDE_BY_SIDE = "representatives_by_k.png"
