@@ -226,8 +226,9 @@ def test_scheduler_local_writes_the_same_results(tmp_path, monkeypatch):
     before = distributed.client._get_global_client()
     assert cli.main([*common, "--output", "dask", "--scheduler", "local"]) == 0
     assert distributed.client._get_global_client() is before  # the command's cluster is gone
-    # the experiment's folder is named by its settings (mnist-init-random): found, not spelled out
-    plain, on_dask = (next((tmp_path / out).glob("*/k5/assignments.csv")) for out in ("plain", "dask"))
+    plain, on_dask = (
+        tmp_path / out / "mnist-init-random" / "k5" / "assignments.csv" for out in ("plain", "dask")
+    )
     assert plain.read_bytes() == on_dask.read_bytes()
 
 
