@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -500,10 +501,13 @@ def bench_budget(b: Bench) -> None:
     usps = [sys.executable, "-m", "kmeans_mnist", "3", "4", "5", "6", "7", "--dataset", "usps"]
     usps += ["--data-dir", str(SHARED / "usps-sheets"), "--quiet", "--output"]
     run_child([*usps, str(b.workdir / "budget-warm-up")], b.env)  # warm the OS caches and .pyc files
-    walls = []
+    walls, cpus = [], []
     for repeat in range(b.repeats):
         out = b.workdir / f"budget-usps-{repeat}"
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         walls.append(run_child([*usps, str(out)], b.env)[0])
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         shutil.rmtree(out, ignore_errors=True)
     seconds = statistics.median(walls)
     b.add(
@@ -511,7 +515,8 @@ def bench_budget(b: Bench) -> None:
         "`python -m kmeans_mnist 3 4 5 6 7 --dataset usps` (warm)",
         ours=fmt_time(seconds),
         target=f"<= 1.5 s: {verdict(seconds <= 1.5)}",
-        notes=f"whole command, every file, chart and report.html written; wall time, median of {b.repeats}",
+        notes=f"whole command, every file, chart and report.html written; wall time, median of {b.repeats} "
+        f"(CPU time {fmt_time(statistics.median(cpus))}: close to the wall time of an idle machine)",
     )
     b.data("mnist")  # warm the parsed cache
     mnist = [sys.executable, "-m", "kmeans_mnist", "10", "--quiet", "--output"]

@@ -46,6 +46,8 @@ def test_restarts_count_iterations_from_one_and_initialisation_counts_centres():
         assert progress.bar.n == 1, "the second restart counts from 1"
     progress.writing(3, 10)
     assert progress.bar.n == 3 and progress.bar.total == 10
+    progress.writing(10, 10)
+    assert progress.bar is None and stream.getvalue().endswith("K=7: saving the folder and the summary ...")
     terminal.done()
     assert progress.bar is None
     text = stream.getvalue()

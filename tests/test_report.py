@@ -70,8 +70,10 @@ def test_report_shows_every_k_with_its_pictures(experiment):
     assert "convergence.png" in links.images and "representatives_by_k.png" in links.images
     text = page.read_text(encoding="utf-8")
     header = (experiment / "summary.csv").read_text(encoding="utf-8").splitlines()[0]
+    same = text.split("the same for every K: ")[1].split("</p>")[0] if "the same for every K" in text else ""
     for column in header.split(","):
-        assert f"<th>{column}</th>" in text, "every summary.csv column is in the table"
+        in_table = f"<th>{column}</th>" in text
+        assert in_table or f"{column} " in same or column.endswith("_std"), column
 
 
 def test_report_needs_nothing_outside_its_folder(experiment):
@@ -100,12 +102,15 @@ def test_report_renders_any_summary_columns_and_survives_a_damaged_one(experimen
     shutil.copytree(experiment, folder)
     summary = folder / "summary.csv"
     lines = summary.read_text(encoding="utf-8").splitlines()
+    extra = [',0.25,0.01,"a, b",same', ",0.30,0,c,same"]
+    body = [line + more for line, more in zip(lines[1:], extra, strict=True)]
     summary.write_text(
-        "\n".join([lines[0] + ",silhouette,note"] + [line + ',0.25,"a, b"' for line in lines[1:]]) + "\n",
-        encoding="utf-8",
+        "\n".join([lines[0] + ",silhouette,silhouette_std,note,constant", *body]) + "\n", encoding="utf-8"
     )
     text = report.report_html(folder, report.read_runs(folder))
-    assert "<th>silhouette</th>" in text and "<td>0.25</td>" in text and "a, b" in text
+    assert "<th>silhouette</th>" in text and "<th>silhouette_std</th>" not in text
+    assert "<td>0.25 ± 0.01</td>" in text and "<td>0.30</td>" in text, "mean ± std in one cell"
+    assert "a, b" in text and "<th>constant</th>" not in text and "constant same" in text
     summary.write_bytes(b"\xff\xfe\x00garbage")
     text = report.report_html(folder, report.read_runs(folder))
     assert "summary.csv could not be read" in text and 'id="k4"' in text
@@ -113,6 +118,23 @@ def test_report_renders_any_summary_columns_and_survives_a_damaged_one(experimen
     (folder / "k2" / "summary.json").write_text("{not json", encoding="utf-8")
     text = report.report_html(folder, report.read_runs(folder))
     assert 'id="k2"' not in text and 'id="k4"' in text and "no summary.csv" in text
+
+
+def test_report_shows_the_experiments_settings_and_the_k_advice(experiment, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(experiment, folder)
+    (folder / "settings.json").write_text(
+        '{"format": 1, "dataset": "fashion", "repeats": 3}', encoding="utf-8"
+    )
+    (folder / "results.md").write_text(
+        "# K-means results\n\n| K |\n\n## Choosing K\n\nPrefers: silhouette K=2.\n\nAccuracy <misleads>.\n",
+        encoding="utf-8",
+    )
+    text = report.report_html(folder, report.read_runs(folder))
+    settings = text.split("<h2>Settings</h2>")[1].split("</table>")[0]
+    assert ">repeats<" in settings and ">3<" in settings and "format" not in settings
+    assert "<h3>Choosing K</h3>" in text and "<p>Prefers: silhouette K=2.</p>" in text
+    assert "Accuracy &lt;misleads&gt;." in text and 'href="results.md"' in text
 
 
 def test_report_is_replaced_atomically(experiment, tmp_path, monkeypatch):

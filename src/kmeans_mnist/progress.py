@@ -138,7 +138,10 @@ class FitProgress:
         bar.update(info.iteration - bar.n)
 
     def writing(self, done: int, total: int) -> None:
-        """Files of this K written so far, of total."""
+        """Files of this K written so far, of total; once all are, the folder is being saved."""
+        if done >= total:
+            self.terminal.phase(f"K={self.k}: saving the folder and the summary")
+            return
         bar = self._bar(("writing", 0), desc=f"K={self.k}: writing files", total=total, unit=" files")
         bar.update(done - bar.n)
 

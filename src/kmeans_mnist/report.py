@@ -44,6 +44,12 @@ RESULT_KEYS = {
     "confusion",
     "cluster_classes",
     "run_id",
+    "best_seed",
+    "fit_seconds",
+    "scores",
+    "silhouette_sample",
+    "stability",
+    "runs",
 }
 SCORE_NAMES = {"accuracy": "ACC", "nmi": "NMI", "purity": "purity", "ari": "ARI"}
 
@@ -206,7 +212,7 @@ def report_html(folder: Path, runs: dict[int, dict]) -> str:
     ]
     if runs:
         parts.append(f"<nav>{' '.join(f'<a href=#k{k}>K={k}</a>' for k in runs)}</nav>")
-    parts += _settings_section(runs)
+    parts += _settings_section(folder, runs)
     parts += _summary_section(folder)
     parts += _charts_section(folder)
     for k, run in runs.items():
@@ -230,6 +236,7 @@ img { max-width: 100%; height: auto; border: 1px solid #eee; image-rendering: pi
 img.chart { image-rendering: auto; }
 .grids { display: flex; flex-wrap: wrap; gap: 10px; }
 .grids a img { width: 240px; }
+.wide { overflow-x: auto; }
 """
 
 
@@ -241,17 +248,25 @@ def _href(path: str) -> str:
     return quote(path, safe="/")
 
 
-def _settings_section(runs: dict[int, dict]) -> list[str]:
-    """The settings every K ran with (scalar keys of summary.json that are not results); a key
-    whose value differs between K is shown per K."""
-    if not runs:
-        return ["<h2>Settings</h2>", '<p class="note">no K has been saved in this folder yet.</p>']
+def _settings_section(folder: Path, runs: dict[int, dict]) -> list[str]:
+    """The experiment's settings: its settings.json when there is one, else the scalar keys of
+    the K's summary.json that are not results (a key whose value differs is shown per K)."""
     values: dict[str, dict[int, object]] = {}
-    for k, run in runs.items():
-        for key, value in run.items():
-            if key in RESULT_KEYS or key == "folder" or isinstance(value, dict):
-                continue
-            values.setdefault(key, {})[k] = value
+    stored = _read_json(folder / "settings.json")
+    if stored:
+        values = {
+            key: {0: value}
+            for key, value in stored.items()
+            if key != "format" and not isinstance(value, dict)
+        }
+    else:
+        for k, run in runs.items():
+            for key, value in run.items():
+                if key in RESULT_KEYS or key == "folder" or isinstance(value, dict):
+                    continue
+                values.setdefault(key, {})[k] = value
+    if not values:
+        return ["<h2>Settings</h2>", '<p class="note">no K has been saved in this folder yet.</p>']
     rows = []
     for key, by_k in values.items():
         distinct = {json.dumps(value, sort_keys=True) for value in by_k.values()}
@@ -263,6 +278,14 @@ def _settings_section(runs: dict[int, dict]) -> list[str]:
     return ["<h2>Settings</h2>", "<table>", *rows, "</table>"]
 
 
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _setting_text(value) -> str:
     if isinstance(value, list):
         return " x ".join(map(str, value)) if all(isinstance(v, int) for v in value) else json.dumps(value)
@@ -270,7 +293,9 @@ def _setting_text(value) -> str:
 
 
 def _summary_section(folder: Path) -> list[str]:
-    """summary.csv as a table, whatever its columns; K links to its section."""
+    """summary.csv as a table, whatever its columns: K links to its section, "x" and "x_std"
+    share a cell ("0.542 ± 0.028"), and the columns with one value for every K are said once
+    under the table instead of repeated down it. Then the K recommendation of results.md."""
     path = folder / "summary.csv"
     parts = ["<h2>Summary</h2>"]
     try:
@@ -283,28 +308,76 @@ def _summary_section(folder: Path) -> list[str]:
     rows = [row for row in rows if row]
     if not rows:
         return [*parts, '<p class="note">summary.csv is empty.</p>']
-    header, body = rows[0], rows[1:]
-    k_column = header.index("k") if "k" in header else None
-    lines = ["<table>", "<tr>" + "".join(f"<th>{_e(name)}</th>" for name in header) + "</tr>"]
-    for row in body:
+    header, body = rows[0], [row for row in rows[1:] if len(row) == len(rows[0])]
+    columns = {name: [row[index] for row in body] for index, name in enumerate(header)}
+    spread = [
+        name[: -len("_std")] for name in header if name.endswith("_std") and name[: -len("_std")] in columns
+    ]
+    shown = [name for name in header if not (name.endswith("_std") and name[: -len("_std")] in columns)]
+    constant = [name for name in shown if len(body) > 1 and name != "k" and len(set(columns[name])) == 1]
+    shown = [name for name in shown if name not in constant]
+    lines = [
+        '<div class="wide"><table>',
+        "<tr>" + "".join(f"<th>{_e(name)}</th>" for name in shown) + "</tr>",
+    ]
+    for number in range(len(body)):
         cells = []
-        for index, value in enumerate(row):
+        for name in shown:
+            value = columns[name][number]
             text = _e(value)
-            if index == k_column and value.isdigit() and (folder / f"k{int(value)}").is_dir():
+            if name in spread and _nonzero(columns[f"{name}_std"][number]):
+                text += f" ± {_e(columns[f'{name}_std'][number])}"
+            if name == "k" and value.isdigit() and (folder / f"k{int(value)}").is_dir():
                 text = f'<a href="#k{int(value)}">{text}</a>'
-            numeric = bool(re.fullmatch(r"[-+0-9.eE ±]*", value))
+            numeric = bool(re.fullmatch(r"[-+0-9.eE ]*", value))
             cells.append(f"<td{'' if numeric else ' class=text'}>{text}</td>")
         lines.append("<tr>" + "".join(cells) + "</tr>")
-    lines.append("</table>")
-    lines.append(f'<p class="note"><a href="{_href("summary.csv")}">summary.csv</a></p>')
+    lines.append("</table></div>")
+    if constant:
+        same = " · ".join(f"{name} {columns[name][0] or '-'}" for name in constant)
+        lines.append(f'<p class="note">the same for every K: {_e(same)}</p>')
+    files = [
+        name
+        for name in ("summary.csv", "results.md", "results.tex", "settings.json")
+        if (folder / name).is_file()
+    ]
+    lines.append(
+        '<p class="note">' + " · ".join(f'<a href="{_href(name)}">{_e(name)}</a>' for name in files) + "</p>"
+    )
+    advice = _choosing_k(folder / "results.md")
+    if advice:
+        lines += ["<h3>Choosing K</h3>", *(f"<p>{_e(line)}</p>" for line in advice)]
     return parts + lines
+
+
+def _nonzero(text: str) -> bool:
+    try:
+        return float(text) != 0
+    except ValueError:
+        return bool(text)
+
+
+def _choosing_k(path: Path) -> list[str]:
+    """The paragraphs under results.md's "## Choosing K" heading (the sweep's recommendation)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    if "## Choosing K" not in lines:
+        return []
+    found = []
+    for line in lines[lines.index("## Choosing K") + 1 :]:
+        if line.startswith("#"):
+            break
+        if line.strip():
+            found.append(line.strip())
+    return found
 
 
 # The sweep's pictures in the order the page shows them, with what they show; any other picture
 # found in the folder follows, under its file name.
 KNOWN_CHARTS = {
-    "k_choice.png": "Scores for choosing K",
-    "choose_k.png": "Scores for choosing K",
+    "k-choice.png": "Scores for choosing K",
     "elbow.png": "Inertia against K",
     SIDE_BY_SIDE: "The representatives for each K",
     CONVERGENCE: "How each fit converged: inertia above its final value, and images that changed cluster",
