@@ -63,7 +63,7 @@ def test_several_k_in_one_call(tmp_path):
     with open(dataset / "summary.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert [row["k"] for row in rows] == ["3", "4", "5"]
-    assert (dataset / "elbow.png").is_file()
+    assert (dataset / "k-choice.png").is_file() and not (dataset / "elbow.png").exists()
     assert leftovers(tmp_path / "out") == []
 
     # stderr: only the "loaded" line; stdout: the table, one row per K, then where the summary is
@@ -71,16 +71,33 @@ def test_several_k_in_one_call(tmp_path):
         r"loaded 30 images of 28x28 from data: mnist_train\.csv \+ mnist_test\.csv \(\d+\.\d\ds\)\n",
         result.stderr,
     )
-    header, *table, last = result.stdout.splitlines()
-    assert header.split() == ["K", "iter", "inertia", "accuracy", "NMI", "folder"]
-    assert len(table) == 3
+    header, *lines = result.stdout.splitlines()
+    table, last = lines[:3], lines[-1]
+    assert header.split() == [
+        "K",
+        "iter",
+        "inertia",
+        "silhouette",
+        "CH",
+        "DB",
+        "accuracy",
+        "purity",
+        "NMI",
+        "folder",
+    ]
     for k, line in zip((3, 4, 5), table, strict=True):
         fields = line.split()
-        assert fields[0] == str(k) and fields[5] == str(
+        assert fields[0] == str(k) and fields[9] == str(
             (tmp_path / "out" / "mnist" / f"k{k}").relative_to(tmp_path)
         )
-        assert 0 <= float(fields[3]) <= 1 and 0 <= float(fields[4]) <= 1
-    assert last == "summary: out/mnist/summary.csv, report: out/mnist/report.html"
+        assert all(0 <= float(value) <= 1 for value in fields[6:9])
+        assert -1 <= float(fields[3]) <= 1 and float(fields[4]) > 0 and float(fields[5]) > 0
+    assert lines[3] == "choosing K among K=3, 4, 5 in out/mnist:"
+    assert lines[4].startswith("  Prefers: ") and "silhouette K=" in lines[4]
+    assert (
+        last == "summary: out/mnist/summary.csv, chart: out/mnist/k-choice.png, table: out/mnist/results.md, "
+        "report: out/mnist/report.html"
+    )
 
 
 def test_quiet_prints_nothing(tmp_path):
@@ -97,7 +114,7 @@ def test_table_notes_a_fit_stopped_by_max_iter(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KMEANS_MNIST_CACHE", str(tmp_path / "parsed-cache"))
     assert cli.main(["8", "--data-dir", "data", "--split", "train", "--max-iter", "1", "--tol", "0"]) == 0
-    [row] = capsys.readouterr().out.splitlines()[1:-1]
+    [row] = [line for line in capsys.readouterr().out.splitlines() if line.split()[0] == "8"]
     assert row.endswith("(stopped at --max-iter)")
 
 
@@ -140,23 +157,13 @@ def test_runs_side_by_side_share_the_summary(tmp_path, round_ks):
             assert out == "" and err == ""
         done += ks
         with open(tmp_path / "out" / "mnist" / "summary.csv", newline="") as file:
-            rows = list(csv.reader(file))
-        assert rows[0] == [
-            "k",
-            "inertia",
-            "purity",
-            "accuracy",
-            "nmi",
-            "ari",
-            "n_iter",
-            "fit_seconds",
-            "seed",
-        ]
-        assert [int(row[0]) for row in rows[1:]] == sorted(done)
-        assert all(len(row) == 9 and all(row) for row in rows[1:])
-        for row in rows[1:]:
-            saved = json.loads((tmp_path / "out" / "mnist" / f"k{row[0]}" / "summary.json").read_text())
-            assert float(row[1]) == pytest.approx(saved["inertia"], rel=1e-6)
+            rows = list(csv.DictReader(file))
+        assert [int(row["k"]) for row in rows] == sorted(done)
+        for row in rows:
+            saved = json.loads((tmp_path / "out" / "mnist" / f"k{row['k']}" / "summary.json").read_text())
+            assert row["run_id"] == saved["run_id"] and row["n_images"] == "30"
+            assert float(row["inertia"]) == pytest.approx(saved["inertia"], rel=1e-6)
+            assert all(row[name] for name in ("inertia", "silhouette", "accuracy", "nmi", "seed", "n_iter"))
     assert leftovers(tmp_path / "out") == []
 
 
@@ -200,7 +207,9 @@ def test_odd_data_runs_without_nan(kind, args, tmp_path, monkeypatch, capsys):
     assert cli.main([*args, "--data-dir", "data", "--split", "train", "--output", "out", "--quiet"]) == 0
     assert capsys.readouterr().err == ""
     ks = [int(arg) for arg in itertools.takewhile(lambda arg: not arg.startswith("--"), args)]
-    folder = tmp_path / "out" / "mnist"
+    folder = tmp_path / "out" / ("mnist-train-keepblank" if "--keep-blank" in args else "mnist-train")
+    if "--init" in args:
+        folder = tmp_path / "out" / "mnist-train-init-random-ninit3"
     summary_csv = (folder / "summary.csv").read_text()
     assert not re.search(r"nan|inf", summary_csv, re.IGNORECASE), summary_csv
     for k in ks:

@@ -408,16 +408,17 @@ ACCEPTED = {
 
 @pytest.mark.parametrize("name", ACCEPTED)
 def test_accepted_input_runs(name, workdir):
+    """Other data than the earlier results': into their own output, leaving the earlier ones alone."""
     args, setup = ACCEPTED[name]
     setup(workdir)
     dataset = "usps" if "usps" in args else "mnist"
-    earlier_k4 = snapshot(workdir / "out" / "mnist" / "k4")
-    result = run_cli([*args, "--output", "out", "--quiet", "--samples", "0"], workdir)
+    earlier = snapshot(workdir / "out")
+    result = run_cli([*args, "--output", "fresh", "--quiet", "--samples", "0"], workdir)
     assert result.returncode == 0, result.stderr
     assert result.stderr == "" and result.stdout == ""
-    assert (workdir / "out" / dataset / "k3" / "summary.json").is_file()
-    assert snapshot(workdir / "out" / "mnist" / "k4") == earlier_k4
-    assert leftovers(workdir / "out") == []
+    assert (workdir / "fresh" / dataset / "k3" / "summary.json").is_file()
+    assert snapshot(workdir / "out") == earlier
+    assert leftovers(workdir) == []
 
 
 # --- the disk filling up while writing (in-process) -------------------------------------------
@@ -461,21 +462,43 @@ def test_disk_full_while_writing_leaves_earlier_results(writer, quiet, workdir, 
 
 @pytest.mark.usefixtures("in_workdir")
 def test_disk_full_while_updating_the_summary_keeps_it_whole(workdir, monkeypatch, capsys):
-    monkeypatch.setattr(
-        summary,
-        "draw_elbow",
-        fail_on_call(summary.draw_elbow, 1, OSError(errno.ENOSPC, "No space left on device")),
-    )
-    summary_before = snapshot(workdir / "out" / "mnist", skip=("k3", "k4"))
+    """The tables are written before the new k5 is swapped in: a full disk leaves both as they were."""
+    full = OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(summary, "write_text", fail_on_call(summary.write_text, 2, full))  # results.md
+    before = snapshot(workdir)
 
     code = cli.main(["5", "--data-dir", "data", "--output", "out", "--quiet"])
 
     assert code == 2
     [line] = capsys.readouterr().err.splitlines()
-    assert line.startswith("error: ") and "No space left on device" in line
-    # K=5 itself is complete and in place; the summary across K still has only the earlier rows
-    assert (workdir / "out" / "mnist" / "k5" / "summary.json").is_file()
-    assert snapshot(workdir / "out" / "mnist", skip=("k3", "k4", "k5")) == summary_before
+    assert line.startswith("error: could not update out/mnist/summary.csv: No space left on device; free")
+    assert line.endswith("(nothing was saved for K=5: its earlier results are unchanged)")
+    assert snapshot(workdir) == before
+    assert leftovers(workdir) == []
+
+
+@pytest.mark.usefixtures("in_workdir")
+def test_disk_full_while_drawing_the_chart(workdir, monkeypatch, capsys):
+    """The chart comes last, once per sweep: K=5 is saved, with its row; the message says so."""
+    from kmeans_mnist import kchoice
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(kchoice, "draw_k_choice", fail_on_call(kchoice.draw_k_choice, 1, full))
+    chart = (workdir / "out" / "mnist" / "k-choice.png").read_bytes()
+
+    assert cli.main(["5", "--data-dir", "data", "--output", "out", "--quiet"]) == 2
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == (
+        "error: could not draw out/mnist/k-choice.png: No space left on device (K=5 was saved; "
+        "summary.csv and results.md are up to date; the next run redraws the chart)"
+    )
+    assert [row["k"] for row in summary.read_summary(workdir / "out" / "mnist" / "summary.csv")] == [
+        "3",
+        "4",
+        "5",
+    ]
+    assert (workdir / "out" / "mnist" / "k-choice.png").read_bytes() == chart
     assert leftovers(workdir) == []
 
 
@@ -508,18 +531,20 @@ def test_permission_lost_while_writing(workdir, monkeypatch, capsys):
 
 @pytest.mark.usefixtures("in_workdir")
 def test_summary_damaged_during_the_run(workdir, monkeypatch, capsys):
-    """Checked before the fit; should it break later, the error says the K's own results are complete."""
+    """Checked before the load and before the fit; should it break later, nothing is saved for that K."""
     damaged = summary.SummaryError("out/mnist/summary.csv line 2: 10 fields, the header has 9")
-    monkeypatch.setattr(
-        summary, "read_summary", fail_on_call(summary.read_summary, 2, damaged)
-    )  # 1: the check
-    summary_before = snapshot(workdir / "out" / "mnist", skip=("k3", "k4"))
+    # calls 1 and 2: the checks before the load and before the fit; 3: under the lock
+    monkeypatch.setattr(summary, "read_summary", fail_on_call(summary.read_summary, 3, damaged))
+    before = snapshot(workdir)
 
     assert cli.main(["5", "--data-dir", "data", "--output", "out", "--quiet"]) == 2
 
     [line] = capsys.readouterr().err.splitlines()
-    assert line.startswith("error: out/mnist/summary.csv line 2") and "complete in out/mnist/k5" in line
-    assert snapshot(workdir / "out" / "mnist", skip=("k3", "k4", "k5")) == summary_before
+    assert line == (
+        "error: out/mnist/summary.csv line 2: 10 fields, the header has 9 "
+        "(nothing was saved for K=5: its earlier results are unchanged)"
+    )
+    assert snapshot(workdir) == before
     assert leftovers(workdir) == []
 
 

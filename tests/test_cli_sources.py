@@ -243,8 +243,8 @@ def test_idx_files_give_the_csv_routes_metrics(tmp_path, real_env, shared_datase
         [*common, "--dataset", "files", "--data-dir", str(shared_datasets / "mnist")], tmp_path, real_env
     )
     assert csv_route.returncode == 0 and idx_route.returncode == 0, csv_route.stderr + idx_route.stderr
-    from_csv = summaries(tmp_path / "out" / "mnist")["k10"]
-    from_idx = summaries(tmp_path / "out" / "mnist-idx")["k10"]
+    from_csv = summaries(tmp_path / "out" / "mnist-test-limit3000")["k10"]
+    from_idx = summaries(tmp_path / "out" / "mnist-idx-test-limit3000")["k10"]
     assert from_idx["n_samples"] == from_csv["n_samples"] == 3_000
     assert from_idx["metrics"] == from_csv["metrics"] and from_idx["inertia"] == from_csv["inertia"]
     assert from_idx["confusion"]["counts"] == from_csv["confusion"]["counts"]
@@ -254,7 +254,7 @@ def test_predict_the_test_split_with_a_model_of_the_train_split(tmp_path, real_e
     mnist = str(shared_datasets / "mnist")
     fit = ["10", "--dataset", "files", "--data-dir", mnist, "--split", "train", "--max-iter", "5"]
     assert run([*fit, "--samples", "0", "--output", "out", "--quiet"], tmp_path, real_env).returncode == 0
-    model = tmp_path / "out" / "mnist-idx" / "k10" / "model.npz"
+    model = tmp_path / "out" / "mnist-idx-train-maxiter5" / "k10" / "model.npz"
     before = snapshot(tmp_path / "out")
     result = run(
         ["predict", str(model), mnist, "--split", "test", "--output", "test.csv"], tmp_path, real_env

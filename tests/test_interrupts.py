@@ -8,11 +8,12 @@ that are too short to hit with a signal.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import queue
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -20,8 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from cli_support import leftovers, run_cli, snapshot, start_cli, write_fixed_width_mnist, write_kaggle
-from kmeans_mnist import cli, datasets, output, summary
+from cli_support import (
+    isolated_env,
+    leftovers,
+    run_cli,
+    snapshot,
+    start_cli,
+    write_fixed_width_mnist,
+    write_kaggle,
+)
+from kmeans_mnist import cli, datasets, output, summary, sweep
 
 K = "20"
 N_IMAGES = 4000
@@ -162,7 +171,7 @@ def test_sigint_during_the_write(earlier_run):
     ]
     process = start_cli(exporting, earlier_run)
     lines, seen = stderr_lines(process), []
-    wait_for_path(earlier_run / "out" / "mnist", f".k{K}.tmp-*", process)
+    wait_for_path(earlier_run / "out" / "mnist-train-maxiter2", f".k{K}.tmp-*", process)
     stderr = interrupt(process, lines, seen)
     check_interrupted(process.returncode, stderr, earlier_run, before)
 
@@ -218,21 +227,205 @@ def test_interrupt_inside_the_progress_bar(small_run, monkeypatch, capsys):
     assert snapshot(small_run / "out") == before
 
 
-def test_ctrl_c_while_updating_the_summary_waits_for_it(small_run, monkeypatch, capsys):
-    """Once the new k<K> folder is in place, its summary row follows it: Ctrl-C takes effect after."""
-    real_draw = summary.draw_elbow
+# --- the window around the swap: named points, signals sent there (sweep.checkpoint) ---------------
 
-    def draw_with_ctrl_c(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGINT)
-        real_draw(*args, **kwargs)
 
-    monkeypatch.setattr(summary, "draw_elbow", draw_with_ctrl_c)
-    assert cli.main(["3", "--data-dir", "data", "--output", "out", "--seed", "1"]) == 130
-    assert capsys.readouterr().err.splitlines()[-1].startswith("interrupted")
+def agreement(folder: Path) -> dict[int, str]:
+    """k -> run id, after checking that every k<K> folder and its summary.csv row carry the same
+    run id, that the results tables list the same K, and that nothing temporary is left."""
+    folders = {
+        int(path.name[1:]): json.loads((path / "summary.json").read_text())["run_id"]
+        for path in folder.glob("k*")
+        if path.is_dir()
+    }
+    rows = {int(row["k"]): row["run_id"] for row in summary.read_summary(folder / "summary.csv")}
+    assert rows == folders, "summary.csv and the k folders disagree"
+    markdown = (folder / "results.md").read_text()
+    assert all(f"| {k} |" in markdown for k in folders)
+    assert leftovers(folder) == []
+    return folders
+
+
+def hooked(monkeypatch, hook: str) -> None:
+    monkeypatch.setenv(sweep.TEST_HOOK, hook)
+
+
+@pytest.fixture
+def two_k_run(tmp_path, monkeypatch, capsys) -> Path:
+    """tmp_path as the current folder, after one complete run of K=3 and K=4 on small data."""
+    write_kaggle(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KMEANS_MNIST_CACHE", str(tmp_path / "parsed-cache"))
+    assert cli.main(["3", "4", "--data-dir", "data", "--output", "out", "--quiet", "--samples", "0"]) == 0
+    capsys.readouterr()
+    return tmp_path
+
+
+WINDOW = [  # (hook, K saved by the interrupted run of K=3 4)
+    ("fitted@4", [3]),
+    ("staged@4", [3]),  # K=4's folder written, the lock not yet taken: K=4 not saved
+    ("locked@4", [3, 4]),  # from here to the end of the update the signal waits
+    ("aside@4", [3, 4]),
+    ("swapped@4", [3, 4]),
+    ("saved@4", [3, 4]),
+    ("drawing", [3, 4]),
+]
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(("point", "saved"), WINDOW, ids=[point for point, _ in WINDOW])
+def test_signal_at_each_point_of_the_window(two_k_run, monkeypatch, capsys, point, saved, signal_name):
+    """Folder and row change together, and the message names exactly the K that were saved."""
+    folder = two_k_run / "out" / "mnist"
+    before = agreement(folder)
+    hooked(monkeypatch, f"{point}={signal_name}")
+    code = cli.main(["3", "4", "--data-dir", "data", "--output", "out", "--seed", "1", "--samples", "0"])
+    assert code == (130 if signal_name == "SIGINT" else 143)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    saved = json.loads((small_run / "out" / "mnist" / "k3" / "summary.json").read_text())
-    with open(small_run / "out" / "mnist" / "summary.csv", newline="") as file:
-        [row] = list(csv.DictReader(file))
-    assert saved["seed"] == 1 and row["seed"] == "1"
-    assert float(row["inertia"]) == pytest.approx(saved["inertia"], rel=1e-6)
-    assert leftovers(small_run) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    *_, last = capsys.readouterr().err.splitlines()
+    by = " by SIGTERM" if signal_name == "SIGTERM" else ""
+    expected = f"interrupted{by}: K={', '.join(map(str, saved))} saved in out/mnist (summary.csv updated, the chart redrawn)"
+    if saved == [3]:
+        expected += "; K=4 not saved (no partial results were written; their earlier results are intact)"
+    assert last == expected
+    after = agreement(folder)
+    for k in (3, 4):
+        assert (after[k] != before[k]) == (k in saved)
+    record = json.loads((folder / "k3" / "summary.json").read_text())
+    assert record["seed"] == 1
+
+
+def test_a_second_ctrl_c_while_the_chart_is_redrawn_is_ignored(two_k_run, monkeypatch, capsys):
+    hooked(monkeypatch, "swapped@3=SIGINT;drawing=SIGINT")
+    assert (
+        cli.main(["3", "4", "--data-dir", "data", "--output", "out", "--seed", "1", "--samples", "0"]) == 130
+    )
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("interrupted: K=3 saved")
+    agreement(two_k_run / "out" / "mnist")
+
+
+KILLED = [  # (where kill -9 lands, what the folder of K=4 then holds)
+    ("staged@4", "old"),  # a complete temporary folder is left: cleaned by the next run of any K
+    ("locked@4", "old"),
+    ("aside@4", "old"),  # k4 moved aside, the new one not yet in: the next run puts k4 back
+    ("swapped@4", "new"),  # new k4 in place, summary.csv not yet updated: the next run mends it
+]
+
+
+KILL_BASE = ["--data-dir", "data", "--output", "out", "--quiet", "--samples", "0"]
+
+
+@pytest.fixture(scope="module")
+def earlier_k3_k4(tmp_path_factory) -> Path:
+    """A folder after a complete command-line run of K=3 and K=4 (copied by each test)."""
+    folder = tmp_path_factory.mktemp("earlier")
+    write_kaggle(folder / "data")
+    assert run_cli(["3", "4", *KILL_BASE], folder).returncode == 0
+    return folder
+
+
+@pytest.mark.parametrize(("point", "k4"), KILLED, ids=[point for point, _ in KILLED])
+def test_kill_9_in_the_window_is_mended_by_the_next_run_of_any_k(tmp_path, earlier_k3_k4, point, k4):
+    shutil.copytree(earlier_k3_k4, tmp_path, dirs_exist_ok=True, symlinks=True)
+    base = KILL_BASE
+    folder = tmp_path / "out" / "mnist"
+    before = agreement(folder)
+    env = isolated_env(tmp_path) | {sweep.TEST_HOOK: f"{point}=SIGKILL"}
+    killed = subprocess.run(
+        [sys.executable, "-m", "kmeans_mnist", "4", *base, "--seed", "1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert leftovers(folder), "the kill should have left something behind"
+    new_k4 = (
+        json.loads((folder / "k4" / "summary.json").read_text())["run_id"]
+        if (folder / "k4").is_dir()
+        else None
+    )
+    assert (new_k4 == before[4]) == (k4 == "old") or point == "aside@4"
+
+    result = run_cli(["5", *base], tmp_path)  # another K mends the folder
+    assert result.returncode == 0, result.stderr
+    after = agreement(folder)
+    assert sorted(after) == [3, 4, 5]
+    assert (after[4] == before[4]) == (k4 == "old")
+
+
+def test_leftovers_of_live_runs_are_left_alone(tmp_path, capsys, monkeypatch):
+    """A temporary folder whose owner is alive (its pid, or a held flock) is not touched."""
+    write_kaggle(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KMEANS_MNIST_CACHE", str(tmp_path / "parsed-cache"))
+    folder = tmp_path / "out" / "mnist"
+    folder.mkdir(parents=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        alive = folder / f".k9.tmp-{sleeper.pid}-00ff"
+        held = folder / ".k8.tmp-999999999-00ff"  # no such pid, but someone holds its flock
+        dead = folder / ".k7.tmp-999999998-00ff"
+        for path in (alive, held, dead):
+            path.mkdir()
+        (folder / ".summary.csv.tmp-999999997-0a0b").write_text("half")
+        claim = output.hold(held)
+        assert cli.main(["3", "--data-dir", "data", "--output", "out", "--quiet", "--samples", "0"]) == 0
+        assert alive.is_dir() and held.is_dir() and not dead.exists()
+        assert not (folder / ".summary.csv.tmp-999999997-0a0b").exists()
+        os.close(claim)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def stopped(process: subprocess.Popen) -> bool:
+    """Whether the process has stopped itself (SIGSTOP at a checkpoint); Linux /proc."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the process ended ({process.returncode}): {process.communicate()}")
+        state = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "T":
+            return True
+        time.sleep(0.01)
+    pytest.fail("the process did not stop at its checkpoint")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("pause_at", ["staged", "locked"])
+def test_two_runs_of_the_same_k_at_once_agree(tmp_path, pause_at):
+    """Run A stops at a point, run B of the same K runs meanwhile, then A goes on: whichever
+    swaps last wins, and its folder and its row go together. Both succeed."""
+    write_kaggle(tmp_path / "data")
+    base = ["4", "--data-dir", "data", "--output", "out", "--quiet", "--samples", "0"]
+    env = isolated_env(tmp_path)
+
+    def start(seed: int, hook: str = "") -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "kmeans_mnist", *base, "--seed", str(seed)],
+            cwd=tmp_path,
+            env=env | {sweep.TEST_HOOK: hook},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    first = start(1, f"{pause_at}=SIGSTOP")
+    stopped(first)
+    second = start(2)
+    if pause_at == "locked":  # the lock is held by the stopped run: the second waits for it
+        with pytest.raises(subprocess.TimeoutExpired):
+            second.wait(timeout=3)
+    else:
+        assert second.wait(timeout=60) == 0, second.communicate()
+    first.send_signal(signal.SIGCONT)
+    assert first.wait(timeout=60) == 0, first.communicate()
+    assert second.wait(timeout=60) == 0, second.communicate()
+    folder = tmp_path / "out" / "mnist"
+    agreement(folder)
+    record = json.loads((folder / "k4" / "summary.json").read_text())
+    assert record["seed"] == (1 if pause_at == "staged" else 2)  # the last to swap wins

@@ -2,9 +2,7 @@
 
 import csv
 import json
-import multiprocessing
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +14,6 @@ from PIL import Image
 from kmeans_mnist import output
 from kmeans_mnist.metrics import evaluate
 from kmeans_mnist.output import load_model, run_dir, write_run
-from kmeans_mnist.summary import update_summary
 
 PARAMS = {"init": "k-means++", "n_init": 1, "seed": 7, "max_iter": 300, "tol": 1e-4}
 SECONDS = {"load": 0.5, "fit": 1.25}
@@ -456,92 +453,3 @@ def test_rerun_replaces_the_folder_as_a_whole(tmp_path):
     with np.load(folder / "model.npz") as stored:
         assert np.array_equal(stored["cluster_centers"], model.cluster_centers_)
     assert hidden_entries(folder.parent) == []
-
-
-def test_swap_clears_leftovers_of_killed_runs(tmp_path):
-    dataset = make_dataset()
-    parent = tmp_path / "fashion"
-    for name in (".k3.old-1-dead", ".k3.tmp-2-dead", ".k3.tmp-3-busy", ".k30.old-4-other"):
-        (parent / name).mkdir(parents=True)
-        (parent / name / "file").write_text("x")
-    hours_ago = time.time() - 2 * output.STALE_TEMP_SECONDS
-    os.utime(parent / ".k3.tmp-2-dead", (hours_ago, hours_ago))
-    write(tmp_path, dataset, fit_stand_in(dataset, 3))
-    assert hidden_entries(parent) == [".k3.tmp-3-busy", ".k30.old-4-other"]
-
-
-# --- summary across K ------------------------------------------------------------------------
-
-
-def read_summary(root: Path, dataset_name: str) -> list[dict[str, str]]:
-    with open(root / dataset_name / "summary.csv", newline="") as file:
-        return list(csv.DictReader(file))
-
-
-def test_summary_csv_keeps_one_sorted_row_per_k(tmp_path):
-    update_summary(tmp_path, "mnist", {"k": 10, "inertia": 100.5, "accuracy": 0.6, "nmi": 0.5, "seed": 0})
-    update_summary(tmp_path, "mnist", {"k": 2, "inertia": 300.0, "n_iter": 7, "fit_seconds": 1.5})
-    update_summary(tmp_path, "mnist", {"k": 5, "inertia": 200.0, "purity": None})
-    path = update_summary(tmp_path, "mnist", {"k": 10, "inertia": 90.25, "accuracy": 0.7, "seed": 1})
-    assert path == tmp_path / "mnist" / "summary.csv"
-    assert path.read_text().splitlines()[0] == "k,inertia,purity,accuracy,nmi,ari,n_iter,fit_seconds,seed"
-    rows = read_summary(tmp_path, "mnist")
-    assert [row["k"] for row in rows] == ["2", "5", "10"]
-    assert rows[0] == {
-        "k": "2",
-        "inertia": "300.0",
-        "purity": "",
-        "accuracy": "",
-        "nmi": "",
-        "ari": "",
-        "n_iter": "7",
-        "fit_seconds": "1.5",
-        "seed": "",
-    }
-    assert rows[2]["inertia"] == "90.25" and rows[2]["accuracy"] == "0.7" and rows[2]["nmi"] == ""
-    with Image.open(tmp_path / "mnist" / "elbow.png") as image:
-        assert image.format == "PNG"
-    assert sorted(path.name for path in (tmp_path / "mnist").iterdir()) == [
-        ".summary.lock",
-        "elbow.png",
-        "summary.csv",
-    ]
-
-
-def test_summary_without_any_accuracy_still_draws_the_elbow(tmp_path):
-    update_summary(tmp_path, "usps", {"k": 3, "inertia": 10.0})
-    assert (tmp_path / "usps" / "elbow.png").stat().st_size > 0
-
-
-def test_summary_rejects_unknown_columns(tmp_path):
-    with pytest.raises(ValueError, match="inertai"):
-        update_summary(tmp_path, "mnist", {"k": 3, "inertai": 1.0})
-
-
-def add_row_when_all_are_ready(root: Path, k: int, start) -> None:
-    start.wait()
-    update_summary(root, "mnist", {"k": k, "inertia": 1000.0 / k, "accuracy": k / 100})
-
-
-def test_concurrent_updates_all_land(tmp_path):
-    context = multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    )
-    writers = 4
-    for round_number in range(3):
-        start = context.Barrier(writers)
-        ks = [round_number * writers + offset + 1 for offset in range(writers)]
-        processes = [
-            context.Process(target=add_row_when_all_are_ready, args=(tmp_path, k, start)) for k in ks
-        ]
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join(timeout=60)
-            assert process.exitcode == 0
-    rows = read_summary(tmp_path, "mnist")
-    assert [int(row["k"]) for row in rows] == list(range(1, 3 * writers + 1))
-    assert all(float(row["inertia"]) == 1000.0 / int(row["k"]) for row in rows)
-    with Image.open(tmp_path / "mnist" / "elbow.png") as image:
-        image.verify()
-    assert not [path for path in (tmp_path / "mnist").iterdir() if ".tmp-" in path.name]

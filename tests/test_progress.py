@@ -95,7 +95,10 @@ def test_a_run_on_a_terminal_shows_every_phase(small_data, monkeypatch, capsys):
         assert phase in text, phase
     assert text.endswith("\x1b[2K\r"), "the last phase line is cleared"
     stdout = capsys.readouterr().out.splitlines()
-    assert stdout[-1] == "summary: out/mnist/summary.csv, report: out/mnist/report.html"
+    assert stdout[-1] == (
+        "summary: out/mnist-ninit2/summary.csv, chart: out/mnist-ninit2/k-choice.png, "
+        "table: out/mnist-ninit2/results.md, report: out/mnist-ninit2/report.html"
+    )
 
 
 def test_each_k_is_reported_as_soon_as_it_is_saved(small_data, monkeypatch, capsys):

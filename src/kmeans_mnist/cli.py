@@ -1,7 +1,8 @@
 """`python -m kmeans_mnist K [K ...]`: load a dataset once, cluster it for each K, write the results.
 
 The only module that knows about arguments and exit codes: 0 on success, 2 with one `error:` line
-for anything the user can fix, 130 when interrupted. Heavy imports wait until the arguments are
+for anything the user can fix, 130 when interrupted (143 for SIGTERM), 141 when stdout is closed
+early. Heavy imports wait until the arguments are
 known, so `--help` and argument errors answer at once.
 """
 
@@ -11,15 +12,19 @@ import argparse
 import contextlib
 import errno
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 DATASET_CHOICES = ("mnist", "fashion", "usps", "files")
 OWN_FILES_HELP = "a folder of images (sub-folders name classes), IDX files, a .npy/.npz file or a CSV file"
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
+EXIT_BROKEN_PIPE = 141  # stdout closed early (`| head`), as a writer killed by SIGPIPE
+EXIT_TERMINATED = 143  # SIGTERM
 
 
 class UsageError(Exception):
@@ -70,13 +75,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--seed", type=int, default=0, help="random seed: same seed, same results")
     fit.add_argument(
+        "--repeats",
+        default="1",
+        metavar="R",
+        help="fit each K R times (seeds SEED, SEED+1, ...): every score as mean ± std, and the stability",
+    )
+    fit.add_argument(
         "--scheduler",
         metavar="ADDRESS",
         help="fit on a Dask cluster: its scheduler's address (tcp://host:8786), or 'local' to start one "
         "on this machine; same results (needs pip install 'kmeans-mnist[dask]')",
     )
     out = parser.add_argument_group("results")
-    out.add_argument("--output", default="output", metavar="DIR", help="results go to DIR/<dataset>/k<K>/")
+    out.add_argument(
+        "--output",
+        default="output",
+        metavar="DIR",
+        help="results go to DIR/<experiment>/k<K>/ (<experiment>: the dataset, then any non-default settings)",
+    )
     out.add_argument("--samples", type=int, default=64, metavar="N", help="members shown per cluster grid")
     out.add_argument("--export-members", action="store_true", help="also write every member as its own PNG")
     out.add_argument("--quiet", action="store_true", help="no progress bar, no table")
@@ -130,6 +146,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse and check everything that can be checked before loading any data."""
     args = build_parser().parse_args(argv)
     args.k = [_parse_k(text) for text in args.k]
+    args.repeats = _parse_whole(args.repeats, "--repeats")
     if len(set(args.k)) != len(args.k):
         raise UsageError(f"K given twice: {' '.join(map(str, args.k))}; give each K once")
     for name, value, low in (
@@ -152,6 +169,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         )
     _check_data_options(args, args.dataset)
     return args
+
+
+def _parse_whole(text: str, name: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{name} must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise UsageError(f"{name} must be at least 1, got {value}")
+    return value
 
 
 def _check_data_options(args: argparse.Namespace, dataset: str) -> None:
@@ -212,29 +239,75 @@ def _parse_k(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `kmeans-mnist` and `python -m kmeans_mnist`; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    with _sigterm_as_interrupt():
+        try:
+            if argv[:1] == ["predict"]:
+                return run_predict(parse_predict_args(argv[1:]))
+            return on_scheduler(parse_args(argv), run)
+        except UsageError as error:
+            return _fail(str(error))
+        except KeyboardInterrupt as interrupt:  # before any K was saved; run() words the rest
+            _handled(interrupt)
+            _clear_progress()
+            _say_always(
+                f"interrupted{_by(interrupt)}: no partial results were written; earlier results are intact"
+            )
+            return _interrupted_code(interrupt)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled exactly as Ctrl-C (cleanup, message), exit code 143."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(number, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        if argv[:1] == ["predict"]:
-            return run_predict(parse_predict_args(argv[1:]))
-        return on_scheduler(parse_args(argv), run)
-    except UsageError as error:
-        return _fail(str(error))
-    except KeyboardInterrupt:
-        _clear_progress()
-        print("interrupted: no partial results were written; earlier results are intact", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _handled(interrupt: BaseException) -> None:
+    """Tell CPython that this KeyboardInterrupt was handled. One that passed through exec() of a
+    string on its way (scipy's imports do that) sets a flag that makes `python -m` kill itself
+    with SIGINT at exit, whatever the exit code; any exec() of a string clears that flag."""
+    exec("")
+
+
+def _by(interrupt: BaseException) -> str:
+    return " by SIGTERM" if isinstance(interrupt, Terminated) else ""
+
+
+def _interrupted_code(interrupt: BaseException) -> int:
+    return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
 
 
 def _fail(message: str) -> int:
     _clear_progress()
-    print(f"error: {message}", file=sys.stderr)
+    _say_always(f"error: {message}")
     return EXIT_USAGE
+
+
+def _say_always(text: str) -> None:
+    """A line on stderr; a closed stderr is not worth a traceback."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=sys.stderr, flush=True)
 
 
 def _clear_progress() -> None:
     """A progress line or bar on screen goes before a message takes its place."""
     progress = sys.modules.get(f"{__package__}.progress")  # loaded only once a run has started
     if progress is not None:
-        progress.clear()
+        with contextlib.suppress(OSError, ValueError):
+            progress.clear()
 
 
 SCHEDULER_TIMEOUT = 5  # seconds to reach a --scheduler before giving up
@@ -277,7 +350,8 @@ def run(args: argparse.Namespace) -> int:
 
     terminal = Terminal(quiet=args.quiet, n_init=args.n_init)
     say = terminal.say
-    _check_output(Path(args.output), args.dataset)  # before the load and the fits, not after them
+    folder = Path(args.output) / _experiment(args)
+    _check_output(Path(args.output), folder.name, args.k)  # before the load and the fits, not after them
     started = time.perf_counter()
     terminal.phase(f"loading {args.dataset}")
     try:
@@ -294,7 +368,8 @@ def run(args: argparse.Namespace) -> int:
         f"loaded {len(data):,} images of {data.image_shape[0]}x{data.image_shape[1]} from {data.source}{blank} ({load_seconds:.2f}s)"
     )
 
-    from .sweep import ReportFailed, Settings, SummaryFailed, Sweep, WriteFailed
+    from .summary import SummaryError
+    from .sweep import ReportFailed, Selection, Settings, SummaryFailed, Sweep, WriteFailed, signals_held
 
     settings = Settings(
         init=args.init,
@@ -302,24 +377,40 @@ def run(args: argparse.Namespace) -> int:
         max_iter=args.max_iter,
         tol=args.tol,
         seed=args.seed,
+        repeats=args.repeats,
         scheduler=args.scheduler,
         samples=args.samples,
         export_members=args.export_members,
+    )
+    table = _TablePrinter(
+        terminal, args.k[-1], labelled=data.labels is not None, repeats=args.repeats, quiet=args.quiet
     )
     sweep = Sweep(
         Path(args.output),
         data,
         settings,
+        selection=Selection(split=args.split, limit=args.limit, keep_blank=args.keep_blank),
         load_seconds=load_seconds,
-        progress=terminal.fit,
-        on_saved=None if args.quiet else _TablePrinter(terminal, last_k=args.k[-1]),
+        progress=lambda k, repeat: terminal.fit(k, repeat, args.repeats),
+        on_saved=table,
     )
     try:
-        results = sweep.run(args.k)
+        sweep.check(args.k)  # a folder that cannot take these results: say so before any fit
+    except SummaryError as error:
+        raise UsageError(_with_output_hint(error)) from None
+    except OSError as error:
+        raise UsageError(f"cannot read {sweep.folder}: {_reason(error)}; choose another --output") from None
+    try:
+        sweep.run(args.k)
+    except KeyboardInterrupt as interrupt:
+        _handled(interrupt)
+        _clear_progress()
+        _say_always(_interrupted(sweep, args.k, interrupt, signals_held))
+        return _interrupted_code(interrupt)
     except WriteFailed as failure:
         raise UsageError(
             f"could not write the results of K={failure.k} to {failure.target}: {_reason(failure.error)}; "
-            f"{_advice(failure.error)} (earlier results of K={failure.k} are unchanged)"
+            f"{_advice(failure.error)} (earlier results of K={failure.k} are unchanged{_saved_before(sweep)})"
         ) from None
     except ReportFailed as failure:
         saved = " ".join(map(str, failure.ks))
@@ -328,25 +419,102 @@ def run(args: argparse.Namespace) -> int:
             f"{_advice(failure.error)} (the results of K={saved} are complete)"
         ) from None
     except SummaryFailed as failure:
-        from .summary import SummaryError
-
-        if isinstance(failure.error, SummaryError):
-            raise UsageError(
-                f"{failure.error} (the results of K={failure.k} are complete in {failure.folder})"
-            ) from None
+        if failure.swapped:
+            after = (
+                f"the results of K={failure.k} are complete in {failure.folder}; the next run in "
+                f"{sweep.folder} brings summary.csv up to date"
+            )
+        else:
+            after = f"nothing was saved for K={failure.k}: its earlier results are unchanged{_saved_before(sweep)}"
+        reason = _with_output_hint(failure.error) if isinstance(failure.error, SummaryError) else None
+        if reason is None:
+            reason = f"could not update {failure.summary}: {_reason(failure.error)}; {_advice(failure.error)}"
+        raise UsageError(f"{reason} ({after})") from None
+    except (SummaryError, OSError) as error:  # drawing the chart, after every K was saved
+        reason = _with_output_hint(error) if isinstance(error, SummaryError) else _reason(error)
         raise UsageError(
-            f"could not update {failure.summary}: {_reason(failure.error)}; {_advice(failure.error)} "
-            f"(the results of K={failure.k} are complete in {failure.folder}; "
-            "summary.csv and elbow.png are unchanged)"
+            f"could not draw {sweep.folder / 'k-choice.png'}: {reason} ({_saved_words(sweep.saved)}; "
+            "summary.csv and results.md are up to date; the next run redraws the chart)"
         ) from None
     terminal.done()
-    if results and not args.quiet:
-        folder = results[-1].folder.parent
-        print(f"summary: {folder / 'summary.csv'}, report: {folder / 'report.html'}")
+    if not args.quiet:
+        try:
+            _print_choice(sweep)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `| head`: the results are written; end quietly, as a pipe's writer does
+            table.broken = True
+        if table.broken:
+            _silence_stdout()
+            return EXIT_BROKEN_PIPE
     return 0
 
 
-def _check_output(output: Path, dataset: str) -> None:
+def _k_list(ks) -> str:
+    return ", ".join(map(str, ks))
+
+
+def _saved_words(results) -> str:
+    ks = [result.k for result in results]
+    return f"K={_k_list(ks)} {'was' if len(ks) == 1 else 'were'} saved"
+
+
+def _saved_before(sweep) -> str:
+    return f"; {_saved_words(sweep.saved)} before it" if sweep.saved else ""
+
+
+def _with_output_hint(error: Exception) -> str:
+    from .summary import SettingsMismatch
+
+    return f"{error} or choose another --output" if isinstance(error, SettingsMismatch) else str(error)
+
+
+def _interrupted(sweep, ks: list[int], interrupt: BaseException, signals_held) -> str:
+    """What an interrupted sweep saved, exactly (the chart is redrawn for the saved K first)."""
+    from .summary import SummaryError
+
+    saved = [result.k for result in sweep.saved]
+    if not saved:
+        return f"interrupted{_by(interrupt)}: no partial results were written; earlier results are intact"
+    chart = "the chart redrawn"
+    if not getattr(sweep, "drawn", False):
+        try:
+            with signals_held(deliver=False):
+                sweep.finish()
+        except (SummaryError, OSError):
+            chart = "the chart not redrawn"
+    rest = [k for k in ks if k not in saved]
+    text = f"interrupted{_by(interrupt)}: K={_k_list(saved)} saved in {sweep.folder} (summary.csv updated, {chart})"
+    if rest:
+        text += f"; K={_k_list(rest)} not saved (no partial results were written; their earlier results are intact)"
+    return text
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit does not fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _experiment(args: argparse.Namespace) -> str:
+    """The experiment folder's name for these arguments (summary.experiment_name)."""
+    from .summary import experiment_name
+
+    return experiment_name(
+        args.dataset,
+        split=args.split,
+        limit=args.limit,
+        keep_blank=args.keep_blank,
+        init=args.init,
+        n_init=args.n_init,
+        max_iter=args.max_iter,
+        tol=args.tol,
+        repeats=args.repeats,
+    )
+
+
+def _check_output(output: Path, dataset: str, ks: list[int]) -> None:
     """Refuse an --output that cannot hold results (a file on the way, no write permission), creating nothing."""
     folder = output / dataset
     existing = folder
@@ -364,18 +532,16 @@ def _check_output(output: Path, dataset: str) -> None:
         raise UsageError(
             f"cannot write the results to {folder}: no permission to write in {existing}; choose another --output"
         )
-    summary = folder / "summary.csv"
-    if summary.is_file():  # a run must be able to add its row: find out now, not after the fit
-        from .summary import SummaryError, read_summary
+    from .summary import SummaryError, check_folder
 
-        try:
-            read_summary(summary)
-        except SummaryError as error:
-            raise UsageError(str(error)) from None
-        except OSError as error:
-            raise UsageError(
-                f"cannot read {summary}: {error.strerror or error}; choose another --output"
-            ) from None
+    try:
+        check_folder(folder, ks)
+    except SummaryError as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:
+        raise UsageError(
+            f"cannot read {folder}: {error.strerror or error}; choose another --output"
+        ) from None
 
 
 def _check_k_fits(args: argparse.Namespace, data) -> None:
@@ -408,29 +574,80 @@ def _advice(error: OSError) -> str:
     return "check the --output folder"
 
 
-class _TablePrinter:
-    """Prints each K's results line as soon as that K is saved, under a header printed once;
-    after the last K, says that the sweep's pictures and report are being drawn."""
+TABLE = (  # header, summary column, decimals; label scores only when the data has labels
+    ("silhouette", "silhouette", 4),
+    ("CH", "calinski_harabasz", 1),
+    ("DB", "davies_bouldin", 3),
+    ("accuracy", "accuracy", 4),
+    ("purity", "purity", 4),
+    ("NMI", "nmi", 4),
+)
 
-    def __init__(self, terminal, last_k: int):
-        self.terminal, self.last_k, self.header_done = terminal, last_k, False
+
+class _TablePrinter:
+    """Prints each K's results line as soon as that K is saved (mean ± std over repeats), under a
+    header printed once; after the last K, says that the sweep's pictures are being drawn. A
+    closed stdout (`| head`) stops the printing, not the sweep (broken tells the caller)."""
+
+    def __init__(self, terminal, last_k: int, labelled: bool, repeats: int, quiet: bool):
+        self.terminal, self.last_k, self.repeats, self.quiet = terminal, last_k, repeats, quiet
+        self.columns = [c for c in TABLE if labelled or c[1] not in ("accuracy", "purity", "nmi")]
+        self.width = 15 if repeats > 1 else 10
+        self.header_done = self.broken = False
 
     def __call__(self, result) -> None:
+        if self.quiet:
+            return
         self.terminal.done()
+        try:
+            self._print(result)
+        except BrokenPipeError:
+            self.broken = True
+            _silence_stdout()
+        if result.k == self.last_k:
+            self.terminal.phase("drawing the sweep's pictures and report.html")
+
+    def _print(self, result) -> None:
+        from .kchoice import mean_std
+
+        if self.broken:
+            return
+        width = self.width
         if not self.header_done:
-            print(f"{'K':>4} {'iter':>5} {'inertia':>12} {'accuracy':>9} {'NMI':>7}  folder", flush=True)
+            header = f"{'K':>4} {'iter':>5} {'inertia':>12}"
+            header += "".join(f" {name:>{width}}" for name, _, _ in self.columns)
+            header += f" {'stability':>9}" if self.repeats > 1 else ""
+            print(header + "  folder", flush=True)
             self.header_done = True
         row = result.row
         note = "" if result.converged else "  (stopped at --max-iter)"
         if result.reseeds:
             note += f"  ({result.reseeds} emptied cluster(s) re-seeded)"
-        print(
-            f"{row['k']:>4} {row['n_iter']:>5} {float(row['inertia']):>12.4e} {row['accuracy'] or '-':>9} "
-            f"{row['nmi'] or '-':>7}  {result.folder}{note}",
-            flush=True,
+        line = f"{row['k']:>4} {row['n_iter']:>5} {float(row['inertia']):>12.4e}"
+        line += "".join(
+            f" {mean_std(row, name, decimals, '±'):>{width}}" for _, name, decimals in self.columns
         )
-        if result.k == self.last_k:
-            self.terminal.phase("drawing the sweep's pictures and report.html")
+        if self.repeats > 1:
+            line += f" {row.get('stability') or '-':>9}"
+        print(f"{line}  {result.folder}{note}", flush=True)
+
+
+def _print_choice(sweep) -> None:
+    """After the table: the recommendation over every K in the experiment folder, and the files."""
+    from .kchoice import recommend
+
+    rows = sweep.rows
+    if not rows:
+        return
+    ks = sorted(int(row["k"]) for row in rows)
+    print(f"choosing K among K={_k_list(ks)} in {sweep.folder}:")
+    for line in recommend(rows):
+        print(f"  {line}")
+    folder = sweep.folder
+    print(
+        f"summary: {folder / 'summary.csv'}, chart: {folder / 'k-choice.png'}, "
+        f"table: {folder / 'results.md'}, report: {folder / 'report.html'}"
+    )
 
 
 # --- predict: a saved model assigns new images ---------------------------------------------------

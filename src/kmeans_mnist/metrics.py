@@ -183,3 +183,229 @@ def evaluate(
     table, classes = contingency(labels, clusters, n_clusters)
     scores = {"purity": purity(table), "accuracy": accuracy(table), "nmi": nmi(table), "ari": ari(table)}
     return scores, table, classes
+
+
+# --- scores without labels: how well separated the clusters are ---------------------------------
+
+SILHOUETTE_SAMPLE = 10_000  # exact silhouette up to this many images, a fixed sample above
+SILHOUETTE_SEED = 0
+_FLOAT64_DISTANCES_UP_TO = 4096  # smaller samples keep float64 distances (the tests' exact mode)
+
+
+class SilhouetteSample:
+    """The silhouette of any labelling of X, from one set of pairwise distances.
+
+    The pairwise distances of the images (all of them up to `sample_size`, else a fixed-seed
+    sample of that many) do not depend on K, so they are computed once, on the first call, and
+    every later labelling (each K, each repeat) costs one product of that matrix with the
+    labelling's one-hot matrix. Memory: sample_size^2 float32 (400 MB at 10,000; float64 at
+    4,096 and below). Definitions as sklearn.metrics.silhouette_score (exact mode).
+    """
+
+    def __init__(self, X: np.ndarray, sample_size: int = SILHOUETTE_SAMPLE, seed: int = SILHOUETTE_SEED):
+        self._X = X
+        n = len(X)
+        self.index = None
+        if n > sample_size:
+            self.index = np.sort(np.random.default_rng(seed).choice(n, sample_size, replace=False))
+        self.size = n if self.index is None else sample_size
+        self._distances: np.ndarray | None = None
+
+    def score(self, labels: np.ndarray) -> float | None:
+        """Mean silhouette of the sampled images under `labels` (N cluster numbers); None when
+        undefined (fewer than 2 clusters among the sampled images, or as many as images)."""
+        return self.scores([labels])[0]
+
+    def scores(self, labelings: list[np.ndarray]) -> list[float | None]:
+        """score() of several labellings with one pass over the distances."""
+        encoded = []
+        for labels in labelings:
+            labels = np.asarray(labels).ravel()
+            if len(labels) != len(self._X):
+                raise ValueError(f"need {len(self._X)} labels, got {len(labels)}")
+            if self.index is not None:
+                labels = labels[self.index]
+            values, codes = np.unique(labels, return_inverse=True)
+            encoded.append((codes, len(values)))
+        defined = [2 <= count <= self.size - 1 for _, count in encoded]
+        if not any(defined):
+            return [None] * len(labelings)
+        distances = self._pairwise()
+        offsets = np.cumsum([0] + [count for _, count in encoded])
+        one_hot = np.zeros((self.size, offsets[-1]), dtype=distances.dtype)
+        for (codes, _), offset in zip(encoded, offsets, strict=False):
+            one_hot[np.arange(self.size), offset + codes] = 1
+        sums = distances @ one_hot  # sums[i, c]: total distance of image i to cluster c's members
+        results: list[float | None] = []
+        for (codes, count), offset, ok in zip(encoded, offsets, defined, strict=False):
+            if not ok:
+                results.append(None)
+                continue
+            results.append(_silhouette_from_sums(sums[:, offset : offset + count], codes, count))
+        return results
+
+    def _pairwise(self) -> np.ndarray:
+        if self._distances is None:
+            sample = self._X if self.index is None else self._X[self.index]
+            dtype = np.float64 if self.size <= _FLOAT64_DISTANCES_UP_TO else np.float32
+            self._distances = pairwise_distances(sample, dtype)
+        return self._distances
+
+
+def pairwise_distances(X: np.ndarray, dtype=np.float64, block: int = 1024) -> np.ndarray:
+    """Euclidean distances between all rows of X (n x n, zero diagonal), computed block by block.
+
+    The data are centred first (distances do not change, the expansion |x|^2 + |y|^2 - 2 x.y
+    loses less to cancellation); only blocks on and above the diagonal are multiplied and the
+    rest is mirrored, which halves the work.
+    """
+    X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+    X = (X - X.mean(axis=0)).astype(dtype)
+    norms = np.einsum("ij,ij->i", X, X)
+    n = len(X)
+    distances = np.empty((n, n), dtype=dtype)
+    for start in range(0, n, block):
+        rows = slice(start, min(start + block, n))
+        part = X[rows] @ X[start:].T
+        part *= -2
+        part += norms[rows, None]
+        part += norms[None, start:]
+        np.maximum(part, 0, out=part)
+        np.sqrt(part, out=part)
+        distances[rows, start:] = part
+        distances[start:, rows] = part.T
+    np.fill_diagonal(distances, 0)
+    return distances
+
+
+def _silhouette_from_sums(sums: np.ndarray, codes: np.ndarray, count: int) -> float:
+    sizes = np.bincount(codes, minlength=count).astype(np.float64)
+    rows = np.arange(len(codes))
+    own_size = sizes[codes]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        intra = sums[rows, codes] / (own_size - 1)
+        means = sums / sizes
+    means[rows, codes] = np.inf
+    inter = means.min(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = (inter - intra) / np.maximum(intra, inter)
+    values[own_size <= 1] = 0.0  # a cluster of one: silhouette 0, as scikit-learn
+    return float(np.mean(np.nan_to_num(values)))
+
+
+def silhouette(X: np.ndarray, labels: np.ndarray, sample_size: int = SILHOUETTE_SAMPLE) -> float | None:
+    """Mean silhouette (exact up to sample_size images, else on a fixed sample); None if undefined."""
+    return SilhouetteSample(X, sample_size).score(labels)
+
+
+def dispersion_scores(X: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
+    """Calinski-Harabasz and Davies-Bouldin indices, as sklearn.metrics computes them.
+
+    One pass over the images sorted by cluster: exact integer sums for integer pixels (then the
+    cluster means), and each image's distance to its cluster's mean. None when undefined (fewer
+    than 2 non-empty clusters, or as many clusters as images).
+    """
+    X = np.asarray(X).reshape(len(X), -1)
+    labels = np.asarray(labels).ravel()
+    values, codes = np.unique(labels, return_inverse=True)
+    n, count = len(X), len(values)
+    if not 2 <= count <= n - 1:
+        return {"calinski_harabasz": None, "davies_bouldin": None}
+    order = np.argsort(codes, kind="stable")
+    sizes = np.bincount(codes, minlength=count)
+    ends = np.cumsum(sizes)
+    exact = np.issubdtype(X.dtype, np.integer) or X.dtype == np.bool_
+    means = np.empty((count, X.shape[1]), dtype=np.float64)
+    mean_distance = np.empty(count)
+    within = 0.0
+    start = 0
+    for cluster, end in enumerate(ends):
+        members = X[order[start:end]]
+        total = members.sum(axis=0, dtype=np.int64 if exact else np.float64)
+        means[cluster] = total / (end - start)
+        squared = np.einsum("ij,ij->i", *(2 * [members - means[cluster]]))
+        within += float(squared.sum())
+        mean_distance[cluster] = float(np.sqrt(squared).mean())
+        start = end
+    overall = (means * sizes[:, None]).sum(axis=0) / n
+    between = float((sizes * ((means - overall) ** 2).sum(axis=1)).sum())
+    ch = 1.0 if within == 0.0 else between * (n - count) / (within * (count - 1.0))
+    return {"calinski_harabasz": ch, "davies_bouldin": _davies_bouldin(means, mean_distance)}
+
+
+def _davies_bouldin(means: np.ndarray, spread: np.ndarray, block: int = 1024) -> float:
+    """mean over clusters of max over others of (spread_i + spread_j) / |mean_i - mean_j|.
+
+    Computed in blocks of rows so that K x K distances are never all held at once.
+    """
+    count = len(means)
+    norms = np.einsum("ij,ij->i", means, means)
+    if np.allclose(spread, 0):
+        return 0.0
+    worst = np.empty(count)
+    any_apart = False
+    for start in range(0, count, block):
+        rows = slice(start, min(start + block, count))
+        squared = norms[rows, None] + norms[None, :] - 2 * means[rows] @ means.T
+        gaps = np.sqrt(np.maximum(squared, 0))
+        gaps[np.arange(gaps.shape[0]), np.arange(start, start + gaps.shape[0])] = 0
+        any_apart = any_apart or not np.allclose(gaps, 0)
+        gaps[gaps == 0] = np.inf
+        worst[rows] = ((spread[rows, None] + spread[None, :]) / gaps).max(axis=1)
+    return float(worst.mean()) if any_apart else 0.0
+
+
+# --- across K and across repeats --------------------------------------------------------------
+
+
+def knee(ks: list[int], inertias: list[float], sensitivity: float = 1.0) -> int | None:
+    """The knee of a decreasing, convex inertia curve (Kneedle, Satopaa et al. 2011).
+
+    The same answer as kneed.KneeLocator(ks, inertias, curve="convex", direction="decreasing",
+    S=sensitivity) (its default offline mode, no smoothing): a few lines, so no dependency.
+    None when there is no knee (fewer than 3 K, a flat or non-decreasing curve).
+    """
+    x = np.asarray(ks, dtype=np.float64)
+    y = np.asarray(inertias, dtype=np.float64)
+    order = np.argsort(x)
+    x, y = x[order], y[order]
+    if len(x) < 3 or not np.all(np.isfinite(y)) or np.ptp(y) == 0 or np.ptp(x) == 0:
+        return None
+    x_norm = (x - x.min()) / np.ptp(x)
+    y_norm = (y - y.min()) / np.ptp(y)
+    difference = (y_norm.max() - y_norm) - x_norm  # convex, decreasing -> a concave, increasing knee
+    left, right = np.r_[difference[0], difference[:-1]], np.r_[difference[1:], difference[-1]]
+    maxima = np.flatnonzero((difference >= left) & (difference >= right))
+    minima = set(np.flatnonzero((difference <= left) & (difference <= right)).tolist())
+    if not maxima.size:
+        return None
+    thresholds = difference[maxima] - sensitivity * np.abs(np.diff(x_norm).mean())
+    maxima_seen, threshold, threshold_index, active = 0, 0.0, 0, True
+    for i in range(maxima[0], len(x) - 1):
+        if i in maxima:
+            threshold, threshold_index = thresholds[maxima_seen], i
+            maxima_seen += 1
+            active = True
+        if i in minima:
+            threshold, active = 0.0, False
+        if active and difference[i + 1] < threshold:
+            return int(x[threshold_index])
+    return None
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Adjusted Rand index between two labellings of the same images."""
+    a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
+    _, a_codes = np.unique(a, return_inverse=True)
+    table, _ = contingency(b, a_codes, int(a_codes.max()) + 1)
+    return ari(table)
+
+
+def stability(labelings: list[np.ndarray]) -> float | None:
+    """Mean pairwise ARI between the labellings of several repeats (None for fewer than two)."""
+    pairs = [
+        agreement(labelings[i], labelings[j])
+        for i in range(len(labelings))
+        for j in range(i + 1, len(labelings))
+    ]
+    return float(np.mean(pairs)) if pairs else None

@@ -6,9 +6,11 @@ original project did; the Python API keeps 0..K-1.
 """
 
 import contextlib
+import fcntl
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import time
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
     from .kmeans import KMeans
 
 MODEL_FORMAT_VERSION = 1
-STALE_TEMP_SECONDS = 3600  # a temp folder untouched this long belongs to a killed run
 
 
 def run_dir(root: Path, dataset_name: str, k: int) -> Path:
@@ -60,6 +61,9 @@ def write_run(
     classes: np.ndarray | None = None,
     samples: int = 64,
     export_members: bool = False,
+    extra: dict | None = None,
+    install=None,
+    target: Path | None = None,
     history=None,
     progress=None,
 ) -> Path:
@@ -69,15 +73,20 @@ def write_run(
     so a failure or Ctrl-C leaves the previous results of that K untouched. When labels are
     known and metrics (or the table) are not given, they are computed here. history: the
     `FitHistory` that watched the fit, for history.csv and evolution.gif. progress(done, total)
-    is told the number of pictures written so far.
+    is told the number of pictures written so far. extra: more entries for summary.json.
+    install(staging, target): what swaps the complete folder into place (default:
+    _swap_into_place); the sweep's takes its lock and updates the summary too. target: the
+    folder to write (default root/<dataset>/k<K>; the sweep's experiment folder).
     """
     started = time.perf_counter()
     k = len(model.cluster_centers_)
-    target = run_dir(root, dataset.name, k)
+    target = run_dir(root, dataset.name, k) if target is None else Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = sibling_path(target, "tmp")
+    claim = None
     try:
         staging.mkdir()  # inside the try: a Ctrl-C just after it must not leave the folder behind
+        claim = hold(staging)  # while held, no other run takes the folder for a killed run's leftover
         if dataset.labels is None:
             metrics = table = classes = None
         elif metrics is None or table is None or classes is None:
@@ -99,12 +108,15 @@ def write_run(
             progress,
         )
         seconds = {**seconds, "write": time.perf_counter() - started}
-        summary = _run_summary(dataset, model, params, seconds, metrics, table, matching)
-        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _swap_into_place(staging, target)
+        summary = {**_run_summary(dataset, model, params, seconds, metrics, table, matching), **(extra or {})}
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        (install or _swap_into_place)(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        if claim is not None:
+            os.close(claim)
     return target
 
 
@@ -290,7 +302,7 @@ def _cluster_grid(dataset, title, number, members, samples, matching) -> np.ndar
 def _run_summary(dataset, model, params, seconds, metrics, table, matching) -> dict:
     summary = {
         "dataset": dataset.name,
-        "source": dataset.source,
+        "source": text_safe(dataset.source),
         "n_samples": len(dataset.images),
         "image_shape": [int(n) for n in dataset.image_shape],
         "k": len(model.cluster_centers_),
@@ -339,19 +351,21 @@ def _class_names(dataset, classes: np.ndarray) -> list[str]:
     return [names.get(int(value), str(value)) for value in classes]
 
 
-def _swap_into_place(staging: Path, target: Path) -> None:
-    """Replace target by staging: move the old folder aside, rename, then delete the old one."""
+def _swap_into_place(staging: Path, target: Path, between=None) -> None:
+    """Replace target by staging: move the old folder aside, rename, then delete the old one.
+    between(): called between the two renames (the sweep's test hook)."""
     aside = sibling_path(target, "old")
     try:
         if target.exists():
             os.rename(target, aside)
+        if between is not None:
+            between()
         os.rename(staging, target)
     except BaseException:
         if aside.exists() and not target.exists():
             os.rename(aside, target)
         raise
     shutil.rmtree(aside, ignore_errors=True)
-    _remove_leftovers(target)
 
 
 def sibling_path(path: Path, kind: str) -> Path:
@@ -363,17 +377,74 @@ def sibling_path(path: Path, kind: str) -> Path:
     return path.with_name(f".{path.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
-def _remove_leftovers(target: Path) -> None:
-    """Delete what killed runs of this K left: old folders, and temp folders long untouched.
+def text_safe(text):
+    """text with the undecodable bytes of a path (lone surrogates under a POSIX locale) written
+    as \\xNN, so that every file we write stays valid UTF-8."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace") if isinstance(text, str) else text
 
-    Best effort: the new results are already in place, so a failure here is ignored.
+
+def hold(path: Path) -> int:
+    """An open descriptor of path holding its flock: tells remove_abandoned that a live run owns it."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return descriptor
+
+
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>[0-9]+)-[0-9a-f]+")
+
+
+def remove_abandoned(folder: Path) -> None:
+    """Delete what killed runs left in folder: temporary files and folders (.k7.tmp-<pid>-..,
+    .summary.csv.tmp-..), and folders moved aside during a swap (.k7.old-..; put back when
+    k7 itself is missing, as a kill between the two renames leaves it).
+
+    Safe while other runs are in progress: an entry is touched only when the process in its
+    name is gone and nobody holds its flock (see hold). Best effort: errors are ignored.
     """
-    for leftover in target.parent.glob(f".{target.name}.old-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    for leftover in target.parent.glob(f".{target.name}.tmp-*"):
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        match = _LEFTOVER.fullmatch(entry.name)
+        if not match or _alive(int(match["pid"])) or _held(Path(entry.path)):
+            continue
+        path, target = Path(entry.path), Path(folder) / match["name"]
         with contextlib.suppress(OSError):
-            if time.time() - leftover.stat().st_mtime > STALE_TEMP_SECONDS:
-                shutil.rmtree(leftover, ignore_errors=True)
+            if match["kind"] == "old" and not os.path.lexists(target):
+                os.rename(path, target)
+            elif entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _held(path: Path) -> bool:
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
+    return False
 
 
 # --- numbers ---------------------------------------------------------------------------------
@@ -462,9 +533,17 @@ def save_model(path: Path, model, **metadata) -> None:
     clashes = arrays.keys() & metadata.keys()
     if clashes:
         raise ValueError(f"metadata may not replace {sorted(clashes)}")
-    arrays.update({name: value for name, value in metadata.items() if value is not None})
+    arrays.update({name: _storable(value) for name, value in metadata.items() if value is not None})
     with open(path, "wb") as file:  # a file object keeps np.savez from appending ".npz"
         np.savez(file, **arrays)
+
+
+def _storable(value):
+    """Python ints beyond int64 (a --seed >= 2**63) as uint64 or decimal text: never an object
+    array, which np.savez would pickle."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        return np.uint64(value) if 0 <= value < 2**64 else np.str_(str(value))
+    return value
 
 
 class ModelError(ValueError):

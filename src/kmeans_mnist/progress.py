@@ -65,10 +65,10 @@ class Terminal:
             self._phase_shown = False
         _on_screen = None
 
-    def fit(self, k: int) -> FitProgress:
-        """The progress display of one K: a context manager around its fit; its `writing` shows
-        the files written after it, until the next line."""
-        return FitProgress(self, k)
+    def fit(self, k: int, repeat: int = 0, repeats: int = 1) -> FitProgress:
+        """The progress display of one K (one of its repeats): a context manager around its fit;
+        its `writing` shows the files written after it, until the next line."""
+        return FitProgress(self, k, repeat, repeats)
 
 
 class FitProgress:
@@ -79,15 +79,16 @@ class FitProgress:
     on the same line, and the last one is cleared on exit.
     """
 
-    def __init__(self, terminal: Terminal, k: int):
+    def __init__(self, terminal: Terminal, k: int, repeat: int = 0, repeats: int = 1):
         self.terminal, self.k = terminal, k
+        self.label = f"{k} repeat {repeat + 1}/{repeats}" if repeats > 1 else str(k)
         self.bar = None
         self.kind = None  # ("init" | "iterations" | "writing", restart)
 
     def __enter__(self) -> FitProgress | None:
         if not self.terminal.live:
             return None
-        self.terminal.phase(f"K={self.k}: starting")
+        self.terminal.phase(f"K={self.label}: starting")
         self.terminal._fit = self
         return self
 
@@ -123,7 +124,7 @@ class FitProgress:
         """An InitProgress: centres chosen so far (of K) for one restart."""
         bar = self._bar(
             ("init", info.run),
-            desc=f"K={self.k}{self._restart(info.run)}: k-means++",
+            desc=f"K={self.label}{self._restart(info.run)}: k-means++",
             total=info.n_clusters,
             unit=" centres",
         )
@@ -132,7 +133,7 @@ class FitProgress:
     def __call__(self, info) -> None:
         """An IterationInfo: one more iteration of restart info.run, counted from 1 within it."""
         bar = self._bar(
-            ("iterations", info.run), desc=f"K={self.k}{self._restart(info.run)}: iteration", unit=" it"
+            ("iterations", info.run), desc=f"K={self.label}{self._restart(info.run)}: iteration", unit=" it"
         )
         bar.set_postfix_str(f"inertia {info.inertia:.4g}, {info.n_changed:,} moved", refresh=False)
         bar.update(info.iteration - bar.n)

@@ -69,9 +69,9 @@ def finish_experiment(folder: Path) -> Path:
 
 @contextlib.contextmanager
 def _summary_lock(folder: Path) -> Iterator[None]:
-    from .summary import _locked
+    from .summary import locked
 
-    with _locked(folder / ".summary.lock"):
+    with locked(folder):
         yield
 
 

@@ -1,19 +1,32 @@
-"""One sweep over K on data loaded once: for each K, fit, score, write k<K>/ and its summary row.
+"""One sweep over K on data loaded once, into one experiment folder (summary.Experiment).
 
-Knows nothing of arguments or exit codes: failures are raised as WriteFailed / SummaryFailed
-(the cause attached) and the caller turns them into messages. `Sweep.saved` always lists the K
-whose folder and summary row are both in place, so a caller interrupted mid-sweep can say which.
+For each K: fit `repeats` times (seeds seed, seed+1, ...), score every fit (inertia, silhouette,
+Calinski-Harabasz, Davies-Bouldin; purity, accuracy, NMI, ARI when labels are known), write the
+lowest-inertia fit's files with the mean ± std of every score and the stability (mean pairwise
+ARI between the repeats), then swap its k<K> folder in and rebuild the summary in one locked
+step with SIGINT/SIGTERM held back. After the last K, the K-choice chart is drawn once.
+
+Knows nothing of arguments or exit codes: failures are raised (WriteFailed, SummaryFailed,
+summary.SummaryError) and the caller words them. `Sweep.saved` lists, at every moment, the K
+whose folder and summary row are both in place, so an interrupted caller can say which.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import os
+import secrets
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -25,9 +38,19 @@ class Settings:
     max_iter: int = 300
     tol: float = 1e-4
     seed: int = 0
+    repeats: int = 1
     scheduler: str | None = None  # fit on the Dask cluster the command line connected to
     samples: int = 64
     export_members: bool = False
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which images of the dataset were loaded (part of what makes an experiment)."""
+
+    split: str = "all"
+    limit: int | None = None
+    keep_blank: bool = False
 
 
 @dataclass
@@ -50,118 +73,256 @@ class WriteFailed(Exception):
 
 
 class SummaryFailed(Exception):
-    """The k<K> folder is complete, but summary.csv could not be updated (OSError or SummaryError)."""
+    """Updating the experiment's summary failed (OSError or SummaryError). swapped: whether the
+    new k<K> folder was already in place (then the next run mends the summary)."""
 
-    def __init__(self, k: int, folder: Path, summary: Path, error: Exception):
+    def __init__(self, k: int, folder: Path, summary: Path, error: Exception, swapped: bool = False):
         super().__init__(f"could not update {summary}: {error}")
-        self.k, self.folder, self.summary, self.error = k, folder, summary, error
+        self.k, self.folder, self.summary, self.error, self.swapped = k, folder, summary, error, swapped
 
 
-# progress(k) -> a context manager yielding the fit's per-iteration callback (or None)
-ProgressFactory = Callable[[int], contextlib.AbstractContextManager]
+# progress(k, repeat) -> a context manager yielding the fit's per-iteration callback (or None)
+ProgressFactory = Callable[[int, int], contextlib.AbstractContextManager]
+
+
+def new_run_id() -> str:
+    """When and which process: 20261130T174501Z-12345-a1b2c3, recorded in every folder and row."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def data_digest(data) -> str:
+    """sha256 of the images and labels: tells whether two runs clustered the same images."""
+    digest = hashlib.sha256(repr(tuple(data.images.shape)).encode())
+    digest.update(np.ascontiguousarray(data.images).data)
+    if data.labels is not None:
+        digest.update(np.ascontiguousarray(data.labels, dtype=np.int64).data)
+    return "sha256:" + digest.hexdigest()
 
 
 @dataclass
 class Sweep:
-    """Cluster `data` for each K in turn into root/<dataset>/; see run()."""
+    """Cluster `data` for each K in turn into root/<experiment>/; check(), run(), finish()."""
 
     root: Path
     data: object
     settings: Settings
+    selection: Selection = field(default_factory=Selection)
     load_seconds: float = 0.0
     progress: ProgressFactory | None = None
     saved: list[KResult] = field(default_factory=list)
     on_saved: Callable[[KResult], None] | None = None  # told as soon as each K is saved
+    rows: list[dict] = field(default_factory=list)  # summary rows of the folder, once drawn
+    drawn: bool = False  # the chart shows every saved K
+
+    def __post_init__(self) -> None:
+        from . import metrics  # noqa: F401  (scipy: imported now, not in the middle of the first K)
+        from .output import text_safe
+        from .summary import Experiment, experiment_name
+
+        s, selection = self.settings, self.selection
+        run_settings = {
+            "split": selection.split,
+            "limit": selection.limit,
+            "keep_blank": selection.keep_blank,
+            "init": s.init,
+            "n_init": s.n_init,
+            "max_iter": s.max_iter,
+            "tol": s.tol,
+            "repeats": s.repeats,
+        }
+        self.run_id = new_run_id()
+        self.record = {
+            "dataset": self.data.name,
+            "source": text_safe(self.data.source),
+            "n_images": len(self.data.images),
+            "image_shape": [int(n) for n in self.data.image_shape],
+            **run_settings,
+            "data_digest": data_digest(self.data),
+        }
+        folder = Path(self.root) / experiment_name(self.data.name, **run_settings)
+        self.experiment = Experiment(folder, self.record)
+        self._silhouette = None
+
+    @property
+    def folder(self) -> Path:
+        return self.experiment.folder
+
+    def check(self, ks: list[int]) -> None:
+        """Before any fit: summary.SummaryError if the experiment folder cannot take these K."""
+        self.experiment.check(ks)
 
     def run(self, ks: list[int]) -> list[KResult]:
-        """Fit, score and save every K in order, then redraw the experiment's sweep-level pictures
-        and report.html; returns (and keeps in .saved) what was saved."""
+        """Fit, score and save every K in order, then draw the K-choice chart, the sweep-level
+        pictures and report.html once; returns (and keeps in .saved) what was saved."""
         for k in ks:
             self.run_one(k)
         self.finish()
         return self.saved
 
-    def finish(self) -> None:
-        """The experiment folder's sweep-level pictures and report.html, from every K in it."""
+    def finish(self) -> list[dict]:
+        """Draw the K-choice chart, the sweep-level pictures and report.html once, from every K
+        in the folder (signals held: they are redrawn whole); returns the summary rows."""
         from .report import finish_experiment
 
-        if not self.saved:
-            return
-        folder = self.saved[-1].folder.parent
-        try:
-            finish_experiment(folder)
-        except OSError as error:
-            raise ReportFailed(folder, [result.k for result in self.saved], error) from None
+        with signals_held():
+            checkpoint("drawing")
+            self.rows = self.experiment.redraw()
+            try:
+                finish_experiment(self.folder)
+            except OSError as error:
+                raise ReportFailed(self.folder, [result.k for result in self.saved], error) from None
+            self.drawn = True
+        return self.rows
 
     def run_one(self, k: int) -> KResult:
         from .history import FitHistory
-        from .metrics import evaluate
-        from .output import run_dir, write_run
-        from .summary import SummaryError, update_summary
+        from .metrics import SilhouetteSample, dispersion_scores, evaluate, stability
+        from .output import write_run
 
         data, settings = self.data, self.settings
-        history = FitHistory(data.image_shape)  # for history.csv and evolution.gif
-        progress = self.progress(k) if self.progress else contextlib.nullcontext()
-        with progress as callback:
-            started = time.perf_counter()
-            model = _fit(
-                data.all_pixel,
-                k,
-                settings,
-                _together(history, callback),
-                init_progress=getattr(callback, "initialisation", None),
-            )
-            fit_seconds = time.perf_counter() - started
-
-        metrics = table = classes = None
-        if data.labels is not None:
-            metrics, table, classes = evaluate(data.labels, model.labels_, k)
+        fits, labelings = [], []
+        for repeat in range(settings.repeats):
+            seed = settings.seed + repeat
+            history = FitHistory(data.image_shape)  # for history.csv and evolution.gif
+            progress = self.progress(k, repeat) if self.progress else contextlib.nullcontext()
+            with progress as callback:
+                started = time.perf_counter()
+                model = _fit(
+                    data.all_pixel,
+                    k,
+                    settings,
+                    seed,
+                    _together(history, callback),
+                    init_progress=getattr(callback, "initialisation", None),
+                )
+                seconds = time.perf_counter() - started
+            run = {
+                "seed": seed,
+                "inertia": float(model.inertia_),
+                "n_iter": int(model.n_iter_),
+                "converged": bool(model.converged_),
+                "fit_seconds": round(seconds, 4),
+                **dispersion_scores(data.all_pixel, model.labels_),
+            }
+            table = classes = None
+            if data.labels is not None:
+                label_scores, table, classes = evaluate(data.labels, model.labels_, k)
+                run.update(label_scores)
+            fits.append((run, model, table, classes, history))
+            labelings.append(np.asarray(model.labels_))
+        checkpoint("fitted", k)
+        if self._silhouette is None:
+            self._silhouette = SilhouetteSample(data.all_pixel)
+        for (run, *_), value in zip(fits, self._silhouette.scores(labelings), strict=True):
+            run["silhouette"] = value
+        best_run, model, table, classes, history = min(fits, key=lambda fit: fit[0]["inertia"])
+        runs = [fit[0] for fit in fits]
+        extra = {
+            "run_id": self.run_id,
+            "experiment": self.experiment.name,
+            **{
+                name: self.record[name] for name in ("split", "limit", "keep_blank", "repeats", "data_digest")
+            },
+            "seed": settings.seed,
+            "best_seed": best_run["seed"],
+            "fit_seconds": round(sum(run["fit_seconds"] for run in runs), 4),
+            "scores": _mean_std(runs),
+            "silhouette_sample": self._silhouette.size,
+            "stability": stability(labelings),
+            "runs": runs,
+        }
         params = {
             "init": settings.init,
             "n_init": settings.n_init,
-            "seed": settings.seed,
+            "seed": best_run["seed"],
             "max_iter": settings.max_iter,
             "tol": settings.tol,
         }
+        target = self.folder / f"k{k}"
+        swapped: list[bool] = []
         try:
             folder = write_run(
                 Path(self.root),
                 data,
                 model,
                 params=params,
-                seconds={"load": self.load_seconds, "fit": fit_seconds},
-                metrics=metrics,
+                seconds={"load": self.load_seconds, "fit": extra["fit_seconds"]},
+                metrics={name: best_run[name] for name in ("purity", "accuracy", "nmi", "ari")}
+                if table is not None
+                else None,
                 table=table,
                 classes=classes,
                 samples=settings.samples,
                 export_members=settings.export_members,
+                extra=extra,
+                install=lambda staging, target: self._install(k, staging, target, swapped),
+                target=target,
                 history=history,
                 progress=getattr(callback, "writing", None),
             )
+        except _UpdateFailed as failure:
+            summary = self.folder / "summary.csv"
+            raise SummaryFailed(k, target, summary, failure.error, bool(swapped)) from None
         except OSError as error:
-            raise WriteFailed(k, run_dir(Path(self.root), data.name, k), error) from None
-        scores = metrics or {}
-        row = {
-            "k": k,
-            "inertia": f"{model.inertia_:.6e}",
-            **{
-                name: f"{scores[name]:.4f}" if name in scores else ""
-                for name in ("purity", "accuracy", "nmi", "ari")
-            },
-            "n_iter": model.n_iter_,
-            "fit_seconds": f"{fit_seconds:.3f}",
-            "seed": settings.seed,
-        }
-        result = KResult(k, row, folder, bool(model.converged_), int(model.n_empty_reseeds_))
-        try:
-            with interrupt_deferred():  # the new k<K> folder is in place: its summary row must follow it
-                update_summary(Path(self.root), data.name, row)
-                self.saved.append(result)
-        except (SummaryError, OSError) as error:
-            raise SummaryFailed(k, folder, Path(self.root) / data.name / "summary.csv", error) from None
+            raise WriteFailed(k, target, error) from None
+        result = self.saved[-1]
+        assert result.k == k and result.folder == folder
         if self.on_saved is not None:
             self.on_saved(result)
         return result
+
+    def _install(self, k: int, staging: Path, target: Path, swapped: list[bool]) -> None:
+        """Swap the complete staging folder in and rebuild the summary, locked, signals held."""
+        from .output import _swap_into_place
+        from .summary import SummaryError
+
+        checkpoint("staged", k)
+        record = json.loads((staging / "summary.json").read_text(encoding="utf-8"))
+
+        @contextlib.contextmanager
+        def guard() -> Iterator[None]:
+            with signals_held():
+                checkpoint("locked", k)
+                yield
+
+        def swap() -> None:
+            _swap_into_place(staging, target, between=lambda: checkpoint("aside", k))
+            swapped.append(True)
+            checkpoint("swapped", k)
+
+        def done(rows: list[dict]) -> None:
+            [row] = [row for row in rows if row["k"] == str(k)]
+            result = KResult(k, row, target, bool(record["converged"]), int(record["empty_cluster_reseeds"]))
+            self.saved.append(result)
+            checkpoint("saved", k)
+
+        try:
+            self.experiment.update(k, record, swap, guard=guard, done=done)
+        except (SummaryError, OSError) as error:
+            if isinstance(error, OSError) and not swapped and _is_swap_error(error, target):
+                raise
+            raise _UpdateFailed(error) from None
+
+
+class _UpdateFailed(Exception):
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _is_swap_error(error: OSError, target: Path) -> bool:
+    return str(target) in {str(error.filename), str(error.filename2)}
+
+
+def _mean_std(runs: list[dict]) -> dict[str, dict[str, float]]:
+    """Every score's mean and std (numpy's, ddof=0) over the repeats that define it."""
+    from .summary import SCORES
+
+    scores = {}
+    for name in SCORES:
+        values = [run[name] for run in runs if run.get(name) is not None]
+        if values:
+            scores[name] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+    return scores
 
 
 class ReportFailed(Exception):
@@ -185,7 +346,7 @@ def _together(*callbacks):
     return together
 
 
-def _fit(pixels, k: int, settings: Settings, callback, init_progress=None):
+def _fit(pixels, k: int, settings: Settings, seed: int, callback, init_progress=None):
     """One K-means fit with the sweep's settings (the engine never touches files)."""
     if settings.scheduler:
         from .dask_engine import fit  # on the current dask.distributed client, the same answers
@@ -199,23 +360,58 @@ def _fit(pixels, k: int, settings: Settings, callback, init_progress=None):
         n_init=settings.n_init,
         max_iter=settings.max_iter,
         tol=settings.tol,
-        random_state=settings.seed,
+        random_state=seed,
         callback=callback,
         progress=init_progress,
     )
 
 
+TEST_HOOK = "KMEANS_MNIST_TEST_HOOK"
+
+
+def checkpoint(point: str, k: int | None = None) -> None:
+    """A named point of the sweep where the tests of the interrupt windows act, deterministically.
+
+    $KMEANS_MNIST_TEST_HOOK lists "POINT=SIGNAL" or "POINT@K=SIGNAL" items separated by ";"
+    (e.g. "swapped@5=SIGKILL"): at that point the process sends itself that signal (SIGINT,
+    SIGTERM, SIGKILL, or SIGSTOP to wait there until a SIGCONT). Points, in order: fitted,
+    staged (folder written, lock not yet taken), locked (lock held, signals held), aside (old
+    folder moved aside), swapped (new folder in place, tables not yet replaced), saved (tables
+    replaced, still in the window), drawing (the chart, once per sweep). Unset: nothing happens.
+    """
+    spec = os.environ.get(TEST_HOOK)
+    if not spec:
+        return
+    for item in spec.split(";"):
+        where, _, action = item.strip().partition("=")
+        name, _, only_k = where.partition("@")
+        if name == point and (not only_k or (k is not None and only_k == str(k))):
+            os.kill(os.getpid(), getattr(signal, action.strip()))
+
+
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def interrupt_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C (SIGINT) back until the block is done, then raise KeyboardInterrupt."""
+def signals_held(deliver: bool = True) -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back until the block is done, then deliver the first one received
+    to the handler that was in place (deliver=False drops them: a caller already on its way out).
+
+    The Python-level handlers are swapped rather than the signal mask, because the engine's
+    worker threads would still receive a masked signal.
+    """
     if threading.current_thread() is not threading.main_thread():  # only it may set handlers
         yield
         return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    received: list[int] = []
+    previous = {number: signal.signal(number, lambda n, frame: received.append(n)) for number in HELD_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if received and deliver:
+        signal.raise_signal(received[0])
+
+
+interrupt_deferred = signals_held  # the name of version 0.1

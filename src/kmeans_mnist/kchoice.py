@@ -1,0 +1,258 @@
+"""Choosing K from a sweep's rows: the recommendation, the results tables and the K-choice chart.
+
+The rows are summary.csv's (summary.row_from_record): text fields, mean and std over repeats.
+matplotlib is imported only by draw_k_choice, once per sweep.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+TABLE_SCORES = (  # (column, header, decimals) in the deep-clustering papers' order
+    ("accuracy", "ACC", 3),
+    ("nmi", "NMI", 3),
+    ("ari", "ARI", 3),
+    ("purity", "purity", 3),
+    ("silhouette", "silhouette", 3),
+    ("calinski_harabasz", "CH", 1),
+    ("davies_bouldin", "DB", 3),
+)
+
+
+def mean_std(row: dict[str, str], name: str, decimals: int, plus_minus: str = " ± ") -> str:
+    """'0.542 ± 0.028' (or '0.542' for one repeat, '-' when unknown)."""
+    if not row.get(name):
+        return "-"
+    text = f"{float(row[name]):.{decimals}f}"
+    if row.get(f"{name}_std") and int(row.get("repeats") or 1) > 1:
+        text += f"{plus_minus}{float(row[f'{name}_std']):.{decimals}f}"
+    return text
+
+
+def results_tables(rows: list[dict[str, str]], description: str, advice: list[str]) -> tuple[str, str]:
+    """results.md and results.tex: one row per K, every score as mean ± std over the repeats."""
+    labelled = any(row.get("accuracy") for row in rows)
+    columns = [c for c in TABLE_SCORES if labelled or c[0] not in ("accuracy", "nmi", "ari", "purity")]
+    repeats = max((int(row.get("repeats") or 1) for row in rows), default=1)
+    headers = ["K", *(header for _, header, _ in columns)] + (["stability"] if repeats > 1 else [])
+    markdown = [f"# K-means results: {rows[0]['dataset'] if rows else ''}", "", description, ""]
+    markdown.append("| " + " | ".join(headers) + " |")
+    markdown.append("|" + "|".join("---:" for _ in headers) + "|")
+    latex = [
+        f"% kmeans-mnist results: {description}",
+        "% mean $\\pm$ std over the repeats; needs \\usepackage{booktabs}",
+        "\\begin{tabular}{r" + "c" * (len(headers) - 1) + "}",
+        "\\toprule",
+        " & ".join(f"${h}$" if h == "K" else h for h in headers) + " \\\\",
+        "\\midrule",
+    ]
+    for row in rows:
+        cells = [mean_std(row, name, decimals) for name, _, decimals in columns]
+        stable = [(row.get("stability") and f"{float(row['stability']):.3f}") or "-"] if repeats > 1 else []
+        markdown.append("| " + " | ".join([row["k"], *cells, *stable]) + " |")
+        tex_cells = [mean_std(row, name, decimals, " \\pm ") for name, _, decimals in columns]
+        tex_cells = [cell if cell == "-" else f"${cell}$" for cell in tex_cells]
+        latex.append(" & ".join([row["k"], *tex_cells, *stable]) + " \\\\")
+    latex += ["\\bottomrule", "\\end{tabular}"]
+    if labelled:
+        markdown += ["", "As in papers:", ""]
+        for row in rows:
+            pairs = ", ".join(
+                f"{header} {mean_std(row, name, 3)}" for name, header, _ in columns[:3] if row.get(name)
+            )
+            markdown.append(f"- K={row['k']}: {pairs}")
+    markdown += ["", "## Choosing K", "", *advice, ""]
+    if labelled:
+        markdown += [
+            "Accuracy matches clusters to classes one to one, so it is lowest when K differs from the "
+            "number of classes even for good clusters; purity always grows with K. Read NMI and "
+            "purity beside it.",
+            "",
+        ]
+    return "\n".join(markdown), "\n".join(latex) + "\n"
+
+
+def _best(rows: list[dict[str, str]], name: str, highest: bool) -> tuple[int, float] | None:
+    """(K, value) with the highest (or lowest) value of a score; ties go to the smaller K."""
+    known = [(int(row["k"]), float(row[name])) for row in rows if row.get(name)]
+    if not known:
+        return None
+    sign = -1 if highest else 1
+    return min(known, key=lambda pair: (sign * pair[1], pair[0]))
+
+
+def recommend(rows: list[dict[str, str]]) -> list[str]:
+    """Which K each score prefers and why, in two lines; says so when they disagree."""
+    from .metrics import knee
+
+    ks = sorted(int(row["k"]) for row in rows)
+    if not ks:
+        return []
+    if len(ks) == 1:
+        return [
+            f"Only K={ks[0]} so far: the scores choose between several K (run e.g. {max(ks[0] - 2, 2)} to {ks[0] + 2})."
+        ]
+    by_k = {int(row["k"]): row for row in rows}
+    inertia = [float(by_k[k]["inertia"]) if by_k[k].get("inertia") else math.nan for k in ks]
+    picks: list[tuple[str, int, str]] = []
+    bend = knee(ks, inertia)
+    if bend is not None:
+        picks.append(("inertia knee", bend, "where more clusters stop paying off"))
+    for name, words, highest, why in (
+        ("silhouette", "silhouette", True, "highest"),
+        ("calinski_harabasz", "Calinski-Harabasz", True, "highest"),
+        ("davies_bouldin", "Davies-Bouldin", False, "lowest"),
+    ):
+        best = _best(rows, name, highest)
+        if best:
+            picks.append((words, best[0], f"{why}, {best[1]:.4g}"))
+    label = _best(rows, "nmi", True)
+    first = "; ".join(f"{words} K={k} ({why})" for words, k, why in picks) or "no label-free score yet"
+    if label:
+        first += f"; with the labels, NMI K={label[0]} ({label[1]:.3f})"
+    votes: dict[int, list[str]] = {}
+    for words, k, _ in picks:
+        votes.setdefault(k, []).append(words)
+    edge = ""
+    if len(votes) == 1:
+        [(k, _)] = votes.items()
+        verdict = f"The label-free scores agree on K={k}."
+        if k in (ks[0], ks[-1]) and len(ks) > 2:
+            edge = f" It is at the edge of the K tried ({ks[0]}..{ks[-1]}): try beyond it."
+    elif votes:
+        ranked = sorted(votes.items(), key=lambda item: (-len(item[1]), item[0]))
+        verdict = "The scores disagree: " + "; ".join(f"K={k} ({', '.join(names)})" for k, names in ranked)
+        verdict += ": compare those K's centroids.png before choosing."
+    else:
+        verdict = "Not enough scores to choose: run more K."
+    repeats = max(int(row.get("repeats") or 1) for row in rows)
+    noise = (
+        "" if repeats > 1 else " One seed per K: small differences may be noise (--repeats 5 measures it)."
+    )
+    return [f"Prefers: {first}.", verdict + edge + noise]
+
+
+# --- the chart ---------------------------------------------------------------------------------
+
+PANELS = (  # (column, title, which end is better)
+    ("inertia", "inertia (Kneedle)", None),
+    ("silhouette", "silhouette (higher: better)", True),
+    ("calinski_harabasz", "Calinski-Harabasz (higher: better)", True),
+    ("davies_bouldin", "Davies-Bouldin (lower: better)", False),
+)
+LABEL_CURVES = (
+    ("nmi", "NMI", "tab:green"),
+    ("purity", "purity", "tab:purple"),
+    ("accuracy", "accuracy", "tab:gray"),
+)
+
+
+def _series(rows: list[dict[str, str]], name: str) -> tuple[list[int], list[float], list[float]]:
+    known = [row for row in rows if row.get(name)]
+    ks = [int(row["k"]) for row in known]
+    means = [float(row[name]) for row in known]
+    stds = [float(row.get(f"{name}_std") or 0) for row in known]
+    return ks, means, stds
+
+
+def draw_k_choice(path: Path, rows: list[dict[str, str]], description: str, advice: list[str]) -> None:
+    """The chart for choosing K: inertia with its knee, silhouette, Calinski-Harabasz,
+    Davies-Bouldin, the label scores when labels are known, and the recommendation in words.
+    Error bars are one std over the repeats; only whole K are ticked."""
+    import textwrap
+
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    from .metrics import knee
+
+    ks_all = sorted(int(row["k"]) for row in rows)
+    repeats = max((int(row.get("repeats") or 1) for row in rows), default=1)
+    figure = Figure(figsize=(13, 7.2))
+    figure.subplots_adjust(left=0.06, right=0.985, top=0.86, bottom=0.08, wspace=0.28, hspace=0.42)
+    grid = figure.subplots(2, 3)
+    dataset = rows[0]["dataset"] if rows else ""
+    figure.suptitle(f"{dataset}: choosing K", fontsize=14, fontweight="bold", y=0.985)
+    figure.text(0.5, 0.925, "\n".join(textwrap.wrap(description, 170)), ha="center", va="center", fontsize=9)
+
+    def x_axis(axes) -> None:
+        axes.set_xlabel("K (clusters)")
+        if len(ks_all) <= 15:
+            axes.set_xticks(ks_all)
+        else:
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(ks_all) == 1:
+            axes.set_xlim(ks_all[0] - 1, ks_all[0] + 1)
+        axes.grid(alpha=0.3)
+
+    def curve(axes, ks, means, stds, color, label=None) -> None:
+        errors = stds if repeats > 1 else None
+        axes.errorbar(ks, means, yerr=errors, fmt="o-", color=color, capsize=3, markersize=4, label=label)
+
+    for axes, (name, title, higher) in zip(grid.flat, PANELS, strict=False):
+        ks, means, stds = _series(rows, name)
+        axes.set_title(title, fontsize=10)
+        x_axis(axes)
+        if not ks:
+            axes.text(
+                0.5, 0.5, "not computed for these rows", ha="center", va="center", transform=axes.transAxes
+            )
+            continue
+        curve(axes, ks, means, stds, "tab:blue")
+        pick = knee(ks, means) if higher is None else ks[means.index((max if higher else min)(means))]
+        if pick is not None and len(ks) > 1:
+            value = means[ks.index(pick)]
+            axes.plot(
+                [pick],
+                [value],
+                "o",
+                markersize=13,
+                markerfacecolor="none",
+                markeredgecolor="tab:red",
+                markeredgewidth=2,
+            )
+            axes.set_title(f"{title}: {'knee' if higher is None else 'best'} K={pick}", fontsize=10)
+        elif higher is None and len(ks) > 1:
+            axes.set_title(f"{title}: no clear knee", fontsize=10)
+
+    labels_axes = grid.flat[4]
+    labels_axes.set_title("agreement with the true labels (higher is better)", fontsize=10)
+    x_axis(labels_axes)
+    drawn = False
+    for name, label, color in LABEL_CURVES:
+        ks, means, stds = _series(rows, name)
+        if ks:
+            curve(labels_axes, ks, means, stds, color, label)
+            drawn = True
+    if drawn:
+        labels_axes.legend(fontsize=8, loc="best")
+        labels_axes.set_ylim(0, 1.02)
+    else:
+        labels_axes.text(
+            0.5,
+            0.5,
+            "no labels: nothing to compare with",
+            ha="center",
+            va="center",
+            transform=labels_axes.transAxes,
+        )
+
+    words = grid.flat[5]
+    words.axis("off")
+    text = [
+        f"{'one run' if repeats == 1 else f'{repeats} repeats'} per K"
+        + (", error bars: one std" if repeats > 1 else "")
+    ]
+    if len(ks_all) == 1:
+        text.append("One K so far: the curves need several K to compare.")
+    for line in advice:
+        text += textwrap.wrap(line, 52)
+    if drawn:
+        text += textwrap.wrap(
+            "Accuracy matches clusters to classes one to one, so it drops when K differs from the number "
+            "of classes; purity only grows with K: read NMI beside them.",
+            52,
+        )
+    words.text(0.0, 1.0, "\n".join(text), va="top", ha="left", fontsize=9, transform=words.transAxes)
+    figure.savefig(path, format="png", dpi=90)
