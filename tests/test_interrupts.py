@@ -31,6 +31,7 @@ from cli_support import (
     write_kaggle,
 )
 from kmeans_mnist import cli, datasets, output, summary, sweep
+from kmeans_mnist import leftovers as leftovers_module
 
 K = "20"
 N_IMAGES = 4000
@@ -372,7 +373,7 @@ def test_leftovers_of_live_runs_are_left_alone(tmp_path, capsys, monkeypatch):
         for path in (alive, held, dead):
             path.mkdir()
         (folder / ".summary.csv.tmp-999999997-0a0b").write_text("half")
-        claim = output.hold(held)
+        claim = leftovers_module.hold(held)
         assert cli.main(["3", "--data-dir", "data", "--output", "out", "--quiet", "--samples", "0"]) == 0
         assert alive.is_dir() and held.is_dir() and not dead.exists()
         assert not (folder / ".summary.csv.tmp-999999997-0a0b").exists()
@@ -429,3 +430,25 @@ def test_two_runs_of_the_same_k_at_once_agree(tmp_path, pause_at):
     agreement(folder)
     record = json.loads((folder / "k4" / "summary.json").read_text())
     assert record["seed"] == (1 if pause_at == "staged" else 2)  # the last to swap wins
+
+
+def test_a_killed_runs_cache_temporaries_go_with_the_next_load(tmp_path, monkeypatch, capsys):
+    """`*.npy` half-written by a killed run: removed by the next run that uses the cache, unless
+    their writer is still alive."""
+    write_kaggle(tmp_path / "data")
+    cache = tmp_path / "parsed-cache"
+    cache.mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KMEANS_MNIST_CACHE", str(cache))
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = cache / ".mnist_train.csv-0123.images.npy.tmp-999999999-00aa"
+        alive = cache / f".mnist_train.csv-0123.labels.npy.tmp-{sleeper.pid}-00bb"
+        for path in (dead, alive):
+            path.write_bytes(b"half")
+        assert cli.main(["3", "--data-dir", "data", "--output", "out", "--quiet", "--samples", "0"]) == 0
+        assert not dead.exists() and alive.exists()
+        assert not [path for path in cache.iterdir() if ".tmp" in path.name and path != alive]
+    finally:
+        sleeper.kill()
+        sleeper.wait()

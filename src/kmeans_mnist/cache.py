@@ -22,7 +22,6 @@ import json
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -138,7 +137,10 @@ def cached(
     parse() is called with no cache entry involved, and its errors go to the caller; the
     source must be a regular file (OSError otherwise, from the fingerprint).
     """
+    from .leftovers import remove_abandoned
+
     folder = cache_folder(cache_dir)
+    remove_abandoned(folder)  # a killed run's half-written .npy: gone, unless its writer still lives
     source_key = f"{source.name}-{short_digest(f'{source.resolve()}|{kind}')}"
     entry = folder / f"{source_key}-{short_digest(f'{fingerprint(source)}|{CACHE_VERSION}')}"
 
@@ -189,12 +191,19 @@ def _read_entry(entry: Path) -> dict[str, np.ndarray] | None:
 
 def _save_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """write(file) to a temporary file beside `path`, then rename it to `path`."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    from .leftovers import hold, sibling_path
+
+    temporary = sibling_path(path, "tmp")
+    claim = None
     try:
-        with os.fdopen(handle, "wb") as file:
+        with open(temporary, "xb") as file:
+            claim = hold(temporary)
             write(file)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+    finally:
+        if claim is not None:
+            os.close(claim)

@@ -5,13 +5,9 @@ summary.py, the drawing in pictures.py. Clusters are numbered 1..K in every file
 original project did; the Python API keeps 0..K-1.
 """
 
-import contextlib
-import fcntl
 import json
 import math
 import os
-import re
-import secrets
 import shutil
 import time
 import zipfile
@@ -20,6 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from .leftovers import hold, sibling_path
 from .pictures import (
     center_images,
     centroid_sheet,
@@ -368,83 +365,10 @@ def _swap_into_place(staging: Path, target: Path, between=None) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def sibling_path(path: Path, kind: str) -> Path:
-    """A fresh hidden name beside path, e.g. .k7.tmp-<pid>-<random>.
-
-    Made by hand rather than with tempfile so that the folders and files, once renamed into
-    place, get the usual permissions (tempfile makes them private to the owner).
-    """
-    return path.with_name(f".{path.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
-
-
 def text_safe(text):
     """text with the undecodable bytes of a path (lone surrogates under a POSIX locale) written
     as \\xNN, so that every file we write stays valid UTF-8."""
     return os.fsencode(text).decode("utf-8", "backslashreplace") if isinstance(text, str) else text
-
-
-def hold(path: Path) -> int:
-    """An open descriptor of path holding its flock: tells remove_abandoned that a live run owns it."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return descriptor
-
-
-_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>[0-9]+)-[0-9a-f]+")
-
-
-def remove_abandoned(folder: Path) -> None:
-    """Delete what killed runs left in folder: temporary files and folders (.k7.tmp-<pid>-..,
-    .summary.csv.tmp-..), and folders moved aside during a swap (.k7.old-..; put back when
-    k7 itself is missing, as a kill between the two renames leaves it).
-
-    Safe while other runs are in progress: an entry is touched only when the process in its
-    name is gone and nobody holds its flock (see hold). Best effort: errors are ignored.
-    """
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return
-    for entry in entries:
-        match = _LEFTOVER.fullmatch(entry.name)
-        if not match or _alive(int(match["pid"])) or _held(Path(entry.path)):
-            continue
-        path, target = Path(entry.path), Path(folder) / match["name"]
-        with contextlib.suppress(OSError):
-            if match["kind"] == "old" and not os.path.lexists(target):
-                os.rename(path, target)
-            elif entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
-def _held(path: Path) -> bool:
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(descriptor)
-    return False
 
 
 # --- numbers ---------------------------------------------------------------------------------

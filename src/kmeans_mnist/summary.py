@@ -25,7 +25,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from .output import sibling_path, text_safe
+from .leftovers import sibling_path
+from .output import text_safe
 
 SETTINGS_FILE = "settings.json"
 SUMMARY_FILE = "summary.csv"
@@ -455,7 +456,7 @@ class Experiment:
             yield
 
     def _remove_abandoned(self) -> None:
-        from .output import remove_abandoned
+        from .leftovers import remove_abandoned
 
         remove_abandoned(self.folder)
 
