@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import gc
 import json
 import os
@@ -55,6 +56,8 @@ COLUMNS = (
     "labels identical",
     "inertia rel. diff",
     "iter ours/ref",
+    "oneDAL",
+    "faiss",
     "target",
     "notes",
 )
@@ -223,6 +226,10 @@ class Pair:
     # Agreement with scikit-learn run in float64 (untimed): the labels exact arithmetic gives.
     ours_exact: list[float] = field(default_factory=list)
     ref_exact: list[float] = field(default_factory=list)
+    # Other implementations from the same start (see PEERS): name -> times, agreement with scikit-learn
+    peer_times: dict[str, list[float]] = field(default_factory=dict)
+    peer_agreement: dict[str, list[float]] = field(default_factory=dict)
+    peer_missing: dict[str, str] = field(default_factory=dict)
 
     def cells(self, per_iteration: bool = False) -> dict[str, str]:
         """Table cells: median times (or median time per iteration), worst agreement, iterations."""
@@ -243,22 +250,72 @@ class Pair:
     def ratio(self) -> float:
         return statistics.median(self.ours) / statistics.median(self.ref)
 
+    def peer_cells(self) -> dict[str, str]:
+        """Per peer: its median time, ours/its ratio, worst label agreement with scikit-learn."""
+        cells = dict(self.peer_missing)
+        ours = statistics.median(self.ours)
+        for name, times in self.peer_times.items():
+            peer = statistics.median(times)
+            agreement = min(self.peer_agreement[name])
+            cells[name] = f"{fmt_time(peer)} (ours/it {fmt_ratio(ours, peer)}, labels {agreement:.3f} %)"
+        return cells
+
+
+def dal_fit(x32: np.ndarray, init: np.ndarray, max_iter: int, tol: float, ref_iter: int):
+    """Intel's oneDAL KMeans (scikit-learn-intelex), scikit-learn's parameters and rule."""
+    from sklearnex.cluster import KMeans as DalKMeans
+
+    model = DalKMeans(len(init), init=init, n_init=1, max_iter=max_iter, tol=tol, algorithm="lloyd").fit(x32)
+    return model.labels_, float(model.inertia_)
+
+
+def faiss_fit(x32: np.ndarray, init: np.ndarray, max_iter: int, tol: float, ref_iter: int):
+    """faiss's Kmeans on all points (no subsampling), then its index assigns the labels. faiss has
+    no stopping rule: it runs the iterations scikit-learn took from this start."""
+    import faiss
+
+    model = faiss.Kmeans(x32.shape[1], len(init), niter=ref_iter, max_points_per_centroid=len(x32), seed=0)
+    model.train(x32, init_centroids=init.astype(np.float32))
+    distances, labels = model.index.search(x32, 1)
+    return labels[:, 0], float(distances.sum(dtype=np.float64))
+
+
+PEERS = {"oneDAL": ("sklearnex", dal_fit), "faiss": ("faiss", faiss_fit)}  # pip install -e ".[bench]"
+
 
 def compare(
-    x: np.ndarray, k: int, seeds: range, *, tol: float = 1e-4, max_iter: int = 300, exact: bool = False
+    x: np.ndarray,
+    k: int,
+    seeds: range,
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 300,
+    exact: bool = False,
+    peers: bool = False,
 ) -> Pair:
     """Fit ours (on uint8) and scikit-learn (lloyd, on float32) alternately, one seed of shared init per repeat.
 
     The float32 copy for scikit-learn is made once, outside the timing; ours converts inside its fit.
     Which side goes first alternates between repeats; one untimed fit of each comes first, so
     neither pays for the process's first touch of fresh memory. With `exact`, scikit-learn also
-    fits in float64 (untimed): the labels exact arithmetic gives, to compare both against.
+    fits in float64 (untimed): the labels exact arithmetic gives, to compare both against. With
+    `peers`, oneDAL and faiss (when installed) also fit each start, on the float32 copy, timed.
     """
     x32 = x.astype(np.float32)
     warm = pick_init(x, k, 10_000)
     KMeans(k, init=warm, max_iter=3).fit(x)
     SkKMeans(k, init=warm, n_init=1, max_iter=3, algorithm="lloyd").fit(x32)
     pair = Pair()
+    peer_fits = {}
+    for name, (module, fit) in PEERS.items() if peers else ():
+        try:
+            __import__(module)
+        except ImportError:
+            pair.peer_missing[name] = f"{module} not installed"
+            continue
+        fit(x32, warm, 3, tol, 3)  # untimed, as above
+        peer_fits[name] = fit
+        pair.peer_times[name], pair.peer_agreement[name] = [], []
     for repeat, seed in enumerate(seeds):
         init = pick_init(x, k, seed)
         ours_fit = KMeans(k, init=init, n_init=1, max_iter=max_iter, tol=tol).fit
@@ -275,6 +332,11 @@ def compare(
         pair.ref_iter.append(ref.n_iter_)
         pair.agreement.append(100.0 * float(np.mean(ours.labels_ == ref.labels_)))
         pair.inertia_diff.append(abs(ours.inertia_ - ref.inertia_) / ref.inertia_)
+        for name, fit in peer_fits.items():
+            run = functools.partial(fit, x32, init, max_iter, tol, int(ref.n_iter_))
+            peer_s, (labels, _) = timed(run)
+            pair.peer_times[name].append(peer_s)
+            pair.peer_agreement[name].append(100.0 * float(np.mean(labels == ref.labels_)))
         if exact:
             ref64 = SkKMeans(k, init=init, n_init=1, max_iter=max_iter, tol=tol, algorithm="lloyd")
             labels64 = ref64.fit(x.astype(np.float64)).labels_
@@ -316,12 +378,13 @@ def bench_fit(b: Bench) -> None:
     """1. K=10 on MNIST and Fashion (70k): one seed of shared initial centres per repeat."""
     for name in ("mnist", "fashion"):
         x = b.data(name)
-        pair = compare(x, 10, range(b.repeats), exact=True)
+        pair = compare(x, 10, range(b.repeats), exact=True, peers=True)
         ok = pair.ratio() <= 0.5 and min(pair.agreement) >= 99.9 and max(pair.inertia_diff) <= 1e-5
         b.add(
             "fit",
             f"{name} N={len(x):,} K=10",
             **pair.cells(),
+            **pair.peer_cells(),
             target=f"ratio <= 0.5, labels >= 99.9 %, inertia <= 1e-5: {verdict(ok)}",
             notes=f"median of {b.repeats}, seeds 0-{b.repeats - 1}; worst agreement, largest inertia diff; "
             f"labels identical to scikit-learn's float64 run (exact arithmetic): ours >= {min(pair.ours_exact):.3f} %, "

@@ -560,3 +560,40 @@ def test_summary_damaged_during_the_run(workdir, monkeypatch, capsys):
 def test_summary_files_that_still_read(tmp_path, content, ks):
     (tmp_path / "summary.csv").write_bytes(content)
     assert [row["k"] for row in summary.read_summary(tmp_path / "summary.csv")] == ks
+
+
+# --- cost: memory refused before any work, long runs announced (issue 13) ---------------------
+
+
+@pytest.mark.usefixtures("in_workdir")
+def test_k_beyond_memory_is_refused_before_any_work(workdir, monkeypatch, capsys):
+    from kmeans_mnist import cli, engine
+
+    budget = engine.estimate(20, 784, 10, dtype=np.uint8).bytes  # data/ holds 20 training images
+    monkeypatch.setattr(cli, "_available_memory", lambda: budget)
+    monkeypatch.setattr(engine, "fit", fail_on_call(engine.fit, 1, AssertionError("fitted")))
+    before = snapshot(workdir)
+    code = cli.main(["2", "15", "--data-dir", "data", "--split", "train"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: K=15 needs about ") and err[0].endswith("GiB is available: use K <= 10")
+    assert snapshot(workdir) == before
+    monkeypatch.setattr(cli, "_available_memory", lambda: 1000)
+    assert cli.main(["2", "--data-dir", "data", "--split", "train"]) == 2
+    assert "use --limit to cluster fewer images" in capsys.readouterr().err
+    assert snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+@pytest.mark.usefixtures("in_workdir")
+def test_a_very_long_run_is_announced_up_front(quiet, monkeypatch, capsys):
+    from kmeans_mnist import cli, engine
+
+    monkeypatch.setattr(engine, "FLOPS_PER_SECOND", 1.0)  # every fit looks like weeks
+    code = cli.main(["3", "--data-dir", "data", "--split", "train", *(["--quiet"] if quiet else [])])
+    err = capsys.readouterr().err
+    assert code == 0
+    notes = [line for line in err.splitlines() if line.startswith("note: K=3 will take very long")]
+    assert len(notes) == (0 if quiet else 1)
+    if not quiet:
+        assert "days" in notes[0] and "Ctrl-C stops it" in notes[0]

@@ -86,3 +86,78 @@ def test_the_engine_does_not_import_scikit_learn():
     code = "import sys, kmeans_mnist.engine; print('sklearn' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------- memory in K (issue 13)
+
+
+def test_half_gaps_in_blocks_equal_the_whole_matrix(monkeypatch):
+    centers = np.random.default_rng(0).normal(size=(100, 7))
+    starts = engine.group_starts(100)
+    d = np.sqrt(((centers[:, None] - centers[None]) ** 2).sum(axis=2)) / 2
+    np.fill_diagonal(d, np.inf)
+    whole = np.minimum.reduceat(d, starts, axis=0)
+    monkeypatch.setattr(engine, "GAP_VALUES", 300)  # 3 centres per block
+    np.testing.assert_allclose(engine.grouped_half_gaps(centers, starts), whole, rtol=1e-6)
+
+
+def test_k_near_n_never_builds_k_by_k_arrays():
+    """K = N = 6,000: a K x K float64 matrix would be 288 MB; the fit stays far below it."""
+    import tracemalloc
+
+    X = np.random.default_rng(1).normal(size=(6000, 3))
+    tracemalloc.start()
+    try:
+        result = engine.fit(X, 6000, init="random", random_state=0, max_iter=3)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.inertia_ == pytest.approx(0.0, abs=1e-9)
+    assert peak < 6000 * 6000 * 8 / 3
+
+
+@pytest.mark.parametrize("k", [4, 40])  # the nearest two found column by column, or by argmin
+def test_exact_ties_among_several_centres_go_to_the_lowest_index(k):
+    X = mnist_like(500, seed=7)
+    init = np.repeat(X[:1].astype(np.float64), k, axis=0)
+    init[-1] = X[1]  # k - 1 identical centres and one other
+    labels = engine.labels_inertia(X, init)[0]
+    d2 = ((X[:, None, :].astype(np.float64) - init[None]) ** 2).sum(axis=2)
+    assert np.array_equal(labels, d2.argmin(axis=1))  # argmin: the lowest index among equals
+    assert set(np.unique(labels)) == {0, k - 1}
+
+
+def test_estimate_grows_with_k_and_n_and_knows_the_compact_storage():
+    small, large_k = (
+        engine.estimate(60_000, 784, 10, dtype=np.uint8),
+        engine.estimate(60_000, 784, 60_000, dtype=np.uint8),
+    )
+    assert large_k.bytes > small.bytes and large_k.seconds > 1000 * small.seconds
+    assert large_k.bytes < 8 * 2**30  # bounded: O(K x D) + O(N), no K x K term
+    as_float = engine.estimate(60_000, 784, 10, dtype=np.float64)
+    assert as_float.bytes - small.bytes >= 4 * 60_000 * 784  # the float32 copy that uint8 data avoids
+    restarts = engine.estimate(70_000, 784, 10, dtype=np.uint8, n_init=1_000_000)
+    assert restarts.seconds > 86400
+    assert engine.estimate(1000, 2, 5, init="random").init_seconds == 0
+
+
+def test_largest_k_is_the_boundary_of_the_estimate():
+    budget = engine.estimate(50_000, 784, 2000, dtype=np.uint8).bytes
+    most = engine.largest_k(50_000, 784, budget, dtype=np.uint8)
+    assert most >= 2000
+    assert engine.estimate(50_000, 784, most, dtype=np.uint8).bytes <= budget
+    assert engine.estimate(50_000, 784, most + 1, dtype=np.uint8).bytes > budget
+    assert engine.largest_k(50_000, 784, 1000, dtype=np.uint8) == 0
+
+
+def test_the_estimate_is_on_the_safe_side_of_a_real_fit():
+    import tracemalloc
+
+    X = np.random.default_rng(2).normal(size=(5000, 50)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        engine.fit(X, 300, random_state=0, max_iter=5)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= engine.estimate(5000, 50, 300, dtype=np.float32).bytes

@@ -169,9 +169,9 @@ def test_side_by_side_puts_each_class_in_its_own_columns():
     a, b = (0, "a"), (1, "b")
     rows = [(2, images[2], [a, b], [["x"], ["y"]]), (3, images[3], [a, a, b], [["x"], ["y"], ["z"]])]
     sheet = pictures.side_by_side(rows, "t")
-    [(_, b_in_k2)] = find_tile(sheet, images[2][1], scale=4)
-    [(_, b_in_k3)] = find_tile(sheet, images[3][2], scale=4)
-    [(_, second_a)] = find_tile(sheet, images[3][1], scale=4)
+    [(_, b_in_k2)] = find_tile(sheet, images[2][1], scale=3)
+    [(_, b_in_k3)] = find_tile(sheet, images[3][2], scale=3)
+    [(_, second_a)] = find_tile(sheet, images[3][1], scale=3)
     assert b_in_k2 == b_in_k3, "class b in the same column for every K"
     assert second_a < b_in_k3, "class a gets two columns: K=3 has two of its clusters"
 

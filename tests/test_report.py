@@ -71,9 +71,12 @@ def test_report_shows_every_k_with_its_pictures(experiment):
     text = page.read_text(encoding="utf-8")
     header = (experiment / "summary.csv").read_text(encoding="utf-8").splitlines()[0]
     same = text.split("the same for every K: ")[1].split("</p>")[0] if "the same for every K" in text else ""
+    settings = text.split("<h2>Settings</h2>")[1].split("</table>")[0]
     for column in header.split(","):
         in_table = f"<th>{column}</th>" in text
-        assert in_table or f"{column} " in same or column.endswith("_std"), column
+        assert in_table or f"{column} " in same or f">{column}<" in settings or column.endswith("_std"), (
+            column
+        )
 
 
 def test_report_needs_nothing_outside_its_folder(experiment):

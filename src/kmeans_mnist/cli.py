@@ -25,6 +25,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
 EXIT_BROKEN_PIPE = 141  # stdout closed early (`| head`), as a writer killed by SIGPIPE
 EXIT_TERMINATED = 143  # SIGTERM
+LONG_RUN_SECONDS = 3600  # a fit estimated to take longer is announced before it starts
 
 
 class UsageError(Exception):
@@ -545,9 +546,11 @@ def _check_output(output: Path, dataset: str, ks: list[int]) -> None:
 
 
 def _check_k_fits(args: argparse.Namespace, data) -> None:
-    """Every K must be at most the number of images; say why there are so few when we know."""
+    """Every K must be at most the number of images (say why there are so few when we know) and
+    fit in memory, refused before any work; a fit that will take hours is announced."""
     too_big = [k for k in args.k if k > len(data)]
     if not too_big:
+        _check_cost(args, data)
         return
     why = ""
     if data.n_blank_skipped:
@@ -559,6 +562,60 @@ def _check_k_fits(args: argparse.Namespace, data) -> None:
     raise UsageError(
         f"K={too_big[0]} is larger than the number of images ({len(data):,}): use K <= {len(data):,}{why}"
     )
+
+
+def _check_cost(args: argparse.Namespace, data) -> None:
+    """The engine's estimate of each K's memory (refuse what does not fit) and time (announce hours)."""
+    from .engine import estimate, largest_k
+
+    n, d = data.all_pixel.shape
+    settings = {
+        "dtype": data.all_pixel.dtype,
+        "init": args.init,
+        "n_init": args.n_init,
+        "max_iter": args.max_iter,
+    }
+    available = _available_memory()
+    for k in args.k:
+        cost = estimate(n, d, k, **settings)
+        if available is not None and cost.bytes > available:
+            most = largest_k(n, d, available, **settings)
+            advice = f"use K <= {most:,}" if most else "use --limit to cluster fewer images"
+            raise UsageError(
+                f"K={k} needs about {cost.bytes / 2**30:.1f} GiB of working memory for {n:,} images and "
+                f"{available / 2**30:.1f} GiB is available: {advice}"
+            )
+        if cost.seconds > LONG_RUN_SECONDS and not args.quiet:
+            seeding = (
+                f", {_duration(cost.init_seconds)} of it choosing k-means++ starting centres"
+                if cost.init_seconds > cost.seconds / 2
+                else ""
+            )
+            print(
+                f"note: K={k} will take very long, roughly {_duration(cost.seconds)}{seeding}; Ctrl-C stops it",
+                file=sys.stderr,
+            )
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None if unknown."""
+    with (
+        contextlib.suppress(OSError, ValueError, IndexError),
+        open("/proc/meminfo", encoding="ascii") as file,
+    ):
+        for line in file:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:,.0f} {unit}"
+    return f"{seconds:.0f} seconds"
 
 
 def _reason(error: OSError) -> str:

@@ -51,6 +51,9 @@ FEW_CENTERS = 32  # up to this K, the nearest two are found column by column
 TIE_MARGIN = 2.0**-14  # relative gap below which float32 cannot be trusted to pick the nearest centre
 TIE_BLOCK_VALUES = 2**21  # float64 values per step of the exact tie-break (16 MB)
 WHOLE_MAX = 2.0**24 / (2 * CHUNK_ROWS)  # whole numbers up to this sum exactly in float32 per chunk
+BLOCK_VALUES = 2**22  # rows x K values per block of the assignment: fewer rows per block beyond K=1024
+MIN_BLOCK_ROWS = 16
+GAP_VALUES = 2**21  # values (float64) per step of the centre-to-centre distances: 16 MB
 
 
 class IterationInfo(NamedTuple):
@@ -197,6 +200,74 @@ def initial_centers(
     if chosen is not None:
         chosen(k)
     return centers
+
+
+# ---------------------------------------------------------------------- cost, before any work
+
+FLOPS_PER_SECOND = 5e9  # per core, float32 matrix products on a laptop: a pessimistic round figure
+FULL_PASSES = 10  # Lloyd's cost in passes over all points (the bounds skip most after the first few)
+TYPICAL_ITERATIONS = 100  # for the per-iteration centre-to-centre distances
+
+
+class Estimate(NamedTuple):
+    """What a fit will cost, before it starts: rough, on the safe side."""
+
+    bytes: int  # peak working memory beyond X itself
+    seconds: float  # wall time, order of magnitude
+    init_seconds: float  # of which the initialisations (k-means++), over all restarts
+
+
+def estimate(
+    n_samples: int,
+    n_features: int,
+    n_clusters: int,
+    *,
+    dtype: np.dtype | type = np.float64,
+    init: str = "k-means++",
+    n_init: int = 1,
+    max_iter: int = 300,
+) -> Estimate:
+    """The memory and time a fit of this shape takes, from the sizes alone (no data needed).
+
+    Memory is O(N x (min(K, 32) + 2 + ln K)) for the bounds and the k-means++ trials, O(K x D)
+    for the centres and their sums, and blocks of rows whose size shrinks as K grows; plus a
+    float32 copy of X unless X is large data of small whole numbers (read block by block).
+    """
+    n, d, k = int(n_samples), int(n_features), int(n_clusters)
+    dtype = np.dtype(dtype)
+    compact = dtype.kind in "uib" and dtype.itemsize <= 2 and n * d >= PARALLEL_MIN_VALUES
+    parallel = THREADS > 1 and n * d >= PARALLEL_MIN_VALUES
+    groups = min(k, MAX_GROUPS)
+    trials = 2 + int(math.log(k))
+    rows = min(block_rows(k), n)
+    in_flight = 2 * THREADS if parallel else 1
+    memory = (
+        (0 if compact else 4 * n * d)  # the float32 copy
+        + n
+        * (8 + 4 + 8 + 8 + 4 * groups + 16)  # norms, labels, upper bound, scratch, lower bounds, stale rows
+        + n * (4 + 8 + 2 * 4 * trials)  # k-means++: closest, its running sum, the trials' distances
+        + 6 * 8 * k * d  # centres, sums and their copies
+        + 4 * groups * k
+        + 3 * 8 * min(k * k, GAP_VALUES)  # centre-to-centre half gaps, in blocks
+        + in_flight * rows * (3 * 4 * k + 2 * 4 * d + 8 * k)  # blocks: distances, rows, moves
+    )
+    per_run_init = 2.0 * n * d * trials * k if init == "k-means++" else 0.0
+    per_run = 2.0 * n * d * k * FULL_PASSES + 2.0 * k * k * d * min(max_iter, TYPICAL_ITERATIONS)
+    rate = FLOPS_PER_SECOND * (THREADS if parallel else 1)
+    init_seconds = n_init * per_run_init / rate
+    return Estimate(int(memory), init_seconds + n_init * per_run / rate, init_seconds)
+
+
+def largest_k(n_samples: int, n_features: int, memory: int, **settings) -> int:
+    """The largest K (at most n_samples) whose estimated working memory fits in `memory` bytes; 0 if none."""
+    low, high = 0, int(n_samples)
+    while low < high:  # the estimate grows with K
+        middle = (low + high + 1) // 2
+        if estimate(n_samples, n_features, middle, **settings).bytes <= memory:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 # ---------------------------------------------------------------------- checks
@@ -449,14 +520,27 @@ def nearest(x: np.ndarray, xn2: np.ndarray, centers: np.ndarray, centers32: np.n
     d2 = _relative_sq_distances(x, centers32, cn2)
     labels, best, second = _two_smallest(d2)
     if d2.shape[1] > 1:
-        close = np.flatnonzero(second - best <= TIE_MARGIN * (xn2 + cn2.max()))
-        centers64 = np.asarray(centers, dtype=np.float64)
-        step = max(1, TIE_BLOCK_VALUES // centers64.size)  # ties can be many (duplicate images)
-        for part in chunks(len(close), step):
-            rows = close[part]
-            exact = x[rows].astype(np.float64)[:, None, :] - centers64[None]
-            labels[rows] = np.einsum("ikd,ikd->ik", exact, exact).argmin(axis=1)
+        margin = TIE_MARGIN * (xn2 + cn2.max())
+        close = np.flatnonzero(second - best <= margin)
+        if len(close):
+            limit = (best[close] + margin[close])[:, None]
+            labels[close] = _exact_nearest(x[close], d2[close] <= limit, centers)
     return labels, d2
+
+
+def _exact_nearest(x: np.ndarray, candidates: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Per row of x, the nearest in float64 of its candidate centres (rows x K mask), the lowest
+    index on exact ties. Only centres within float32's margin of the nearest can be nearest, so
+    memory and work grow with the candidate pairs, not with K (ties can be many: duplicate images)."""
+    rows, columns = np.nonzero(candidates)  # by row, then by centre index
+    centers64 = np.asarray(centers, dtype=np.float64)
+    exact = np.empty(len(rows), dtype=np.float64)
+    for part in chunks(len(rows), max(1, TIE_BLOCK_VALUES // x.shape[1])):
+        difference = x[rows[part]].astype(np.float64) - centers64[columns[part]]
+        exact[part] = np.einsum("ij,ij->i", difference, difference)
+    order = np.lexsort((columns, exact, rows))  # by row, then distance, then centre
+    first = np.r_[True, rows[order][1:] != rows[order][:-1]]
+    return columns[order][first]
 
 
 def _two_smallest(d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -518,9 +602,7 @@ class Centers:
     @property
     def half_gaps(self) -> np.ndarray:
         if self._half_gaps is None:
-            self._half_gaps = np.minimum.reduceat(_half_gaps(self.values), self.group_starts, axis=0).astype(
-                np.float32
-            )
+            self._half_gaps = grouped_half_gaps(self.values, self.group_starts)
         return self._half_gaps
 
 
@@ -530,13 +612,33 @@ def group_starts(k: int) -> np.ndarray:
     return (np.arange(groups) * k) // groups
 
 
-def _half_gaps(centers: np.ndarray) -> np.ndarray:
-    """Half the distance between every two centres (K x K), inf on the diagonal."""
+def grouped_half_gaps(centers: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """[g, a]: half the distance from centre a to the nearest other centre of group g (G x K float32).
+
+    Made a block of centres at a time (K x at most GAP_VALUES / K values), never the K x K matrix:
+    K = 60,000 centres would need 27 GiB for it.
+    """
+    k = len(centers)
     cn2 = sq_norms(centers)
-    d2 = cn2[:, None] + cn2[None, :] - 2 * centers @ centers.T
-    half = 0.5 * np.sqrt(np.maximum(d2, 0.0))
-    np.fill_diagonal(half, np.inf)
-    return half
+    out = np.empty((len(starts), k), dtype=np.float32)
+    for part in chunks(k, max(1, GAP_VALUES // k)):
+        half = cn2[:, None] + cn2[None, part]  # K x block: |a|^2 + |b|^2 - 2 a.b, then half its root
+        products = centers @ centers[part].T
+        products *= 2
+        half -= products
+        del products
+        np.maximum(half, 0.0, out=half)
+        np.sqrt(half, out=half)
+        half *= 0.5
+        half[np.arange(part.start, part.stop), np.arange(part.stop - part.start)] = np.inf
+        out[:, part] = np.minimum.reduceat(half, starts, axis=0)
+    return out
+
+
+def block_rows(k: int) -> int:
+    """Rows per block of the assignment: CHUNK_ROWS up to K = 1024, then fewer, so that a block's
+    rows x K distances stay near BLOCK_VALUES whatever K."""
+    return max(MIN_BLOCK_ROWS, min(CHUNK_ROWS, BLOCK_VALUES // k))
 
 
 class _Run(NamedTuple):
@@ -573,6 +675,7 @@ class BlockState:
         self.labels = np.full(n, -1, dtype=np.int32)
         self.upper = np.empty(n, dtype=np.float64)
         self.group_starts = group_starts(k)
+        self.rows = block_rows(k)
         self.lower = np.empty((len(self.group_starts), n), dtype=np.float32)
         self.scratch = np.empty(n, dtype=np.float64)
         self.weights = data.weights
@@ -586,7 +689,7 @@ class BlockState:
         only the shared sums are updated here, block by block, in order.
         """
         moved = 0
-        blocks = _blocks(self.data.shape[0], stale)
+        blocks = _blocks(self.data.shape[0], stale, self.rows)
         work = lambda block: self._reassign(block, centers)  # noqa: E731
         for points, old, new, weights in in_parallel(self.pool, work, blocks):
             moved += len(new)
@@ -704,19 +807,19 @@ def update_centers(state: BlockState, centers: np.ndarray) -> tuple[np.ndarray, 
     return new, reseeded
 
 
-def _blocks(n: int, stale: np.ndarray | None):
+def _blocks(n: int, stale: np.ndarray | None, size: int = CHUNK_ROWS):
     """Row blocks to revisit: whole chunks where stale points are dense (a contiguous product
-    beats gathering them), the remaining stale rows gathered into blocks of CHUNK_ROWS."""
+    beats gathering them), the remaining stale rows gathered into blocks of `size` rows."""
     if stale is None:
-        yield from chunks(n)
+        yield from chunks(n, size)
         return
-    edges = np.searchsorted(stale, np.arange(0, n + CHUNK_ROWS, CHUNK_ROWS))
-    dense = np.flatnonzero(np.diff(edges) > DENSE_FRACTION * CHUNK_ROWS)
+    edges = np.searchsorted(stale, np.arange(0, n + size, size))
+    dense = np.flatnonzero(np.diff(edges) > DENSE_FRACTION * size)
     for chunk in dense:
-        yield slice(chunk * CHUNK_ROWS, min((chunk + 1) * CHUNK_ROWS, n))
+        yield slice(chunk * size, min((chunk + 1) * size, n))
     if len(dense):
-        stale = stale[np.isin(stale // CHUNK_ROWS, dense, invert=True)]
-    for part in chunks(len(stale)):
+        stale = stale[np.isin(stale // size, dense, invert=True)]
+    for part in chunks(len(stale), size):
         yield stale[part]
 
 
@@ -778,7 +881,7 @@ def labels_inertia(
     labels = np.empty(X.shape[0], dtype=np.int32)
     cn2 = sq_norms(c32)
     inertia = 0.0
-    for rows in chunks(X.shape[0]):
+    for rows in chunks(X.shape[0], block_rows(len(c32))):
         points = data.block(rows)
         labels[rows] = nearest(points, data.xn2[rows], c32, c32, cn2)[0]
         d2 = sq_distances_to_own(points, c32, labels[rows])
@@ -793,7 +896,7 @@ def distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
     c = centers * scale - offset
     cn2 = sq_norms(c)
     out = np.empty((X.shape[0], len(c)), dtype=np.float64)
-    for rows in chunks(X.shape[0]):
+    for rows in chunks(X.shape[0], block_rows(len(c))):
         x = X[rows] * scale - offset if scale != 1 else X[rows] - offset
         d2 = x @ c.T
         d2 *= -2

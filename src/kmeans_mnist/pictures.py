@@ -1,7 +1,7 @@
 """Pictures of a run, drawn with Pillow: representatives, cluster grids, the confusion heat map,
-the evolution GIF, the convergence chart and the K-side-by-side sheet. No chart library: each
-of these is a grid of images or a few lines, and matplotlib's import and layout cost more than
-the whole drawing (the sweep's K-choice chart, with its error bars, is matplotlib's).
+the evolution GIF and the K-side-by-side sheet (the line charts are in charts.py). No chart
+library: each of these is a grid of images, and matplotlib's import and layout cost more than
+the whole drawing.
 
 Every picture carries a title that says what it shows (dataset, K, the scores), and every one
 stays a sane size for large K: past a point, sheets show the largest clusters and say so, and the
@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 SHEET_TILE_PIXELS = 112  # centroids.png upscales each representative to about this size
 SHEET_COLUMNS = 10
 SHEET_MAX_TILES = 2500  # beyond this, centroids.png shows the largest clusters (all are in centroids/)
-GRID_TILE_PIXELS = 56  # cluster grids: each member upscaled to about this size
+GRID_TILE_PIXELS = 48  # cluster grids: each member upscaled to about this size (28 px x2, 16 px x3)
 GRID_COLUMNS = 8
 GRID_GAP = 2
 CONFUSION_MAX_ROWS = 60  # beyond this, clusters are merged by majority class
@@ -48,6 +48,7 @@ def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+@functools.lru_cache(maxsize=4096)
 def text_width(text: str, size: int) -> int:
     return math.ceil(font(size).getlength(text))
 
@@ -77,14 +78,43 @@ def text_block(
 
 @functools.lru_cache(maxsize=512)
 def _line_image(text: str, size: int, fill: int) -> Image.Image:
-    """One line of text, rendered once: titles repeat on every grid of a run, and FreeType
-    takes about a millisecond per long line."""
+    """One line of text, rendered once: titles repeat on every grid of a run."""
     return _render_line(text, size, fill)
 
 
 def _render_line(text: str, size: int, fill: int) -> Image.Image:
-    image = Image.new("L", (max(1, text_width(text, size)), round(size * 1.35)), WHITE)
-    ImageDraw.Draw(image).text((0, 0), text, font=font(size), fill=fill)
+    """One line of text, put together from its words, each rendered once: FreeType takes about
+    a millisecond per line, and most lines differ only by a number or two ("iteration 12 ·
+    1,234 moved", "cluster #7 · 903 images")."""
+    words = text.split(" ")
+    space = font(size).getlength(" ")
+    images = [_word_image(word, size, fill) for word in words]
+    width = sum(image.width for image in images) + round(space * (len(words) - 1))
+    line = Image.new("L", (max(1, width), round(size * 1.35)), WHITE)
+    left = 0.0
+    for word, image in zip(words, images, strict=True):
+        line.paste(image, (round(left), 0))
+        left += text_width(word, size) + space if word else space
+    return line
+
+
+def put_text(canvas: Image.Image, xy: tuple[int, int], text: str, size: int, ink) -> None:
+    """Text in colour ink on any background (the confusion's coloured cells), from the cached
+    renders: the line's darkness is the mask through which ink is painted."""
+    mask = _text_mask(text, size)
+    canvas.paste(ink, (xy[0], xy[1], xy[0] + mask.width, xy[1] + mask.height), mask)
+
+
+@functools.lru_cache(maxsize=1024)
+def _text_mask(text: str, size: int) -> Image.Image:
+    return _line_image(text, size, INK).point(lambda value: 255 - value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _word_image(word: str, size: int, fill: int) -> Image.Image:
+    image = Image.new("L", (max(1, text_width(word, size)), round(size * 1.35)), WHITE)
+    if word:
+        ImageDraw.Draw(image).text((0, 0), word, font=font(size), fill=fill)
     return image
 
 
@@ -315,12 +345,12 @@ def confusion_image(
         for number, line in enumerate(lines):
             size = fitted_size(line, cell_w - 6, 11)
             left = label_w + column * cell_w + (cell_w - text_width(line, size)) // 2
-            draw.text((left, 4 + number * 14), line, font=font(size), fill=(0, 0, 0))
-    draw.text((4, head_h - 16), "cluster \\ class", font=font(11), fill=(90, 90, 90))
+            put_text(grid, (left, 4 + number * 14), line, size, (0, 0, 0))
+    put_text(grid, (4, head_h - 16), "cluster \\ class", 11, (90, 90, 90))
     totals = rows.sum(axis=1)
     for row, (counts, label) in enumerate(zip(rows, row_labels, strict=True)):
         top = head_h + row * cell_h
-        draw.text((4, top + cell_h // 2 - 7), label, font=font(11), fill=(0, 0, 0))
+        put_text(grid, (4, top + cell_h // 2 - 7), label, 11, (0, 0, 0))
         for column, count in enumerate(counts):
             fraction = count / totals[row] if totals[row] else 0.0
             left = label_w + column * cell_w
@@ -328,14 +358,14 @@ def confusion_image(
             draw.rectangle((left, top, left + cell_w, top + cell_h), fill=colour, outline=(225, 225, 225))
             ink = (255, 255, 255) if fraction > 0.5 else (0, 0, 0)
             if count:
-                draw.text((left + 5, top + 4), f"{count:,}", font=font(12), fill=ink)
-                draw.text((left + 5, top + 19), percent(fraction), font=font(10), fill=ink)
+                put_text(grid, (left + 5, top + 4), f"{count:,}", 12, ink)
+                put_text(grid, (left + 5, top + 19), percent(fraction), 10, ink)
         matched = label_w + int(row_match[row]) * cell_w
         draw.rectangle((matched, top, matched + cell_w, top + cell_h), outline=MATCH_OUTLINE, width=3)
     top = head_h + len(rows) * cell_h  # the class sizes, as a last row
-    draw.text((4, top + cell_h // 2 - 7), "all clusters", font=font(11), fill=(0, 0, 0))
+    put_text(grid, (4, top + cell_h // 2 - 7), "all clusters", 11, (0, 0, 0))
     for column, count in enumerate(rows.sum(axis=0)):
-        draw.text((label_w + column * cell_w + 5, top + 10), f"{count:,}", font=font(11), fill=(60, 60, 60))
+        put_text(grid, (label_w + column * cell_w + 5, top + 10), f"{count:,}", 11, (60, 60, 60))
     return stack([header, grid])
 
 
@@ -394,155 +424,6 @@ def save_evolution_gif(path: Path, frames: Sequence[tuple[str, np.ndarray]], tit
         duration=durations,
         loop=0,
         optimize=False,
-    )
-
-
-TAB10 = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-)
-VIRIDIS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], float)
-
-
-def line_colours(count: int) -> list[tuple[int, int, int]]:
-    """matplotlib's tab10 for up to 10 lines, viridis beyond (as matplotlib would choose)."""
-    if count <= len(TAB10):
-        return [tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in TAB10[:count]]
-    positions = np.linspace(0, len(VIRIDIS) - 1, count)
-    low = np.minimum(positions.astype(int), len(VIRIDIS) - 2)
-    mixed = VIRIDIS[low] + (VIRIDIS[low + 1] - VIRIDIS[low]) * (positions - low)[:, None]
-    return [tuple(round(float(v)) for v in colour) for colour in mixed]
-
-
-def draw_convergence(path: Path, histories: dict[int, dict[str, list[float]]], title: str) -> None:
-    """Inertia (relative to the final one) and images moved per iteration, one line per K.
-
-    histories: K -> {"iteration": [...], "inertia": [...], "moved": [...]} of the kept restart.
-    Both panels are on log scales (both quantities fall by orders of magnitude); values of 0
-    (the last iteration's) are left out. Drawn with Pillow at twice the size, then halved, for
-    smooth lines: matplotlib took 0.5 s for the same chart.
-    """
-    scale, width, height = 2, 900, 380
-    canvas = Image.new("RGB", (width * scale, height * scale), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    series = []
-    for colour, (k, history) in zip(line_colours(len(histories)), sorted(histories.items()), strict=True):
-        iterations = np.asarray(history["iteration"], dtype=np.float64)
-        inertia = np.asarray(history["inertia"], dtype=np.float64)
-        moved = np.asarray(history["moved"], dtype=np.float64)
-        excess = inertia / inertia[-1] - 1 if len(inertia) and inertia[-1] > 0 else np.zeros_like(inertia)
-        series.append((k, colour, iterations, excess, moved))
-    longest = max((float(s[2].max()) for s in series if len(s[2])), default=1.0)
-    _text(draw, (width * scale // 2, 8 * scale), title, 14 * scale, anchor="ma")
-    panels = ("inertia above its final value (inertia / final - 1)", "images that changed cluster")
-    for number, heading in enumerate(panels):
-        box = ((70 + 400 * number) * scale, 60 * scale, (70 + 400 * number + 320) * scale, 330 * scale)
-        lines = [
-            (colour, iterations, (excess, moved)[number]) for _, colour, iterations, excess, moved in series
-        ]
-        _log_panel(draw, box, heading, lines, longest, scale)
-    left, top = (70 + 400 * 2 - 60) * scale, 66 * scale  # the legend, right of the panels
-    shown = series if len(series) <= 17 else series[:16]
-    for row, (k, colour, *_) in enumerate(shown):
-        y = top + row * 16 * scale
-        draw.line((left, y + 7 * scale, left + 18 * scale, y + 7 * scale), fill=colour, width=2 * scale)
-        _text(draw, (left + 24 * scale, y), f"K={k}", 11 * scale)
-    if len(shown) < len(series):
-        _text(draw, (left, top + 16 * 16 * scale), f"{len(series) - 16} more, up to", 10 * scale)
-        _text(draw, (left, top + 17 * 16 * scale), f"K={series[-1][0]} (yellow)", 10 * scale)
-    canvas.resize((width, height), Image.Resampling.LANCZOS).save(
-        path, format="PNG", compress_level=PNG_COMPRESS_LEVEL
-    )
-
-
-def _text(draw: ImageDraw.ImageDraw, xy, text: str, size: int, fill=(0, 0, 0), anchor: str = "la") -> None:
-    draw.text(
-        xy,
-        text,
-        font=font(size),
-        fill=fill,
-        anchor=anchor if isinstance(font(size), ImageFont.FreeTypeFont) else None,
-    )
-
-
-def _log_panel(draw, box, heading, lines, longest: float, scale: int) -> None:
-    """One panel: a log-scale y axis in whole decades, integer iterations on x, a line per K."""
-    x0, y0, x1, y1 = box
-    grey, ink = (225, 225, 225), (60, 60, 60)
-    _text(draw, ((x0 + x1) // 2, y0 - 24 * scale), heading, 11 * scale, anchor="ma")
-    positive = np.concatenate([y[y > 0] for _, _, y in lines]) if lines else np.array([])
-    if positive.size:
-        low = math.floor(math.log10(positive.min()))
-        high = max(math.ceil(math.log10(positive.max())), low + 1)
-    else:
-        low, high = 0, 1
-    span = max(longest, 2.0)
-
-    def to_x(value):  # iterations 0.5 .. span + 0.5 across the box
-        return x0 + (value - 0.5) / span * (x1 - x0)
-
-    def to_y(value):
-        return y1 - (np.log10(value) - low + 0.2) / (high - low + 0.2) * (y1 - y0)
-
-    step = _nice_step(span)
-    for tick in np.arange(step if step > 1 else 1, span + 1, step):
-        x = to_x(tick)
-        draw.line((x, y0, x, y1), fill=grey, width=scale)
-        _text(draw, (x, y1 + 4 * scale), f"{int(tick)}", 10 * scale, fill=ink, anchor="ma")
-    decades = range(low, high + 1)
-    every = max(1, math.ceil(len(decades) / 8))
-    for decade in decades[::every]:
-        y = to_y(10.0**decade)
-        draw.line((x0, y, x1, y), fill=grey, width=scale)
-        _text(draw, (x0 - 5 * scale, y), _decade(decade), 10 * scale, fill=ink, anchor="rm")
-    draw.rectangle(box, outline=ink, width=scale)
-    _text(draw, ((x0 + x1) // 2, y1 + 20 * scale), "iteration", 11 * scale, fill=ink, anchor="ma")
-    if not positive.size:
-        _text(
-            draw,
-            ((x0 + x1) // 2, (y0 + y1) // 2),
-            "nothing above zero to draw",
-            11 * scale,
-            fill=ink,
-            anchor="mm",
-        )
-    for colour, x, y in lines:
-        keep = y > 0
-        points = list(zip(to_x(x[keep]).tolist(), to_y(y[keep]).tolist(), strict=True))
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2 * scale, joint="curve")
-        if len(points) < 40:
-            for px, py in points:
-                draw.ellipse(
-                    (px - 2.5 * scale, py - 2.5 * scale, px + 2.5 * scale, py + 2.5 * scale), fill=colour
-                )
-
-
-def _nice_step(span: float) -> int:
-    """1, 2, 5, 10, 20, 50 ... : the smallest that leaves at most 8 ticks."""
-    for magnitude in (1, 10, 100, 1000, 10000):
-        for factor in (1, 2, 5):
-            if span / (factor * magnitude) <= 8:
-                return factor * magnitude
-    return 100000
-
-
-def _decade(exponent: int) -> str:
-    """10**exponent as a tick label: 0.01, 0.1, 1, 10, ... 10000, else 1e-6, 1e5."""
-    return (
-        f"{10**exponent:,}"
-        if 0 <= exponent <= 4
-        else f"{10.0**exponent:g}"
-        if exponent >= -2
-        else f"1e{exponent}"
     )
 
 

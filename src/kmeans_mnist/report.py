@@ -25,7 +25,8 @@ from urllib.parse import quote
 
 import numpy as np
 
-from .pictures import center_images, draw_convergence, run_title, save_png, side_by_side
+from .charts import draw_convergence
+from .pictures import center_images, run_title, save_png, side_by_side
 
 REPORT = "report.html"
 SIDE_BY_SIDE = "representatives_by_k.png"
@@ -333,9 +334,11 @@ def _summary_section(folder: Path) -> list[str]:
             cells.append(f"<td{'' if numeric else ' class=text'}>{text}</td>")
         lines.append("<tr>" + "".join(cells) + "</tr>")
     lines.append("</table></div>")
+    settings = _read_json(folder / "settings.json") or {}
+    constant = [name for name in constant if name not in settings]  # already in the Settings table
     if constant:
         same = " · ".join(f"{name} {columns[name][0] or '-'}" for name in constant)
-        lines.append(f'<p class="note">the same for every K: {_e(same)}</p>')
+        lines.append(f'<p class="note">also the same for every K: {_e(same)}</p>')
     files = [
         name
         for name in ("summary.csv", "results.md", "results.tex", "settings.json")
