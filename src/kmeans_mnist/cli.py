@@ -471,8 +471,6 @@ def _with_output_hint(error: Exception) -> str:
 
 def _interrupted(sweep, ks: list[int], interrupt: BaseException, signals_held) -> str:
     """What an interrupted sweep saved, exactly (the chart is redrawn for the saved K first)."""
-    from .summary import SummaryError
-
     saved = [result.k for result in sweep.saved]
     if not saved:
         return f"interrupted{_by(interrupt)}: no partial results were written; earlier results are intact"
@@ -481,7 +479,7 @@ def _interrupted(sweep, ks: list[int], interrupt: BaseException, signals_held) -
         try:
             with signals_held(deliver=False):
                 sweep.finish()
-        except (SummaryError, OSError):
+        except Exception:  # SummaryError, OSError, ReportFailed: the K are saved all the same
             chart = "the chart not redrawn"
     rest = [k for k in ks if k not in saved]
     text = f"interrupted{_by(interrupt)}: K={_k_list(saved)} saved in {sweep.folder} (summary.csv updated, {chart})"
