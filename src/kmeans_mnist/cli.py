@@ -330,6 +330,8 @@ def on_scheduler(args: argparse.Namespace, run: Callable[[argparse.Namespace], i
         raise UsageError("--scheduler needs Dask: pip install 'kmeans-mnist[dask]'") from None
     import logging
 
+    # A Ctrl-C cancels Dask's pending gathers; asyncio would print them as never-retrieved errors.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     with contextlib.ExitStack() as stack:
         if args.scheduler == "local":
             cluster = stack.enter_context(LocalCluster(dashboard_address=None, silence_logs=logging.ERROR))
