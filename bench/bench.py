@@ -37,15 +37,16 @@ from sklearn.cluster import KMeans as SkKMeans
 from threadpoolctl import threadpool_limits
 
 from bench_dask import bench_dask
+from bench_scale import bench_scale
 from kmeans_mnist.datasets import KAGGLE, load_dataset
 from kmeans_mnist.kmeans import KMeans
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.md"
-SECTIONS = ("fit", "sweep", "memory", "growth", "startup", "e2e", "budget", "original", "dask")
+SECTIONS = ("fit", "sweep", "memory", "growth", "startup", "e2e", "budget", "original", "dask", "scale")
 # skipped without ../shared/datasets
-DATA_SECTIONS = ("fit", "sweep", "memory", "e2e", "budget", "original", "dask")
+DATA_SECTIONS = ("fit", "sweep", "memory", "e2e", "budget", "original", "dask", "scale")
 KAGGLE_SECTIONS = (*DATA_SECTIONS, "startup")  # need the kagglehub cache (startup: for its load rows)
 COLUMNS = (
     "section",
@@ -125,6 +126,7 @@ class Bench:
     env: dict[str, str]  # for subprocesses: KAGGLEHUB_CACHE, thread limits
     have_data: bool
     warm_cache: Path
+    scale_dir: Path | None = None  # where the scale section writes its 6.35 GB set (default: workdir)
     rows: list[dict[str, str]] = field(default_factory=list)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -665,6 +667,9 @@ def parse_args() -> argparse.Namespace:
         "--threads", type=int, help="limit BLAS/OpenMP threads on both sides (default: all cores)"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file for the table")
+    parser.add_argument(
+        "--scale-dir", type=Path, help="folder for the scale section's generated set (6.35 GB; kept if given)"
+    )
     args = parser.parse_args()
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(args.only) - set(SECTIONS))
@@ -731,6 +736,7 @@ def main() -> int:
         env=env,
         have_data=have_data,
         warm_cache=workdir / "parsed-warm",
+        scale_dir=args.scale_dir,
     )
     sections = {
         "fit": bench_fit,
@@ -742,6 +748,7 @@ def main() -> int:
         "budget": bench_budget,
         "original": bench_original,
         "dask": bench_dask,  # bench_dask.py: needs the bench extra (dask, distributed, dask-ml)
+        "scale": bench_scale,  # bench_scale.py: the generated 1M-8.1M sets, early iterations, starts
     }
     head = header(args)
     try:
