@@ -1,6 +1,7 @@
 """Shared fixtures: where the real data lives, and a kagglehub cache built from it."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,18 @@ SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 
 def have_shared() -> bool:
     return (SHARED_DATASETS / "make_kaggle_cache.py").is_file()
+
+
+def pytest_configure(config):
+    """Ctrl-C as a terminal delivers it, even when pytest was started with SIGINT ignored.
+
+    A shell without job control starts background commands (`pytest &`, CI steps run that way)
+    with SIGINT ignored, and Python keeps an ignored SIGINT ignored; the subprocesses inherit it.
+    The interrupt tests would then test nothing but that; Python's own handler (reset to the
+    default on exec) gives them, and every command they start, the interactive behaviour.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 needs_shared = pytest.mark.skipif(not have_shared(), reason="../shared/datasets is not beside the project")
