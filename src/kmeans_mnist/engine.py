@@ -44,7 +44,8 @@ from . import seeding
 THREADS = os.cpu_count() or 1  # blocks are processed in parallel, BLAS single-threaded
 PARALLEL_MIN_VALUES = 2**23  # smaller data runs in one thread: handing blocks over costs more
 CHUNK_ROWS = 1024  # rows per matrix product: large enough for BLAS, small enough to stay in L2 cache
-DENSE_FRACTION = 0.4  # above this share of stale rows in a chunk, the whole chunk is recomputed
+DENSE_FRACTION = 0.7  # above this share of stale rows in a chunk, the whole chunk is recomputed
+DENSE_FRACTION_MANY = 0.9  # beyond DENSE_MOVES centres: a row's product costs more than its gather
 OFFSET_SAMPLE_ROWS = 4096  # rows averaged for the centring offset
 BOUND_CHUNK = 65536  # points per step of the bound test: K x this many float32 of scratch
 MAX_GROUPS = 32  # bound groups: each centre its own up to this K, then groups of neighbours
@@ -866,7 +867,8 @@ class BlockState:
         products = _Products(centers.values, self.data, self.group_size, len(self.group_starts))
         moved = 0
         net = np.zeros_like(self.counts)  # points (or weight) gained by each cluster
-        blocks = _blocks(self.data.shape[0], stale, self.rows)
+        dense = DENSE_FRACTION if products.k <= DENSE_MOVES else DENSE_FRACTION_MANY
+        blocks = _blocks(self.data.shape[0], stale, self.rows, dense)
         work = lambda block: self._reassign(block, products)  # noqa: E731
         for n_moved, touched, sums, counts in in_parallel(self.pool, work, blocks):
             if n_moved:
@@ -1023,14 +1025,15 @@ def update_centers(state: BlockState, centers: np.ndarray) -> tuple[np.ndarray, 
     return new, reseeded
 
 
-def _blocks(n: int, stale: np.ndarray | None, size: int = CHUNK_ROWS):
-    """Row blocks to revisit: whole chunks where stale points are dense (a contiguous product
-    beats gathering them), the remaining stale rows gathered into blocks of `size` rows."""
+def _blocks(n: int, stale: np.ndarray | None, size: int = CHUNK_ROWS, dense_fraction: float = DENSE_FRACTION):
+    """Row blocks to revisit: whole chunks where stale points are dense (over `dense_fraction`
+    of the chunk: a contiguous product beats gathering them), the remaining stale rows gathered
+    into blocks of `size` rows."""
     if stale is None:
         yield from chunks(n, size)
         return
     edges = np.searchsorted(stale, np.arange(0, n + size, size))
-    dense = np.flatnonzero(np.diff(edges) > DENSE_FRACTION * size)
+    dense = np.flatnonzero(np.diff(edges) > dense_fraction * size)
     for chunk in dense:
         yield slice(chunk * size, min((chunk + 1) * size, n))
     if len(dense):
