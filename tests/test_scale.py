@@ -73,7 +73,8 @@ def test_memory_mapped_input_gives_scikit_learns_answers(mapped):
 @pytest.mark.parametrize(
     ("data", "k"),
     [
-        ("digits", 10),  # rows multiplied as stored (offset small against the spread)
+        ("digits", 10),  # rows multiplied as stored (offset small against the spread), product padded to 16
+        ("digits", 5),  # product padded to 8 columns
         ("digits", 50),  # groups of 2 centres, sums moved by the sparse product
         ("digits", 33),  # groups of 2, the last one padded
         ("grey", 12),  # data far from zero: rows centred before the product

@@ -28,6 +28,7 @@ import contextlib
 import math
 import numbers
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -396,6 +397,7 @@ class Prepared:
         )
         self.weights = weights
         self.shape = X.shape
+        self._local = threading.local()  # per-thread scratch for converted blocks (see block)
         compact = self.whole and X.dtype.itemsize <= 2 and X.size >= PARALLEL_MIN_VALUES
         self.raw = X if compact else None
         self.x = None if compact else np.empty(X.shape, dtype=np.float32)
@@ -412,7 +414,9 @@ class Prepared:
         self.column_sums: list[np.ndarray] = []
         self.parallel = THREADS > 1 and X.size >= PARALLEL_MIN_VALUES  # worth worker threads
         if self.parallel:
-            with ThreadPoolExecutor(THREADS) as pool:
+            # As in the fit: blocks on worker threads, BLAS single-threaded in them (its own
+            # threads on top would contend for the same cores: 10x slower on a loaded machine).
+            with ThreadPoolExecutor(THREADS) as pool, threadpool_limits(1, user_api="blas"):
                 list(pool.map(lambda rows: self._fill(X, rows), chunks(n)))
         else:
             for rows in chunks(n):
@@ -423,25 +427,42 @@ class Prepared:
             self.lloyd_shift = offset64
             self.offset_norm = math.sqrt(offset64 @ offset64)
 
-    def block(self, rows: slice | np.ndarray) -> np.ndarray:
-        """Rows of X as float32, scaled and centred (a new array, or a view of the float32 copy)."""
+    def block(self, rows: slice | np.ndarray, scratch: bool = False) -> np.ndarray:
+        """Rows of X as float32, scaled and centred (a new array, or a view of the float32 copy).
+
+        With `scratch`, converted rows go into this thread's reusable buffer, valid until its next
+        scratch read: a fresh multi-megabyte array per block costs the kernel's page faults, which
+        made the conversion 8x slower than the copy into warm memory.
+        """
         if self.x is not None:
             return self.x[rows]
-        values = self.raw[rows].astype(np.float32)
+        values = self._converted(rows, scratch)
         values -= self.offset
         return values
 
-    def lloyd_block(self, rows: slice | np.ndarray) -> np.ndarray:
+    def lloyd_block(self, rows: slice | np.ndarray, scratch: bool = False) -> np.ndarray:
         """Rows as float32 in the coordinates of the assignment's matrix products: as stored
-        (compact data with a `lloyd_shift`), else centred as `block`."""
+        (compact data with a `lloyd_shift`), else centred as `block`; `scratch` as there."""
         if self.x is not None or not self.offset_norm:
-            return self.block(rows)
-        return self.raw[rows].astype(np.float32)
+            return self.block(rows, scratch)
+        return self._converted(rows, scratch)
+
+    def _converted(self, rows: slice | np.ndarray, scratch: bool) -> np.ndarray:
+        """Stored rows as float32: a new array, or a view of this thread's scratch buffer."""
+        raw = self.raw[rows]
+        if not scratch:
+            return raw.astype(np.float32)
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None or len(buffer) < len(raw):
+            buffer = self._local.buffer = np.empty((max(len(raw), CHUNK_ROWS), raw.shape[1]), np.float32)
+        values = buffer[: len(raw)]
+        np.copyto(values, raw, casting="unsafe")
+        return values
 
     def _fill(self, X: np.ndarray, rows: slice) -> None:
         """Rows of the float32 copy (when there is one), their squared norms and column sums."""
         if self.x is None:
-            chunk = self.block(rows)
+            chunk = self.block(rows, scratch=True)
         else:
             chunk = self.x[rows]
             np.subtract(X[rows] if self.scale == 1 else X[rows] * self.scale, self.offset, out=chunk)
@@ -467,7 +488,7 @@ class Prepared:
     def sq_distances(self, points: np.ndarray, pool: ThreadPoolExecutor | None) -> np.ndarray:
         """Squared distances from every row of X to each of `points` (N x len(points), float32)."""
         norms = sq_norms(points)
-        work = lambda rows: sq_distances(self.block(rows), self.xn2[rows], points, norms)  # noqa: E731
+        work = lambda rows: sq_distances(self.block(rows, True), self.xn2[rows], points, norms)  # noqa: E731
         return np.concatenate(list(in_parallel(pool, work, chunks(self.shape[0]))))
 
     def closest_to(
@@ -487,7 +508,7 @@ class Prepared:
         adjust = (np.einsum("ij,ij->i", c32, c32) + 2 * (c32 @ self.lloyd_shift)).astype(np.float32)
 
         def work(rows: slice) -> np.ndarray:
-            d2 = self.lloyd_block(rows) @ minus2_t
+            d2 = self.lloyd_block(rows, scratch=True) @ minus2_t
             d2 += adjust
             d2 += self.xn2[rows, None].astype(np.float32)
             np.maximum(d2, 0.0, out=d2)
@@ -510,7 +531,7 @@ class Prepared:
         adjust = (np.einsum("ij,ij->i", c32, c32) + 2 * (c32 @ self.lloyd_shift)).astype(np.float32)
 
         def work(rows: slice) -> tuple[np.ndarray, np.ndarray]:
-            d2 = self.lloyd_block(rows) @ minus2_t
+            d2 = self.lloyd_block(rows, scratch=True) @ minus2_t
             d2 += adjust
             index = d2.argmin(axis=1).astype(np.int32)
             nearest = d2[np.arange(len(index)), index] + self.xn2[rows].astype(np.float32)
@@ -703,7 +724,11 @@ class _Products:
         self.k, self.values = k, values
         c64 = values.astype(np.float32).astype(np.float64)
         width = group_size * groups
-        self.minus2_t = np.zeros((values.shape[1], width), dtype=np.float32)
+        self.width = width
+        # OpenBLAS's float32 kernel is faster on 8 or 16 columns than on 9 to 15 (16 cost 0.8x 10):
+        # zero columns pad the product, dropped from its result (see BlockState._reassign).
+        padded = width if width > 16 or width % 8 == 0 else 8 if width < 8 else 16
+        self.minus2_t = np.zeros((values.shape[1], padded), dtype=np.float32)
         self.minus2_t[:, :k] = -2 * c64.T
         norms = np.einsum("ij,ij->i", c64, c64)
         self.adjust = np.full(width, np.inf, dtype=np.float32)
@@ -862,10 +887,12 @@ class BlockState:
         """One block: new labels and bounds; how many points changed cluster, and the change of
         the cluster sums and counts (in the centred space) that their moves make."""
         data = self.data
-        points = data.lloyd_block(block)
+        points = data.lloyd_block(block, scratch=True)
         xn2 = data.xn2[block]
         rows = np.arange(len(xn2))
         d = points @ products.minus2_t  # -2 x.c, then + |c|^2 (+ 2 shift.c): |x - c|^2 - |x|^2
+        if d.shape[1] > products.width:
+            d = d[:, : products.width]
         d += products.adjust
         new = d.argmin(axis=1).astype(np.int32)
         best = d[rows, new]
