@@ -231,7 +231,10 @@ def test_no_clusters_folder_without_samples(tmp_path):
     assert (write(tmp_path, dataset, model, samples=0, export_members=True) / "clusters").is_dir()
 
 
-def test_assignments_csv_rows(tmp_path):
+@pytest.mark.parametrize("block_rows", [None, 7], ids=["one-block", "blocks-of-7"])
+def test_assignments_csv_rows(tmp_path, monkeypatch, block_rows):
+    if block_rows is not None:  # written a block of rows at a time: the same rows, numbered on
+        monkeypatch.setattr(output, "ASSIGNMENT_BLOCK_ROWS", block_rows)
     dataset = make_dataset()
     model = fit_stand_in(dataset, 3)
     folder = write(tmp_path, dataset, model)

@@ -56,6 +56,40 @@ def test_label_free_scores_agree_with_scikit_learn(integer):
         )
 
 
+@pytest.mark.parametrize("integer", [False, True], ids=["float", "uint8"])
+def test_dispersion_scores_in_blocks_match_one_block(monkeypatch, integer):
+    """A cluster is read a bounded block of rows at a time (8.1M memory-mapped images never become
+    one float64 copy): blocks of 7 rows give scikit-learn's scores too."""
+    rng = np.random.default_rng(9)
+    X = rng.integers(0, 256, (300, 12)).astype(np.uint8 if integer else np.float64)
+    labels = rng.integers(0, 4, len(X))
+    monkeypatch.setattr(metrics, "DISPERSION_BLOCK_VALUES", 7 * X.shape[1])
+    scores = metrics.dispersion_scores(X, labels)
+    reference = X.astype(np.float64)
+    assert scores["calinski_harabasz"] == pytest.approx(
+        sklearn_metrics.calinski_harabasz_score(reference, labels), rel=1e-9
+    )
+    assert scores["davies_bouldin"] == pytest.approx(
+        sklearn_metrics.davies_bouldin_score(reference, labels), rel=1e-9
+    )
+
+
+def test_dispersion_scores_memory_is_bounded_by_blocks_not_clusters():
+    """Scoring never holds a float64 copy of a cluster: peak well below the uint8 data's size."""
+    import tracemalloc
+
+    rng = np.random.default_rng(2)
+    X = rng.integers(0, 256, (60_000, 784), dtype=np.uint8)  # 47 MB; one cluster as float64: 280 MB
+    labels = (rng.random(len(X)) < 0.75).astype(np.int64)
+    tracemalloc.start()
+    try:
+        metrics.dispersion_scores(X, labels)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < X.nbytes
+
+
 def test_silhouette_reuses_its_distances_and_samples_large_data():
     rng = np.random.default_rng(1)
     X = rng.integers(0, 256, (5000, 16)).astype(np.uint8)  # float32 distances above 4,096 images

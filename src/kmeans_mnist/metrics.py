@@ -189,6 +189,7 @@ def evaluate(
 
 SILHOUETTE_SAMPLE = 10_000  # exact silhouette up to this many images, a fixed sample above
 SILHOUETTE_SEED = 0
+DISPERSION_BLOCK_VALUES = 2**20  # values per block of a cluster's rows in dispersion_scores (8 MB as float64)
 _FLOAT64_DISTANCES_UP_TO = 4096  # smaller samples keep float64 distances (the tests' exact mode)
 
 
@@ -301,9 +302,10 @@ def silhouette(X: np.ndarray, labels: np.ndarray, sample_size: int = SILHOUETTE_
 def dispersion_scores(X: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
     """Calinski-Harabasz and Davies-Bouldin indices, as sklearn.metrics computes them.
 
-    One pass over the images sorted by cluster: exact integer sums for integer pixels (then the
-    cluster means), and each image's distance to its cluster's mean. None when undefined (fewer
-    than 2 non-empty clusters, or as many clusters as images).
+    Two passes over the images sorted by cluster, a bounded block of rows at a time (a cluster of
+    8.1M images memory-mapped must not become one float64 copy): exact integer sums for integer
+    pixels (then the cluster means), then each image's distance to its cluster's mean. None when
+    undefined (fewer than 2 non-empty clusters, or as many clusters as images).
     """
     X = np.asarray(X).reshape(len(X), -1)
     labels = np.asarray(labels).ravel()
@@ -319,13 +321,18 @@ def dispersion_scores(X: np.ndarray, labels: np.ndarray) -> dict[str, float | No
     mean_distance = np.empty(count)
     within = 0.0
     start = 0
+    rows = max(1, DISPERSION_BLOCK_VALUES // max(1, X.shape[1]))
     for cluster, end in enumerate(ends):
-        members = X[order[start:end]]
-        total = members.sum(axis=0, dtype=np.int64 if exact else np.float64)
+        parts = [order[part : min(end, part + rows)] for part in range(start, end, rows)]
+        total = sum(X[part].sum(axis=0, dtype=np.int64 if exact else np.float64) for part in parts)
         means[cluster] = total / (end - start)
-        squared = np.einsum("ij,ij->i", *(2 * [members - means[cluster]]))
-        within += float(squared.sum())
-        mean_distance[cluster] = float(np.sqrt(squared).mean())
+        distance_sum = 0.0
+        for part in parts:
+            difference = X[part] - means[cluster]
+            squared = np.einsum("ij,ij->i", difference, difference)
+            within += float(squared.sum())
+            distance_sum += float(np.sqrt(squared).sum())
+        mean_distance[cluster] = distance_sum / (end - start)
         start = end
     overall = (means * sizes[:, None]).sum(axis=0) / n
     between = float((sizes * ((means - overall) ** 2).sum(axis=1)).sum())
