@@ -99,6 +99,21 @@ def test_compact_storage_gives_exact_answers(monkeypatch, data, k):
     assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
 
 
+@pytest.mark.parametrize("k", [10, 40])
+def test_blocks_of_assign_rows_give_exact_answers(monkeypatch, k):
+    """Large data is assigned in blocks of up to ASSIGN_ROWS rows (forced here on small data):
+    float32 sums of a whole block stay exact, labels and iterations are scikit-learn's float64 ones."""
+    monkeypatch.setattr(engine, "PARALLEL_MIN_VALUES", 1)
+    monkeypatch.setattr(engine, "block_rows", lambda k, n=None: engine.ASSIGN_ROWS)
+    X = mnist_like(9000, seed=k)
+    init = X[np.random.default_rng(k).choice(len(X), k, replace=False)].astype(np.float64)
+    ours = engine.fit(X, k, init=init)
+    ref = SKLearnKMeans(k, init=init, n_init=1, algorithm="lloyd").fit(X.astype(np.float64))
+    assert np.array_equal(ours.labels_, ref.labels_)
+    assert ours.n_iter_ == ref.n_iter_
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+
+
 def test_weighted_fit_on_compact_storage_matches_repeated_rows(monkeypatch):
     """Integer weights on the stored-rows path: the same clusters as the rows repeated."""
     monkeypatch.setattr(engine, "PARALLEL_MIN_VALUES", 1)

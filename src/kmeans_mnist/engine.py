@@ -44,7 +44,8 @@ from . import seeding
 THREADS = os.cpu_count() or 1  # blocks are processed in parallel, BLAS single-threaded
 PARALLEL_MIN_VALUES = 2**23  # smaller data runs in one thread: handing blocks over costs more
 CHUNK_ROWS = 1024  # rows per matrix product: large enough for BLAS, small enough to stay in L2 cache
-DENSE_FRACTION = 0.4  # above this share of stale rows in a chunk, the whole chunk is recomputed
+DENSE_FRACTION = 0.7  # above this share of stale rows in a chunk, the whole chunk is recomputed
+DENSE_FRACTION_MANY = 0.9  # beyond DENSE_MOVES centres: a row's product costs more than its gather
 OFFSET_SAMPLE_ROWS = 4096  # rows averaged for the centring offset
 BOUND_CHUNK = 65536  # points per step of the bound test: K x this many float32 of scratch
 MAX_GROUPS = 32  # bound groups: each centre its own up to this K, then groups of neighbours
@@ -53,7 +54,8 @@ DENSE_MOVES = 32  # up to this K, cluster sums move by a dense one-hot product, 
 INITS = ("k-means++", "k-means||", "random")  # the named starts
 TIE_MARGIN = 2.0**-14  # relative gap below which float32 cannot be trusted to pick the nearest centre
 TIE_BLOCK_VALUES = 2**21  # float64 values per step of the exact tie-break (16 MB)
-WHOLE_MAX = 2.0**24 / (2 * CHUNK_ROWS)  # whole numbers up to this sum exactly in float32 per chunk
+ASSIGN_ROWS = 4096  # rows per block of the assignment: fewer numpy calls per row, less time holding the GIL
+WHOLE_MAX = 2.0**24 / (2 * ASSIGN_ROWS)  # whole numbers up to this sum exactly in float32 per block
 BLOCK_VALUES = 2**22  # rows x K values per block of the assignment: fewer rows per block beyond K=1024
 MIN_BLOCK_ROWS = 16
 GAP_VALUES = 2**21  # values (float64) per step of the centre-to-centre distances: 16 MB
@@ -246,7 +248,7 @@ def estimate(
     parallel = THREADS > 1 and n * d >= PARALLEL_MIN_VALUES
     groups = min(k, MAX_GROUPS)
     trials = 2 + int(math.log(k))
-    rows = min(block_rows(k), n)
+    rows = min(block_rows(k, n), n)
     in_flight = 2 * THREADS if parallel else 1
     memory = (
         (0 if compact else 4 * n * d)  # the float32 copy
@@ -809,10 +811,14 @@ def grouped_half_gaps(centers: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return out
 
 
-def block_rows(k: int) -> int:
-    """Rows per block of the assignment: CHUNK_ROWS up to K = 1024, then fewer, so that a block's
-    rows x K distances stay near BLOCK_VALUES whatever K."""
-    return max(MIN_BLOCK_ROWS, min(CHUNK_ROWS, BLOCK_VALUES // k))
+def block_rows(k: int, n: int | None = None) -> int:
+    """Rows per block of the assignment: ASSIGN_ROWS up to K = 1024, then fewer, so that a block's
+    rows x K distances stay near BLOCK_VALUES whatever K; and, for N rows, at most N / 16 per
+    thread (but CHUNK_ROWS): blocks enough to share out, scratch memory in proportion to small data."""
+    rows = min(ASSIGN_ROWS, BLOCK_VALUES // k)
+    if n is not None:
+        rows = min(rows, max(CHUNK_ROWS, n // (16 * THREADS)))
+    return max(MIN_BLOCK_ROWS, rows)
 
 
 class _Run(NamedTuple):
@@ -850,7 +856,7 @@ class BlockState:
         self.upper = np.empty(n, dtype=np.float64)
         self.group_size, groups = group_sizes(k)
         self.group_starts = group_starts(k)
-        self.rows = block_rows(k)
+        self.rows = block_rows(k, n)
         self.lower = np.empty((groups, n), dtype=np.float32)
         self.scratch = np.empty(n, dtype=np.float64)
         self.weights = data.weights
@@ -866,7 +872,8 @@ class BlockState:
         products = _Products(centers.values, self.data, self.group_size, len(self.group_starts))
         moved = 0
         net = np.zeros_like(self.counts)  # points (or weight) gained by each cluster
-        blocks = _blocks(self.data.shape[0], stale, self.rows)
+        dense = DENSE_FRACTION if products.k <= DENSE_MOVES else DENSE_FRACTION_MANY
+        blocks = _blocks(self.data.shape[0], stale, self.rows, dense)
         work = lambda block: self._reassign(block, products)  # noqa: E731
         for n_moved, touched, sums, counts in in_parallel(self.pool, work, blocks):
             if n_moved:
@@ -1023,14 +1030,15 @@ def update_centers(state: BlockState, centers: np.ndarray) -> tuple[np.ndarray, 
     return new, reseeded
 
 
-def _blocks(n: int, stale: np.ndarray | None, size: int = CHUNK_ROWS):
-    """Row blocks to revisit: whole chunks where stale points are dense (a contiguous product
-    beats gathering them), the remaining stale rows gathered into blocks of `size` rows."""
+def _blocks(n: int, stale: np.ndarray | None, size: int = CHUNK_ROWS, dense_fraction: float = DENSE_FRACTION):
+    """Row blocks to revisit: whole chunks where stale points are dense (over `dense_fraction`
+    of the chunk: a contiguous product beats gathering them), the remaining stale rows gathered
+    into blocks of `size` rows."""
     if stale is None:
         yield from chunks(n, size)
         return
     edges = np.searchsorted(stale, np.arange(0, n + size, size))
-    dense = np.flatnonzero(np.diff(edges) > DENSE_FRACTION * size)
+    dense = np.flatnonzero(np.diff(edges) > dense_fraction * size)
     for chunk in dense:
         yield slice(chunk * size, min((chunk + 1) * size, n))
     if len(dense):
@@ -1097,7 +1105,7 @@ def labels_inertia(
     labels = np.empty(X.shape[0], dtype=np.int32)
     cn2 = sq_norms(c32)
     inertia = 0.0
-    for rows in chunks(X.shape[0], block_rows(len(c32))):
+    for rows in chunks(X.shape[0], min(CHUNK_ROWS, block_rows(len(c32)))):
         points = data.block(rows)
         labels[rows] = nearest(points, data.xn2[rows], c32, c32, cn2)[0]
         d2 = sq_distances_to_own(points, c32, labels[rows])
@@ -1112,7 +1120,7 @@ def distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
     c = centers * scale - offset
     cn2 = sq_norms(c)
     out = np.empty((X.shape[0], len(c)), dtype=np.float64)
-    for rows in chunks(X.shape[0], block_rows(len(c))):
+    for rows in chunks(X.shape[0], min(CHUNK_ROWS, block_rows(len(c)))):
         x = X[rows] * scale - offset if scale != 1 else X[rows] - offset
         d2 = x @ c.T
         d2 *= -2
