@@ -127,14 +127,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
             callback=self.callback,
             verbose=bool(self.verbose),
         )
-        dtype = np.float32 if X.dtype == np.float32 else np.float64
-        self.cluster_centers_ = result.cluster_centers_.astype(dtype)
-        self.labels_ = result.labels_
-        self.inertia_ = result.inertia_
-        self.n_iter_ = result.n_iter_
-        self.converged_ = result.converged_
-        self.n_empty_reseeds_ = result.n_empty_reseeds_
-        self._n_features_out = self.n_clusters
+        self._adopt(result, X.dtype)
         distinct = len(np.unique(self.labels_))
         if distinct < self.n_clusters:
             warnings.warn(
@@ -219,15 +212,20 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         )
         self.__dict__.pop("feature_names_in_", None)
         self.n_features_in_ = X.shape[1]
-        dtype = np.float32 if X.dtype == np.float32 else np.float64
-        self.cluster_centers_ = result.cluster_centers_.astype(dtype)
+        self._adopt(result, X.dtype)
+        return self
+
+    def _adopt(self, result, dtype: np.dtype) -> None:
+        """The fitted attributes from an engine's result; float32 data gives float32 centres."""
+        self.cluster_centers_ = result.cluster_centers_.astype(
+            np.float32 if dtype == np.float32 else np.float64
+        )
         self.labels_ = result.labels_
         self.inertia_ = result.inertia_
         self.n_iter_ = result.n_iter_
         self.converged_ = result.converged_
         self.n_empty_reseeds_ = result.n_empty_reseeds_
         self._n_features_out = self.n_clusters
-        return self
 
     def _dask(self):
         from . import dask_engine
