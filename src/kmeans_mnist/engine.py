@@ -45,7 +45,7 @@ THREADS = os.cpu_count() or 1  # blocks are processed in parallel, BLAS single-t
 PARALLEL_MIN_VALUES = 2**23  # smaller data runs in one thread: handing blocks over costs more
 CHUNK_ROWS = 1024  # rows per matrix product: large enough for BLAS, small enough to stay in L2 cache
 DENSE_FRACTION = 0.7  # above this share of stale rows in a chunk, the whole chunk is recomputed
-DENSE_FRACTION_MANY = 0.9  # beyond DENSE_MOVES centres: a row's product costs more than its gather
+DENSE_FRACTION_MANY = 0.9  # beyond FEW_CENTERS centres: a row's product costs more than its gather
 OFFSET_SAMPLE_ROWS = 4096  # rows averaged for the centring offset
 BOUND_CHUNK = 65536  # points per step of the bound test: K x this many float32 of scratch
 MAX_GROUPS = 32  # bound groups: each centre its own up to this K, then groups of neighbours
@@ -879,7 +879,7 @@ class BlockState:
         products = _Products(centers.values, self.data, self.group_size, self.groups)
         moved = 0
         net = np.zeros_like(self.counts)  # points (or weight) gained by each cluster
-        dense = DENSE_FRACTION if products.k <= DENSE_MOVES else DENSE_FRACTION_MANY
+        dense = DENSE_FRACTION if products.k <= FEW_CENTERS else DENSE_FRACTION_MANY
         blocks = _blocks(self.data.shape[0], stale, self.rows, dense)
         work = lambda block: self._reassign(block, products)  # noqa: E731
         for n_moved, touched, sums, counts in in_parallel(self.pool, work, blocks):
