@@ -43,12 +43,12 @@ from . import seeding
 
 THREADS = os.cpu_count() or 1  # blocks are processed in parallel, BLAS single-threaded
 PARALLEL_MIN_VALUES = 2**23  # smaller data runs in one thread: handing blocks over costs more
-CHUNK_ROWS = 1024  # rows per matrix product: large enough for BLAS, small enough to stay in L2 cache
+CHUNK_ROWS = 1024  # rows per block of the passes over X (the assignment's: see ASSIGN_ROWS)
 DENSE_FRACTION = 0.7  # above this share of stale rows in a chunk, the whole chunk is recomputed
 DENSE_FRACTION_MANY = 0.9  # beyond FEW_CENTERS centres: a row's product costs more than its gather
 OFFSET_SAMPLE_ROWS = 4096  # rows averaged for the centring offset
 BOUND_CHUNK = 65536  # points per step of the bound test: K x this many float32 of scratch
-MAX_GROUPS = 32  # bound groups: each centre its own up to this K, then groups of neighbours
+MAX_GROUPS = 32  # bound groups: each centre its own up to this K, then strided groups (group_sizes)
 FEW_CENTERS = 32  # up to this K, the nearest two are found column by column
 DENSE_MOVES = 32  # up to this K, cluster sums move by a dense one-hot product, beyond by a sparse one
 INITS = ("k-means++", "k-means||", "random")  # the named starts
@@ -822,8 +822,8 @@ def grouped_half_gaps(centers: np.ndarray, groups: int) -> np.ndarray:
 
 def block_rows(k: int, n: int | None = None) -> int:
     """Rows per block of the assignment: ASSIGN_ROWS up to K = 1024, then fewer, so that a block's
-    rows x K distances stay near BLOCK_VALUES whatever K; and, for N rows, at most N / 16 per
-    thread (but CHUNK_ROWS): blocks enough to share out, scratch memory in proportion to small data."""
+    rows x K distances stay near BLOCK_VALUES whatever K; and, for N rows, at most N / (16 x THREADS)
+    (but CHUNK_ROWS): blocks enough to share out, scratch memory in proportion to small data."""
     rows = min(ASSIGN_ROWS, BLOCK_VALUES // k)
     if n is not None:
         rows = min(rows, max(CHUNK_ROWS, n // (16 * THREADS)))
