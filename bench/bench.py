@@ -698,7 +698,11 @@ def header(args: argparse.Namespace) -> str:
 
 def markdown(head: str, rows: list[dict[str, str]]) -> str:
     lines = [head, "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row.get(column, "") or "" for column in COLUMNS) + " |" for row in rows]
+    # A "|" inside a cell (k-means||) would end it: markdown tables take it escaped.
+    lines += [
+        "| " + " | ".join((row.get(column, "") or "").replace("|", "\\|") for column in COLUMNS) + " |"
+        for row in rows
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -108,6 +108,25 @@ def test_silhouette_reuses_its_distances_and_samples_large_data():
     )
 
 
+def test_silhouette_keeps_half_the_pairwise_distances():
+    """The sample's distances are kept once (they serve every K), but only the half on and above
+    the diagonal: the full matrix would be sample_size^2 values."""
+    import tracemalloc
+
+    rng = np.random.default_rng(4)
+    X = rng.integers(0, 256, (3000, 64)).astype(np.uint8)  # float64 distances: 72 MB in full
+    labels = rng.integers(0, 4, len(X))
+    tracemalloc.start()
+    try:
+        sample = metrics.SilhouetteSample(X)
+        value = sample.score(labels)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert value == pytest.approx(sklearn_metrics.silhouette_score(X.astype(float), labels), abs=1e-9)
+    assert peak < 0.7 * len(X) ** 2 * 8
+
+
 def test_scores_are_undefined_for_one_cluster():
     X = np.arange(20.0).reshape(10, 2)
     assert metrics.silhouette(X, np.zeros(10)) is None
