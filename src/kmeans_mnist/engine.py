@@ -731,9 +731,13 @@ class _Products:
         c64 = values.astype(np.float32).astype(np.float64)
         width = group_size * groups
         self.width = width
-        # OpenBLAS's float32 kernel is faster on 8 or 16 columns than on 9 to 15 (16 cost 0.8x 10):
-        # zero columns pad the product, dropped from its result (see BlockState._reassign).
-        padded = width if width > 16 or width % 8 == 0 else 8 if width < 8 else 16
+        # OpenBLAS's float32 kernel is faster on 8 or 16 columns than on 9 to 15 (16 cost 0.8x 10)
+        # on large data's blocks: zero columns pad the product, dropped from its result (see
+        # BlockState._reassign). Not on small data, run in one thread: there 8 columns for K=3
+        # made a USPS fit 2.3x slower (BLAS's own threads wake for the wider product).
+        padded = width
+        if data.parallel and width < 16 and width % 8:
+            padded = 8 if width < 8 else 16
         self.minus2_t = np.zeros((values.shape[1], padded), dtype=np.float32)
         self.minus2_t[:, :k] = -2 * c64.T
         norms = np.einsum("ij,ij->i", c64, c64)
