@@ -149,7 +149,7 @@ def _version() -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse and check everything that can be checked before loading any data."""
     args = build_parser().parse_args(argv)
-    args.k = [_parse_k(text) for text in args.k]
+    args.k = [_parse_whole(text, "K") for text in args.k]
     args.repeats = _parse_whole(args.repeats, "--repeats")
     if len(set(args.k)) != len(args.k):
         raise UsageError(f"K given twice: {' '.join(map(str, args.k))}; give each K once")
@@ -228,16 +228,6 @@ def _load_options(args: argparse.Namespace) -> dict:
         "keys": args.keys,
         "skip_unreadable": args.skip_unreadable,
     }
-
-
-def _parse_k(text: str) -> int:
-    try:
-        k = int(text)
-    except ValueError:
-        raise UsageError(f"K must be a whole number, got {text!r}") from None
-    if k < 1:
-        raise UsageError(f"K must be at least 1, got {k}")
-    return k
 
 
 def main(argv: list[str] | None = None) -> int:

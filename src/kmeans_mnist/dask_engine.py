@@ -465,17 +465,13 @@ def _lloyd(chunks: _Chunks, run: int, centers: np.ndarray, max_iter: int, tol: f
 
         new_centers, reseeded = engine.update_centers(_Totals(stats, farthest), current.values)
         reseeds += reseeded
-        shift = np.sqrt(engine.sq_norms(new_centers - current.values))
-        previous, current = current.values, Centers(new_centers, shift)
-        shift_total = float(shift @ shift)
+        previous = current.values
+        current, shift_total = engine.next_centers(current, new_centers)
         if report:
             seconds = time.perf_counter() - started
             report(IterationInfo(0, i + 1, inertia, n_changed, shift_total, new_centers, seconds))
-        if i > 0 and n_changed == 0:
-            strict = converged = True
-            break
-        if shift_total <= tol_abs:
-            converged = True
+        converged, strict = engine.stopping(i, n_changed, shift_total, tol_abs)
+        if converged:
             break
     labelled = previous  # the centres the labels were assigned to
     if not strict:

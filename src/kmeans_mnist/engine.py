@@ -1066,6 +1066,21 @@ def _blocks(n: int, stale: np.ndarray | None, size: int = CHUNK_ROWS, dense_frac
         yield stale[part]
 
 
+def next_centers(current: Centers, new_centers: np.ndarray) -> tuple[Centers, float]:
+    """The centres after an update, with each one's shift (the bounds move by it), and the
+    squared shift summed over all centres (what the tolerance is compared with)."""
+    shift = np.sqrt(sq_norms(new_centers - current.values))
+    return Centers(new_centers, shift), float(shift @ shift)
+
+
+def stopping(iteration: int, n_changed: int, shift_total: float, tol_abs: float) -> tuple[bool, bool]:
+    """scikit-learn's rule after iteration `iteration` (from 0): (converged, strict). Strict: no
+    point changed cluster, so the labels already belong to the final centres."""
+    if iteration > 0 and n_changed == 0:
+        return True, True
+    return bool(shift_total <= tol_abs), False
+
+
 def lloyd(
     data: Prepared,
     centers: np.ndarray,
@@ -1085,17 +1100,12 @@ def lloyd(
         inertia = state.energy(current.values) if report else 0.0
         new_centers, reseeded = update_centers(state, current.values)
         reseeds += reseeded
-        shift = np.sqrt(sq_norms(new_centers - current.values))
-        current = Centers(new_centers, shift)
-        shift_total = float(shift @ shift)
+        current, shift_total = next_centers(current, new_centers)
         if report:
             seconds = time.perf_counter() - started
             report(IterationInfo(0, i + 1, inertia, n_changed, shift_total, new_centers, seconds))
-        if i > 0 and n_changed == 0:
-            strict = converged = True
-            break
-        if shift_total <= tol_abs:
-            converged = True
+        converged, strict = stopping(i, n_changed, shift_total, tol_abs)
+        if converged:
             break
     if not strict:
         # Labels must match the final centres (as scikit-learn's last E-step).

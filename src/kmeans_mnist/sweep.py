@@ -115,7 +115,6 @@ class Sweep:
     drawn: bool = False  # the chart shows every saved K
 
     def __post_init__(self) -> None:
-        from . import metrics  # noqa: F401  (scipy: imported now, not in the middle of the first K)
         from .output import text_safe
         from .summary import Experiment, experiment_name
 
