@@ -77,8 +77,9 @@ def test_memory_mapped_input_gives_scikit_learns_answers(mapped):
         ("digits", 5),  # product padded to 8 columns
         ("digits", 50),  # groups of 2 centres, sums moved by the sparse product
         ("digits", 33),  # groups of 2, the last one padded
-        ("grey", 12),  # data far from zero: rows centred before the product
+        ("grey", 12),  # data far from zero (|offset| 2.2x the spread), multiplied as stored
         ("grey", 70),
+        ("flat", 12),  # nearly flat data far from zero: rows centred before the product
     ],
 )
 def test_compact_storage_gives_exact_answers(monkeypatch, data, k):
@@ -88,10 +89,15 @@ def test_compact_storage_gives_exact_answers(monkeypatch, data, k):
     if data == "digits":
         X = mnist_like(4000, seed=k)
     else:
-        X = np.random.default_rng(k).integers(28, 229, size=(4000, 784)).astype(np.uint8)
+        spread = 100 if data == "grey" else 10
+        X = np.random.default_rng(k).integers(128 - spread, 129 + spread, size=(4000, 784)).astype(np.uint8)
     prepared = Prepared(X)
-    assert prepared.raw is not None and bool(prepared.offset_norm) == (data == "digits")
+    assert prepared.raw is not None and bool(prepared.offset_norm) == (data != "flat")
     init = X[np.random.default_rng(k).choice(len(X), k, replace=False)].astype(np.float64)
+    if (
+        data == "flat"
+    ):  # whole rows this close tie exactly with whole centres: scikit-learn's pick is rounding's
+        init += np.random.default_rng(k).uniform(-0.5, 0.5, size=init.shape)
     ours = engine.fit(X, k, init=init)
     ref = SKLearnKMeans(k, init=init, n_init=1, algorithm="lloyd").fit(X.astype(np.float64))
     assert np.array_equal(ours.labels_, ref.labels_)

@@ -52,6 +52,7 @@ MAX_GROUPS = 32  # bound groups: each centre its own up to this K, then strided 
 FEW_CENTERS = 32  # up to this K, the nearest two are found column by column
 DENSE_MOVES = 32  # up to this K, cluster sums move by a dense one-hot product, beyond by a sparse one
 INITS = ("k-means++", "k-means||", "random")  # the named starts
+SHIFT_MAX = 8.0  # compact rows are multiplied as stored while |offset|^2 <= this x mean |x - offset|^2
 TIE_MARGIN = 2.0**-14  # relative gap below which float32 cannot be trusted to pick the nearest centre
 TIE_BLOCK_VALUES = 2**21  # float64 values per step of the exact tie-break (16 MB)
 ASSIGN_ROWS = 4096  # rows per block of the assignment: fewer numpy calls per row, less time holding the GIL
@@ -406,10 +407,10 @@ class Prepared:
         self.rows_for_keys = X if compact else self.x  # what distinct-image checks compare
         # Compact rows may go into the matrix products as stored, without the offset (a pass
         # over each block saved): `lloyd_shift` is then the offset, what those coordinates add to
-        # the centred ones. Only when the offset is small against the rows' spread: float32
+        # the centred ones. Only while the offset is not far larger than the rows' spread: float32
         # products round like the values they multiply, and more rounding means more near ties
-        # to settle in float64 (MNIST: |offset|^2 is 0.7 x the mean |x - offset|^2; data far
-        # from zero, such as grey images, stays centred).
+        # to settle in float64 (|offset|^2 against the mean |x - offset|^2: MNIST 0.7, the
+        # benchmark's grey blobs 4.8, 16 % faster so; nearly flat data stays centred).
         self.lloyd_shift = np.zeros(X.shape[1])
         self.offset_norm = 0.0
         self.xn2 = np.empty(n, dtype=np.float64)
@@ -425,7 +426,7 @@ class Prepared:
                 self._fill(X, rows)
         self.wxn2 = self.xn2 if weights is None else weights * self.xn2  # weighted squared norms
         offset64 = self.offset.astype(np.float64)
-        if compact and given_offset is None and offset64 @ offset64 <= self.xn2.mean():
+        if compact and given_offset is None and offset64 @ offset64 <= SHIFT_MAX * self.xn2.mean():
             self.lloyd_shift = offset64
             self.offset_norm = math.sqrt(offset64 @ offset64)
 
@@ -744,8 +745,7 @@ class _Products:
         self.adjust = np.full(width, np.inf, dtype=np.float32)
         # |x_c - c|^2 - |x_c|^2 = |c|^2 - 2 x_c.c, and with x_c = x - shift: |c|^2 + 2 shift.c - 2 x.c
         self.adjust[:k] = norms + 2 * (c64 @ data.lloyd_shift)
-        # the size of the values the product rounds (see BlockState._settle_ties)
-        self.size = (math.sqrt(norms.max()) + data.offset_norm) ** 2
+        self.largest = math.sqrt(norms.max())  # the longest centre: what the product's rounding scales with
 
 
 def _group_minima(d: np.ndarray, size: int) -> np.ndarray:
@@ -948,13 +948,15 @@ class BlockState:
         data = self.data
         gap = np.minimum.reduce(others, axis=0)
         gap -= best
-        # Rounding grows with the values multiplied: rows as stored are |x_c + offset| <= |x_c| + |offset|.
+        # Rounding grows with the values multiplied, x.c (rows as stored: |x_c + offset| <= |x_c| +
+        # |offset|) and the adjust |c|^2 + 2 offset.c: relative TIE_MARGIN of |c| (2|x| + |c| + 2|offset|).
         # The block's largest row first (one comparison per row), then each candidate's own size.
-        largest = math.sqrt(float(xn2.max())) + data.offset_norm
-        close = np.flatnonzero(gap <= TIE_MARGIN * (largest**2 + products.size))
+        c, shift = products.largest, data.offset_norm
+        largest = math.sqrt(float(xn2.max())) + shift
+        close = np.flatnonzero(gap <= TIE_MARGIN * c * (2 * largest + c + 2 * shift))
         if not len(close):
             return
-        margin = TIE_MARGIN * ((np.sqrt(xn2[close]) + data.offset_norm) ** 2 + products.size)
+        margin = TIE_MARGIN * c * (2 * (np.sqrt(xn2[close]) + shift) + c + 2 * shift)
         keep = gap[close] <= margin
         close, margin = close[keep], margin[keep]
         if not len(close):
