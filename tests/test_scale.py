@@ -27,8 +27,13 @@ def blobs(n_per: int, centres: int, seed: int = 0, spread: int = 12) -> tuple[np
 
 @pytest.fixture(scope="module")
 def mapped(tmp_path_factory):
-    """A 40,000 x 784 uint8 .npy (31 MB) opened memory-mapped, and the same rows in memory."""
-    X = np.concatenate([mnist_like(5000, seed=seed) for seed in range(21, 29)])
+    """A 160,000 x 784 uint8 .npy (125 MB) opened memory-mapped, and the same rows in memory.
+
+    Large enough that the working memory's fixed part (blocks of 4,096 rows in float32 on each
+    thread, ~30 MB) leaves room under half the data: a copy of the data would not fit there."""
+    images = np.concatenate([mnist_like(5000, seed=seed) for seed in range(21, 29)]).reshape(-1, 28, 28)
+    mirrored = [images, images[:, :, ::-1], images[:, ::-1], images[:, ::-1, ::-1]]  # 4x the rows, cheaply
+    X = np.concatenate(mirrored).reshape(-1, 784)
     path = tmp_path_factory.mktemp("big") / "images.npy"
     np.save(path, X)
     return np.load(path, mmap_mode="r"), X
