@@ -567,10 +567,10 @@ def test_summary_files_that_still_read(tmp_path, content, ks):
 
 @pytest.mark.usefixtures("in_workdir")
 def test_k_beyond_memory_is_refused_before_any_work(workdir, monkeypatch, capsys):
-    from kmeans_mnist import cli, engine
+    from kmeans_mnist import cli, engine, preflight
 
     budget = engine.estimate(20, 784, 10, dtype=np.uint8).bytes  # data/ holds 20 training images
-    monkeypatch.setattr(cli, "_available_memory", lambda: budget)
+    monkeypatch.setattr(preflight, "available_memory", lambda: budget)
     monkeypatch.setattr(engine, "fit", fail_on_call(engine.fit, 1, AssertionError("fitted")))
     before = snapshot(workdir)
     code = cli.main(["2", "15", "--data-dir", "data", "--split", "train"])
@@ -578,7 +578,7 @@ def test_k_beyond_memory_is_refused_before_any_work(workdir, monkeypatch, capsys
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("error: K=15 needs about ") and err[0].endswith("GiB is available: use K <= 10")
     assert snapshot(workdir) == before
-    monkeypatch.setattr(cli, "_available_memory", lambda: 1000)
+    monkeypatch.setattr(preflight, "available_memory", lambda: 1000)
     assert cli.main(["2", "--data-dir", "data", "--split", "train"]) == 2
     assert "use --limit to cluster fewer images" in capsys.readouterr().err
     assert snapshot(workdir) == before

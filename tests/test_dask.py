@@ -62,6 +62,20 @@ def test_same_answers_as_in_memory_from_the_same_start(client, digits, chunks):
     assert [info.iteration for info in seen] == list(range(1, ref.n_iter_ + 1))
 
 
+def test_iterations_reach_the_workers_without_a_task_each(client, digits):
+    """Per iteration the client calls each worker's actor directly: the scheduler sees the same
+    number of tasks for 2 iterations as for 12 (setup, actors and labels only)."""
+    X = da.from_array(digits[:2000], chunks=(500, -1))
+    init = digits[:6]
+    counts = []
+    for max_iter in (2, 12):
+        with distributed.get_task_stream(client) as stream:
+            got = dask_engine.fit(X, 6, init=init, tol=0, max_iter=max_iter)
+        assert got.n_iter_ == max_iter
+        counts.append(len(stream.data))
+    assert counts[0] == counts[1] and counts[0] < 30
+
+
 def test_same_answers_on_float_data_of_extreme_magnitude_and_without_a_cluster(digits):
     X = digits[:2000].astype(np.float32) * np.float32(1e30)  # scaled by a power of two, as in memory
     init = X[:6]

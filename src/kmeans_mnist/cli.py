@@ -19,17 +19,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .preflight import UsageError, check_k_fits, check_output
+
 DATASET_CHOICES = ("mnist", "fashion", "usps", "files")
 OWN_FILES_HELP = "a folder of images (sub-folders name classes), IDX files, a .npy/.npz file or a CSV file"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
 EXIT_BROKEN_PIPE = 141  # stdout closed early (`| head`), as a writer killed by SIGPIPE
 EXIT_TERMINATED = 143  # SIGTERM
-LONG_RUN_SECONDS = 3600  # a fit estimated to take longer is announced before it starts
-
-
-class UsageError(Exception):
-    """A mistake in the command line or the data; printed as one `error:` line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -345,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
     terminal = Terminal(quiet=args.quiet, n_init=args.n_init)
     say = terminal.say
     folder = Path(args.output) / _experiment(args)
-    _check_output(Path(args.output), folder.name, args.k)  # before the load and the fits, not after them
+    check_output(Path(args.output), folder.name, args.k)  # before the load and the fits, not after them
     started = time.perf_counter()
     terminal.phase(f"loading {args.dataset}")
     try:
@@ -354,7 +351,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     load_seconds = time.perf_counter() - started
     terminal.done()
-    _check_k_fits(args, data)
+    check_k_fits(args, data)
     blank = f", {data.n_blank_skipped} all-black skipped" if data.n_blank_skipped else ""
     if data.n_unreadable_skipped:
         blank += f", {data.n_unreadable_skipped} unreadable files skipped"
@@ -376,8 +373,15 @@ def run(args: argparse.Namespace) -> int:
         samples=args.samples,
         export_members=args.export_members,
     )
-    table = _TablePrinter(
-        terminal, args.k[-1], labelled=data.labels is not None, repeats=args.repeats, quiet=args.quiet
+    from .kchoice import ResultsTable, print_choice
+
+    table = ResultsTable(
+        terminal,
+        args.k[-1],
+        labelled=data.labels is not None,
+        repeats=args.repeats,
+        quiet=args.quiet,
+        on_broken=_silence_stdout,
     )
     sweep = Sweep(
         Path(args.output),
@@ -433,7 +437,7 @@ def run(args: argparse.Namespace) -> int:
     terminal.done()
     if not args.quiet:
         try:
-            _print_choice(sweep)
+            print_choice(sweep)
             sys.stdout.flush()
         except BrokenPipeError:  # `| head`: the results are written; end quietly, as a pipe's writer does
             table.broken = True
@@ -506,109 +510,6 @@ def _experiment(args: argparse.Namespace) -> str:
     )
 
 
-def _check_output(output: Path, dataset: str, ks: list[int]) -> None:
-    """Refuse an --output that cannot hold results (a file on the way, no write permission), creating nothing."""
-    folder = output / dataset
-    existing = folder
-    try:
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        usable = existing.is_dir()
-    except OSError as error:
-        raise UsageError(f"cannot use --output {output}: {error.strerror or error}") from None
-    if not usable:
-        raise UsageError(
-            f"cannot write the results to {folder}: {existing} is a file, not a folder; choose another --output"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(
-            f"cannot write the results to {folder}: no permission to write in {existing}; choose another --output"
-        )
-    from .summary import SummaryError, check_folder
-
-    try:
-        check_folder(folder, ks)
-    except SummaryError as error:
-        raise UsageError(str(error)) from None
-    except OSError as error:
-        raise UsageError(
-            f"cannot read {folder}: {error.strerror or error}; choose another --output"
-        ) from None
-
-
-def _check_k_fits(args: argparse.Namespace, data) -> None:
-    """Every K must be at most the number of images (say why there are so few when we know) and
-    fit in memory, refused before any work; a fit that will take hours is announced."""
-    too_big = [k for k in args.k if k > len(data)]
-    if not too_big:
-        _check_cost(args, data)
-        return
-    why = ""
-    if data.n_blank_skipped:
-        why = f"; {data.n_blank_skipped:,} all-black images were skipped, --keep-blank keeps them"
-    elif args.limit is not None and args.limit == len(data):
-        why = f"; --limit {args.limit} keeps only that many"
-    if not len(data):
-        raise UsageError(f"no images to cluster in {data.source}{why}")
-    raise UsageError(
-        f"K={too_big[0]} is larger than the number of images ({len(data):,}): use K <= {len(data):,}{why}"
-    )
-
-
-def _check_cost(args: argparse.Namespace, data) -> None:
-    """The engine's estimate of each K's memory (refuse what does not fit) and time (announce hours)."""
-    from .engine import estimate, largest_k
-
-    n, d = data.all_pixel.shape
-    settings = {
-        "dtype": data.all_pixel.dtype,
-        "init": args.init,
-        "n_init": args.n_init,
-        "max_iter": args.max_iter,
-    }
-    available = _available_memory()
-    for k in args.k:
-        cost = estimate(n, d, k, **settings)
-        if available is not None and cost.bytes > available:
-            most = largest_k(n, d, available, **settings)
-            advice = f"use K <= {most:,}" if most else "use --limit to cluster fewer images"
-            raise UsageError(
-                f"K={k} needs about {cost.bytes / 2**30:.1f} GiB of working memory for {n:,} images and "
-                f"{available / 2**30:.1f} GiB is available: {advice}"
-            )
-        if cost.seconds > LONG_RUN_SECONDS and not args.quiet:
-            seeding = (
-                f", {_duration(cost.init_seconds)} of it choosing k-means++ starting centres"
-                if cost.init_seconds > cost.seconds / 2
-                else ""
-            )
-            print(
-                f"note: K={k} will take very long, roughly {_duration(cost.seconds)}{seeding}; Ctrl-C stops it",
-                file=sys.stderr,
-            )
-
-
-def _available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux MemAvailable), or None if unknown."""
-    with (
-        contextlib.suppress(OSError, ValueError, IndexError),
-        open("/proc/meminfo", encoding="ascii") as file,
-    ):
-        for line in file:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return None
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= 2 * size:
-            return f"{seconds / size:,.0f} {unit}"
-    return f"{seconds:.0f} seconds"
-
-
 def _reason(error: OSError) -> str:
     return error.strerror or (str(error).splitlines() or [type(error).__name__])[0]
 
@@ -620,82 +521,6 @@ def _advice(error: OSError) -> str:
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "choose an --output folder you can write to"
     return "check the --output folder"
-
-
-TABLE = (  # header, summary column, decimals; label scores only when the data has labels
-    ("silhouette", "silhouette", 4),
-    ("CH", "calinski_harabasz", 1),
-    ("DB", "davies_bouldin", 3),
-    ("accuracy", "accuracy", 4),
-    ("purity", "purity", 4),
-    ("NMI", "nmi", 4),
-)
-
-
-class _TablePrinter:
-    """Prints each K's results line as soon as that K is saved (mean ± std over repeats), under a
-    header printed once; after the last K, says that the sweep's pictures are being drawn. A
-    closed stdout (`| head`) stops the printing, not the sweep (broken tells the caller)."""
-
-    def __init__(self, terminal, last_k: int, labelled: bool, repeats: int, quiet: bool):
-        self.terminal, self.last_k, self.repeats, self.quiet = terminal, last_k, repeats, quiet
-        self.columns = [c for c in TABLE if labelled or c[1] not in ("accuracy", "purity", "nmi")]
-        self.width = 15 if repeats > 1 else 10
-        self.header_done = self.broken = False
-
-    def __call__(self, result) -> None:
-        if self.quiet:
-            return
-        self.terminal.done()
-        try:
-            self._print(result)
-        except BrokenPipeError:
-            self.broken = True
-            _silence_stdout()
-        if result.k == self.last_k:
-            self.terminal.phase("drawing the sweep's pictures and report.html")
-
-    def _print(self, result) -> None:
-        from .kchoice import mean_std
-
-        if self.broken:
-            return
-        width = self.width
-        if not self.header_done:
-            header = f"{'K':>4} {'iter':>5} {'inertia':>12}"
-            header += "".join(f" {name:>{width}}" for name, _, _ in self.columns)
-            header += f" {'stability':>9}" if self.repeats > 1 else ""
-            print(header + "  folder", flush=True)
-            self.header_done = True
-        row = result.row
-        note = "" if result.converged else "  (stopped at --max-iter)"
-        if result.reseeds:
-            note += f"  ({result.reseeds} emptied cluster(s) re-seeded)"
-        line = f"{row['k']:>4} {row['n_iter']:>5} {float(row['inertia']):>12.4e}"
-        line += "".join(
-            f" {mean_std(row, name, decimals, '±'):>{width}}" for _, name, decimals in self.columns
-        )
-        if self.repeats > 1:
-            line += f" {row.get('stability') or '-':>9}"
-        print(f"{line}  {result.folder}{note}", flush=True)
-
-
-def _print_choice(sweep) -> None:
-    """After the table: the recommendation over every K in the experiment folder, and the files."""
-    from .kchoice import recommend
-
-    rows = sweep.rows
-    if not rows:
-        return
-    ks = sorted(int(row["k"]) for row in rows)
-    print(f"choosing K among K={_k_list(ks)} in {sweep.folder}:")
-    for line in recommend(rows):
-        print(f"  {line}")
-    folder = sweep.folder
-    print(
-        f"summary: {folder / 'summary.csv'}, chart: {folder / 'k-choice.png'}, "
-        f"table: {folder / 'results.md'}, report: {folder / 'report.html'}"
-    )
 
 
 # --- predict: a saved model assigns new images ---------------------------------------------------

@@ -7,18 +7,20 @@ iteration to the next. Per iteration only the centres go out, and per chunk the 
 counts, energy and the number of points that changed cluster come back; the bounds skip the
 points that cannot change, as in memory. The client only adds up K x D sums.
 
+How calls reach the chunks (one Dask actor per worker, called straight from the client, and
+ordinary tasks after a lost worker) and what a worker keeps: dask_chunks.py.
+
 Same answers as `engine.fit`: the same centring offset and power-of-two scale as the engine
 computes for the whole of X, the same tolerance (from the variance of all of X), the same
 empty-cluster rule and the engine's exact labels; from the same initial centres, the same labels
 and iterations. Only the seeding differs: k-means++ and k-means|| draw chunk by chunk
 (dask_seeding.py).
 
-Faults: a chunk's state is a cache, never the only copy of anything. Each task checks that the
+Faults: a chunk's state is a cache, never the only copy of anything. Each call checks that the
 state it finds is the one it expects (same run, previous iteration); if not (the worker died and
-Dask recomputed the chunk elsewhere, or the task moved), it answers LOST and the client sends it
+Dask recomputed the chunk elsewhere, or the call moved), it answers LOST and the client sends it
 the previous centres, from which the state is rebuilt exactly (labels are a function of the data
 and the centres). So a worker lost mid-fit costs one rebuild of its chunks, never a wrong answer.
-NumPy data scattered from this process is sent again when a worker dies with it.
 
 Workers need kmeans-mnist installed (they import this module to run its tasks).
 """
@@ -30,7 +32,6 @@ import math
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import dask
@@ -39,48 +40,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import engine
+from .dask_chunks import CHUNKS, LOST, Chunks, chunk_state
 from .engine import BlockState, Centers, FitResult, InitProgress, IterationInfo, Prepared
-
-LOST = "lost"  # a task's answer when the state it needs is not on its worker (rebuild on request)
-RESEND_TRIES = 3  # how often chunks of scattered NumPy data are sent again after a lost worker
-
-
-# ---------------------------------------------------------------------- what a worker keeps
-
-
-_CHUNKS: dict[tuple[str, int], _Chunk] = {}  # (fit token, chunk index) -> its state on this worker
-
-
-class _Chunk:
-    """One chunk as a worker keeps it between tasks: prepared rows, one run's BlockState, seeding.
-
-    `version` counts the assignments the state has been through in run `run` (None while a task
-    changes it, so a task that died half-way leaves a state nobody trusts).
-    """
-
-    def __init__(self, rows: np.ndarray, prep: tuple[np.ndarray, float]):
-        offset, scale = prep
-        self.data = Prepared(rows, offset=offset, scale=scale)
-        self.state: BlockState | None = None
-        self.run: int | None = None
-        self.version: int | None = None
-        self.result = None  # the answer of the last step, for a task that runs twice
-        self.closest: np.ndarray | None = None  # seeding: squared distance to the nearest centre so far
-        self.trials: np.ndarray | None = None  # seeding: the same against each candidate of the round
-        self.n_chosen = 0  # seeding: centres folded into `closest`
-
-
-def _chunk(rows: np.ndarray, key: tuple[str, int], prep) -> _Chunk:
-    chunk = _CHUNKS.get(key)
-    if chunk is None:
-        chunk = _CHUNKS[key] = _Chunk(rows, prep)
-    return chunk
-
-
-def _forget(token: str) -> None:
-    """Drop every chunk state of one fit (runs on each worker when the fit ends)."""
-    for key in [key for key in _CHUNKS if key[0] == token]:
-        del _CHUNKS[key]
 
 
 class _Stats(NamedTuple):
@@ -100,7 +61,7 @@ def _step(rows, key, prep, run: int, version: int, centers: Centers, previous: n
     Needs the state after assignment version - 1; without it, answers LOST unless `previous`
     (the centres of that assignment) is given, from which the state is rebuilt.
     """
-    chunk = _chunk(rows, key, prep)
+    chunk = chunk_state(rows, key, prep)
     if chunk.run == run and chunk.version == version:  # this task ran already
         return chunk.result
     incremental = chunk.run == run and chunk.version == version - 1 and version > 1
@@ -130,7 +91,7 @@ def _step(rows, key, prep, run: int, version: int, centers: Centers, previous: n
 
 def _assigned(rows, key, prep, run: int, version: int, centers: np.ndarray) -> BlockState:
     """The chunk's state after assignment `version`, made again from `centers` if it is not here."""
-    chunk = _chunk(rows, key, prep)
+    chunk = chunk_state(rows, key, prep)
     if chunk.run != run or chunk.version != version:
         chunk.version = None
         chunk.run, chunk.state = run, BlockState(chunk.data, len(centers))
@@ -146,7 +107,7 @@ def _farthest(rows, key, prep, run: int, version: int, centers: np.ndarray, m: i
 
 def _labels(rows, key, prep, run: int, version: int, centers: np.ndarray) -> np.ndarray:
     """The chunk's labels after assignment `version`; recomputable after the fit from the centres."""
-    chunk = _CHUNKS.get(key)
+    chunk = CHUNKS.get(key)
     if chunk is not None and chunk.run == run and chunk.version == version:
         return chunk.state.labels.copy()
     state = BlockState(Prepared(rows, offset=prep[0], scale=prep[1]), len(centers))
@@ -164,122 +125,6 @@ def current_client():
 
     client = getattr(get_scheduler(), "__self__", None)  # a Client's `get` is bound to it
     return client if type(client).__name__ == "Client" else None
-
-
-class _Chunks:
-    """X's row chunks and how tasks reach them: futures on a Dask cluster, or arrays here.
-
-    `map(fn, *args, only=..., each=..., **kwargs)` runs fn(chunk, key, prep, *args, *each[n],
-    **kwargs) for each chunk (or the chunks listed in `only`) and returns the answers in order.
-    """
-
-    def __init__(self, X, client, token: str, prep: tuple[np.ndarray, float]):
-        self.client, self.token, self.prep = client, token, prep
-        self.source = None  # NumPy data scattered from here: sent again if a worker dies with it
-        if isinstance(X, np.ndarray):
-            self.source = X
-            self.sizes = _split(X.shape[0], _n_parts(client))
-        else:
-            self.sizes = list(X.chunks[0])
-        self.starts = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
-        self.keys = [(token, i) for i in range(len(self.sizes))]
-        self.pool = ThreadPoolExecutor(engine.THREADS) if client is None else None
-        self.homes: dict[int, str] = {}  # chunk -> address of the worker that holds its state
-        if self.source is not None:
-            self.parts = self._scatter(range(len(self.sizes)))
-        elif client is not None:
-            from distributed import futures_of
-
-            X = client.persist(X)
-            by_key = {future.key: future for future in futures_of(X)}
-            self.parts = [by_key[key] for key in dask.core.flatten(X.__dask_keys__())]
-        else:
-            self.parts = list(dask.compute(*X.to_delayed().ravel().tolist()))
-
-    @property
-    def n(self) -> int:
-        return int(self.starts[-1])
-
-    def _scatter(self, indices) -> list:
-        pieces = [self.source[self.starts[i] : self.starts[i + 1]] for i in indices]
-        return self.client.scatter(pieces, hash=False)
-
-    def map(self, fn, *args, only=None, each=None, **kwargs) -> list:
-        indices = list(range(len(self.parts)) if only is None else only)
-        extra = each or [()] * len(indices)
-        calls = [(self.keys[i], self.prep, *args, *more) for i, more in zip(indices, extra, strict=True)]
-        if self.client is None:
-            work = lambda n: fn(self.parts[indices[n]], *calls[n], **kwargs)  # noqa: E731
-            return list(self.pool.map(work, range(len(indices))))
-        for attempt in range(RESEND_TRIES + 1):
-            futures = [
-                self.client.submit(_at_home, fn, self.parts[i], *call, pure=False, **kwargs, **self._home(i))
-                for i, call in zip(indices, calls, strict=True)
-            ]
-            try:
-                answers = self.client.gather(futures)
-            except Exception:
-                lost = [i for i in indices if self.parts[i].status != "finished"]
-                if self.source is None or not lost or attempt == RESEND_TRIES:
-                    raise
-                # A worker died with chunks scattered from here: send them again (states rebuild).
-                for i, part in zip(lost, self._scatter(lost), strict=True):
-                    self.parts[i] = part
-                continue
-            for i, (address, _) in zip(indices, answers, strict=True):
-                self.homes[i] = address
-            return [answer for _, answer in answers]
-        raise AssertionError("unreachable")
-
-    def _home(self, i: int) -> dict:
-        """Run chunk i's task where its state is (the worker that answered last), or, if that
-        worker is gone, anywhere: a loose restriction. Without it, a chunk copied to a second
-        worker would see its tasks alternate between the two and rebuild its state each time."""
-        home = self.homes.get(i)
-        return {} if home is None else {"workers": [home], "allow_other_workers": True}
-
-    def again(self, answers: list, fn, *args, only=None, each=None, rebuild: dict, **kwargs) -> list:
-        """`answers` of map(fn, ...) with each LOST one asked again, given `rebuild` arguments."""
-        indices = list(range(len(self.parts)) if only is None else only)
-        lost = [n for n, answer in enumerate(answers) if isinstance(answer, str) and answer == LOST]
-        if lost:
-            redone = self.map(
-                fn,
-                *args,
-                only=[indices[n] for n in lost],
-                each=[each[n] for n in lost] if each else None,
-                **kwargs,
-                **rebuild,
-            )
-            for n, answer in zip(lost, redone, strict=True):
-                answers[n] = answer
-        return answers
-
-    def close(self) -> None:
-        """Drop the chunks' states on every worker (or here)."""
-        if self.client is None:
-            _forget(self.token)
-            self.pool.shutdown()
-        else:
-            with contextlib.suppress(Exception):  # a cluster already gone keeps nothing of ours
-                self.client.run(_forget, self.token)
-
-
-def _at_home(fn, *args, **kwargs):
-    """fn's answer, with the address of the worker that gave it (where the chunk's state now is)."""
-    from distributed import get_worker
-
-    return get_worker().address, fn(*args, **kwargs)
-
-
-def _n_parts(client) -> int:
-    """How many chunks NumPy data is cut into: one per worker thread of the cluster."""
-    return max(1, sum(client.nthreads().values()))
-
-
-def _split(n: int, parts: int) -> list[int]:
-    parts = max(1, min(parts, n))
-    return [len(part) for part in np.array_split(np.arange(n), parts)]
 
 
 def _as_dask(X):
@@ -366,9 +211,7 @@ def fit(
     named = "k-means++" if isinstance(init, str) and init == "k-means||" else init  # k-means|| is ours here
     engine.check_params(X, n_clusters, init=named, n_init=n_init, max_iter=max_iter, tol=tol)
     whole = _whole_x(X, client)
-    chunks = _Chunks(
-        X, client, uuid.uuid4().hex, (whole.offset.astype(np.float64) / whole.scale, whole.scale)
-    )
+    chunks = Chunks(X, client, uuid.uuid4().hex, (whole.offset.astype(np.float64) / whole.scale, whole.scale))
     rng = np.random.default_rng(random_state)
     best = None
     try:
@@ -397,7 +240,7 @@ def fit(
     )
 
 
-def _labels_array(chunks: _Chunks, parts: list):
+def _labels_array(chunks: Chunks, parts: list):
     """The labels of all chunks: NumPy for NumPy data, else a dask array over the chunks' labels."""
     if chunks.source is not None:
         return np.concatenate(chunks.client.gather(parts))
@@ -437,14 +280,14 @@ def _merge_farthest(answers: list[tuple], m: int) -> tuple:
     return tuple(values[order] for values in merged)
 
 
-def _assign(chunks: _Chunks, run: int, version: int, current: Centers, previous) -> list[_Stats]:
+def _assign(chunks: Chunks, run: int, version: int, current: Centers, previous) -> list[_Stats]:
     """Assignment `version` on every chunk; a chunk whose state was lost rebuilds it from `previous`."""
     _ = current.half_gaps  # computed once here, not on every worker
     stats = chunks.map(_step, run, version, current)
     return chunks.again(stats, _step, run, version, current, rebuild={"previous": previous})
 
 
-def _lloyd(chunks: _Chunks, run: int, centers: np.ndarray, max_iter: int, tol: float, report) -> _Run:
+def _lloyd(chunks: Chunks, run: int, centers: np.ndarray, max_iter: int, tol: float, report) -> _Run:
     """engine.lloyd over the chunks: the same iterations, each chunk's state kept on its worker."""
     current = Centers(centers.copy())
     previous = None  # the centres of the assignment before: what a lost state is rebuilt from
@@ -494,7 +337,7 @@ def _tolerance(stats: list[_Stats], n: int, tol: float) -> float:
     return tol * (sum(s.norm_sum for s in stats) / n - float(column_means @ column_means)) / d
 
 
-def _label_parts(chunks: _Chunks, run: int, version: int, centers: np.ndarray) -> list:
+def _label_parts(chunks: Chunks, run: int, version: int, centers: np.ndarray) -> list:
     """Each chunk's labels, left where they are (futures on a cluster). Waited for, so that they
     are read from the states before these are dropped; recomputable from `centers` after that."""
     if chunks.client is None:
@@ -503,7 +346,7 @@ def _label_parts(chunks: _Chunks, run: int, version: int, centers: np.ndarray) -
 
     futures = [
         chunks.client.submit(
-            _labels, part, key, chunks.prep, run, version, centers, pure=False, **chunks._home(i)
+            _labels, part, key, chunks.prep, run, version, centers, pure=False, **chunks.placement(i)
         )
         for i, (part, key) in enumerate(zip(chunks.parts, chunks.keys, strict=True))
     ]
@@ -514,7 +357,7 @@ def _label_parts(chunks: _Chunks, run: int, version: int, centers: np.ndarray) -
 # ---------------------------------------------------------------------- seeding
 
 
-def _initial_centers(chunks: _Chunks, whole: Prepared, init, k: int, rng, chosen) -> np.ndarray:
+def _initial_centers(chunks: Chunks, whole: Prepared, init, k: int, rng, chosen) -> np.ndarray:
     """K x D float64 starting centres in the prepared space (engine.initial_centers over chunks)."""
     from . import dask_seeding
 

@@ -19,17 +19,17 @@ import math
 import numpy as np
 
 from . import engine
-from .dask_engine import LOST, _Chunk, _chunk, _Chunks
+from .dask_chunks import LOST, Chunk, Chunks, chunk_state
 
 # ---------------------------------------------------------------------- tasks (on the workers)
 
 
 def _rows(rows, key, prep, indices: np.ndarray) -> np.ndarray:
     """Rows of the chunk, prepared (float32, centred and scaled as the engine reads them)."""
-    return _chunk(rows, key, prep).data.block(np.asarray(indices))
+    return chunk_state(rows, key, prep).data.block(np.asarray(indices))
 
 
-def _seed_closest(chunk: _Chunk, n_chosen: int, adopt: int | None, history: np.ndarray | None) -> bool:
+def _seed_closest(chunk: Chunk, n_chosen: int, adopt: int | None, history: np.ndarray | None) -> bool:
     if chunk.n_chosen == n_chosen and chunk.closest is not None:
         return True
     if chunk.n_chosen == n_chosen - 1 and chunk.trials is not None and adopt is not None:
@@ -46,7 +46,7 @@ def _seed_closest(chunk: _Chunk, n_chosen: int, adopt: int | None, history: np.n
 
 def _seed_potential(rows, key, prep, n_chosen: int, *, adopt=None, history=None):
     """The chunk's potential: the sum of `closest` over the first n_chosen centres."""
-    chunk = _chunk(rows, key, prep)
+    chunk = chunk_state(rows, key, prep)
     if not _seed_closest(chunk, n_chosen, adopt, history):
         return LOST
     return float(chunk.closest.sum(dtype=np.float64))
@@ -54,7 +54,7 @@ def _seed_potential(rows, key, prep, n_chosen: int, *, adopt=None, history=None)
 
 def _seed_pick(rows, key, prep, n_chosen: int, draws: np.ndarray, *, adopt=None, history=None):
     """Rows drawn with probability proportional to `closest` (D^2); draws lie in 0..potential."""
-    chunk = _chunk(rows, key, prep)
+    chunk = chunk_state(rows, key, prep)
     if not _seed_closest(chunk, n_chosen, adopt, history):
         return LOST
     cumulative = np.cumsum(chunk.closest, dtype=np.float64)
@@ -64,7 +64,7 @@ def _seed_pick(rows, key, prep, n_chosen: int, draws: np.ndarray, *, adopt=None,
 
 def _seed_try(rows, key, prep, n_chosen: int, candidates: np.ndarray, *, adopt=None, history=None):
     """The chunk's potential with each candidate added (kept, for the winner to be adopted)."""
-    chunk = _chunk(rows, key, prep)
+    chunk = chunk_state(rows, key, prep)
     if not _seed_closest(chunk, n_chosen, adopt, history):
         return LOST
     d2 = chunk.data.sq_distances(candidates, None)
@@ -75,7 +75,7 @@ def _seed_try(rows, key, prep, n_chosen: int, candidates: np.ndarray, *, adopt=N
 
 def _seed_sample(rows, key, prep, n_chosen: int, factor: float, potential: float, seed: int, *, history=None):
     """k-means||: rows drawn independently with probability factor x closest / potential."""
-    chunk = _chunk(rows, key, prep)
+    chunk = chunk_state(rows, key, prep)
     if not _seed_closest(chunk, n_chosen, None, history):
         return LOST
     draws = np.random.default_rng(seed).uniform(size=len(chunk.closest)) * potential
@@ -84,7 +84,7 @@ def _seed_sample(rows, key, prep, n_chosen: int, factor: float, potential: float
 
 def _seed_fold(rows, key, prep, n_chosen: int, new: np.ndarray, *, history=None):
     """k-means||: the new candidates join the centres of `closest`; the chunk's new potential."""
-    chunk = _chunk(rows, key, prep)
+    chunk = chunk_state(rows, key, prep)
     if not _seed_closest(chunk, n_chosen, None, history):
         return LOST
     if len(new):
@@ -95,7 +95,7 @@ def _seed_fold(rows, key, prep, n_chosen: int, new: np.ndarray, *, history=None)
 
 def _seed_counts(rows, key, prep, candidates: np.ndarray) -> np.ndarray:
     """k-means||: how many of the chunk's points have each candidate as their nearest."""
-    data = _chunk(rows, key, prep).data
+    data = chunk_state(rows, key, prep).data
     c32 = candidates.astype(np.float32)
     cn2 = engine.sq_norms(c32)
     counts = np.zeros(len(candidates), dtype=np.int64)
@@ -108,7 +108,7 @@ def _seed_counts(rows, key, prep, candidates: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------- the client's side
 
 
-def _fetch(chunks: _Chunks, indices: np.ndarray) -> np.ndarray:
+def _fetch(chunks: Chunks, indices: np.ndarray) -> np.ndarray:
     """Prepared rows of X at `indices` (of all of X), in that order, from the chunks holding them."""
     owner = np.searchsorted(chunks.starts, indices, side="right") - 1
     parts = np.unique(owner)
@@ -121,7 +121,7 @@ def _fetch(chunks: _Chunks, indices: np.ndarray) -> np.ndarray:
     return rows
 
 
-def random_rows(chunks: _Chunks, k: int, rng: np.random.Generator) -> np.ndarray:
+def random_rows(chunks: Chunks, k: int, rng: np.random.Generator) -> np.ndarray:
     """seeding.random_rows over chunks: K rows distinct in content, the same rows for the same
     random state (fetched in batches along the same permutation)."""
     order = rng.permutation(chunks.n)
@@ -140,7 +140,7 @@ def random_rows(chunks: _Chunks, k: int, rng: np.random.Generator) -> np.ndarray
 class _Seeding:
     """Seeding calls on the chunks: a LOST answer is asked again with the centres chosen so far."""
 
-    def __init__(self, chunks: _Chunks, history: np.ndarray):
+    def __init__(self, chunks: Chunks, history: np.ndarray):
         self.chunks, self.history = chunks, history
 
     def map(self, fn, *args, only=None, each=None, **kwargs) -> list:
@@ -162,7 +162,7 @@ class _Seeding:
         return rows
 
 
-def kmeans_plusplus(chunks: _Chunks, k: int, rng: np.random.Generator, chosen) -> np.ndarray:
+def kmeans_plusplus(chunks: Chunks, k: int, rng: np.random.Generator, chosen) -> np.ndarray:
     """Greedy k-means++ (seeding.kmeans_plusplus) over chunks: each new centre is the best of
     2 + ln K candidates drawn by D^2. Each chunk keeps its points' distance to the nearest centre;
     per centre, the chunks owning the draws send those rows, then all chunks try them."""
@@ -186,7 +186,7 @@ def kmeans_plusplus(chunks: _Chunks, k: int, rng: np.random.Generator, chosen) -
     return centers
 
 
-def kmeans_parallel(chunks: _Chunks, k: int, rng: np.random.Generator, rounds: int = 5) -> np.ndarray:
+def kmeans_parallel(chunks: Chunks, k: int, rng: np.random.Generator, rounds: int = 5) -> np.ndarray:
     """k-means|| (Bahmani et al., 2012) over chunks: `rounds` rounds in which every point joins
     the candidates with probability 2K x its D^2 / the potential (each chunk draws from its own
     stream, seeded by the client's generator), candidates weighted by how many points are nearest

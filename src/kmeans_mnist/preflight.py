@@ -1,0 +1,124 @@
+"""What the command line checks before any work, so that a run that cannot succeed stops at once.
+
+The output folder (a file in the way, no permission, a folder holding other settings' results),
+every K against the images (more clusters than images) and against the memory the engine
+estimates for it; a fit estimated to take hours is announced. Each refusal is a UsageError: the
+CLI prints it as one `error:` line and exits with code 2, having written nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+LONG_RUN_SECONDS = 3600  # a fit estimated to take longer is announced before it starts
+
+
+class UsageError(Exception):
+    """A mistake in the command line or the data; printed as one `error:` line, exit code 2."""
+
+
+def check_output(output: Path, dataset: str, ks: list[int]) -> None:
+    """Refuse an --output that cannot hold results (a file on the way, no write permission), creating nothing."""
+    folder = output / dataset
+    existing = folder
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        usable = existing.is_dir()
+    except OSError as error:
+        raise UsageError(f"cannot use --output {output}: {error.strerror or error}") from None
+    if not usable:
+        raise UsageError(
+            f"cannot write the results to {folder}: {existing} is a file, not a folder; choose another --output"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"cannot write the results to {folder}: no permission to write in {existing}; choose another --output"
+        )
+    from .summary import SummaryError, check_folder
+
+    try:
+        check_folder(folder, ks)
+    except SummaryError as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:
+        raise UsageError(
+            f"cannot read {folder}: {error.strerror or error}; choose another --output"
+        ) from None
+
+
+def check_k_fits(args: argparse.Namespace, data) -> None:
+    """Every K must be at most the number of images (say why there are so few when we know) and
+    fit in memory, refused before any work; a fit that will take hours is announced."""
+    too_big = [k for k in args.k if k > len(data)]
+    if not too_big:
+        check_cost(args, data)
+        return
+    why = ""
+    if data.n_blank_skipped:
+        why = f"; {data.n_blank_skipped:,} all-black images were skipped, --keep-blank keeps them"
+    elif args.limit is not None and args.limit == len(data):
+        why = f"; --limit {args.limit} keeps only that many"
+    if not len(data):
+        raise UsageError(f"no images to cluster in {data.source}{why}")
+    raise UsageError(
+        f"K={too_big[0]} is larger than the number of images ({len(data):,}): use K <= {len(data):,}{why}"
+    )
+
+
+def check_cost(args: argparse.Namespace, data) -> None:
+    """The engine's estimate of each K's memory (refuse what does not fit) and time (announce hours)."""
+    from .engine import estimate, largest_k
+
+    n, d = data.all_pixel.shape
+    settings = {
+        "dtype": data.all_pixel.dtype,
+        "init": args.init,
+        "n_init": args.n_init,
+        "max_iter": args.max_iter,
+    }
+    available = available_memory()
+    for k in args.k:
+        cost = estimate(n, d, k, **settings)
+        if available is not None and cost.bytes > available:
+            most = largest_k(n, d, available, **settings)
+            advice = f"use K <= {most:,}" if most else "use --limit to cluster fewer images"
+            raise UsageError(
+                f"K={k} needs about {cost.bytes / 2**30:.1f} GiB of working memory for {n:,} images and "
+                f"{available / 2**30:.1f} GiB is available: {advice}"
+            )
+        if cost.seconds > LONG_RUN_SECONDS and not args.quiet:
+            seeding = (
+                f", {duration(cost.init_seconds)} of it choosing k-means++ starting centres"
+                if cost.init_seconds > cost.seconds / 2
+                else ""
+            )
+            print(
+                f"note: K={k} will take very long, roughly {duration(cost.seconds)}{seeding}; Ctrl-C stops it",
+                file=sys.stderr,
+            )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None if unknown."""
+    with (
+        contextlib.suppress(OSError, ValueError, IndexError),
+        open("/proc/meminfo", encoding="ascii") as file,
+    ):
+        for line in file:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:,.0f} {unit}"
+    return f"{seconds:.0f} seconds"
