@@ -125,6 +125,26 @@ def test_blocks_of_assign_rows_give_exact_answers(monkeypatch, k):
     assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
 
 
+@pytest.mark.parametrize("k", [10, 50])
+def test_passes_without_bounds_give_exact_answers(monkeypatch, k):
+    """Every bound test counted useless (then two passes keep no bounds, and look at every
+    point): labels and iterations are still those of scikit-learn's float64 run."""
+    monkeypatch.setattr(engine, "PARALLEL_MIN_VALUES", 1)
+    monkeypatch.setattr(engine, "USELESS_STALE", 0.0)
+    tested = []
+    stale_rows = engine.BlockState.stale_rows
+    monkeypatch.setattr(
+        engine.BlockState, "stale_rows", lambda self, c: tested.append(self.bounded) or stale_rows(self, c)
+    )
+    X = np.random.default_rng(k).integers(28, 229, size=(3000, 784)).astype(np.uint8)  # slow to settle
+    init = X[np.random.default_rng(k).choice(len(X), k, replace=False)].astype(np.float64)
+    ours = engine.fit(X, k, init=init, tol=0)
+    ref = SKLearnKMeans(k, init=init, n_init=1, algorithm="lloyd", tol=0).fit(X.astype(np.float64))
+    assert np.array_equal(ours.labels_, ref.labels_)
+    assert ours.n_iter_ == ref.n_iter_ > 8
+    assert tested[:7] == [False, True, False, False, True, False, False]  # kept in passes 2, 5, ...
+
+
 def test_weighted_fit_on_compact_storage_matches_repeated_rows(monkeypatch):
     """Integer weights on the stored-rows path: the same clusters as the rows repeated."""
     monkeypatch.setattr(engine, "PARALLEL_MIN_VALUES", 1)

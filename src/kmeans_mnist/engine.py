@@ -62,6 +62,8 @@ WHOLE_MAX = 2.0**24 / (2 * ASSIGN_ROWS)  # whole numbers up to this sum exactly 
 BLOCK_VALUES = 2**22  # rows x K values per block of the assignment: fewer rows per block beyond K=1024
 MIN_BLOCK_ROWS = 16
 GAP_VALUES = 2**21  # values (float64) per step of the centre-to-centre distances: 16 MB
+USELESS_STALE = 0.98  # a bound test that finds this share of the points stale saved nothing: then
+SKIP_PASSES = 2  # this many passes keep no bounds (all points are looked at) before they are tried again
 
 
 class IterationInfo(NamedTuple):
@@ -883,6 +885,11 @@ class BlockState:
         self.weights = data.weights
         self.sums = np.zeros((k, d), dtype=np.float64)  # weighted sums of each cluster's points
         self.counts = np.zeros(k, dtype=np.int64 if self.weights is None else np.float64)  # or weights
+        # Passes left that keep no bounds. The first pass's are never of use: after the first
+        # update the centres move so far that every point is stale (MNIST K = 10 to 256, the
+        # benchmark's blobs); on heavily overlapping clusters they never are (see stale_rows).
+        self.skip_bounds = 1
+        self.bounded = False  # whether upper and lower hold valid bounds for every point
 
     def assign(self, centers: Centers, stale: np.ndarray | None = None) -> int:
         """Reassign the stale points (all when None) to their nearest centre; return how many moved.
@@ -891,17 +898,22 @@ class BlockState:
         only the shared sums are updated here, block by block, in order.
         """
         products = _Products(centers.values, self.data, self.group_size, self.groups)
+        keep = self.skip_bounds == 0
+        self.skip_bounds = max(0, self.skip_bounds - 1)
+        if stale is not None and not self.bounded:
+            raise ValueError("stale rows given, but the bounds were not kept: assign them all")
         moved = 0
         net = np.zeros_like(self.counts)  # points (or weight) gained by each cluster
         dense = DENSE_FRACTION if products.k <= FEW_CENTERS else DENSE_FRACTION_MANY
         blocks = _blocks(self.data.shape[0], stale, self.rows, dense)
-        work = lambda block: self._reassign(block, products)  # noqa: E731
+        work = lambda block: self._reassign(block, products, keep)  # noqa: E731
         for n_moved, touched, sums, counts in in_parallel(self.pool, work, blocks):
             if n_moved:
                 moved += n_moved
                 self.sums[touched] += sums
                 net += counts
         self.counts += net
+        self.bounded = keep
         if self.data.offset_norm:  # the sums moved are of rows as stored: back to the centred space
             self.sums -= net[:, None] * self.data.lloyd_shift
         if self.weights is not None:
@@ -911,9 +923,9 @@ class BlockState:
             self.sums[np.bincount(self.labels, minlength=k) == 0] = 0.0
         return moved
 
-    def _reassign(self, block, products: _Products):
-        """One block: new labels and bounds; how many points changed cluster, and the change of
-        the cluster sums and counts (in the centred space) that their moves make."""
+    def _reassign(self, block, products: _Products, keep: bool = True):
+        """One block: new labels (and bounds, if `keep`); how many points changed cluster, and
+        the change of the cluster sums and counts (in the centred space) that their moves make."""
         data = self.data
         xn2 = data.xn2[block]
         rows = np.arange(len(xn2))
@@ -925,17 +937,22 @@ class BlockState:
         new = d.argmin(axis=1).astype(np.int32)
         best = d[rows, new]
         d[rows, new] = np.inf  # the lower bounds are on the other centres
-        others = _group_minima(d, self.group_size).T.copy()  # G x rows
+        if keep or self.group_size == 1:
+            others = _group_minima(d, self.group_size).T.copy()  # G x rows
+            second = np.minimum.reduce(others, axis=0)
+        else:
+            others, second = None, d.min(axis=1)
         if products.k > 1:
-            self._settle_ties(points, xn2, products, d, new, best, others)
-        upper = best + xn2
-        np.maximum(upper, 0.0, out=upper)
-        self.upper[block] = np.sqrt(upper) * self.SLACK_UP
-        others += xn2.astype(np.float32)
-        np.maximum(others, 0.0, out=others)
-        np.sqrt(others, out=others)
-        others *= self.SLACK_DOWN
-        self.lower[:, block] = others
+            self._settle_ties(points, xn2, products, d, new, best, second, others)
+        if keep:
+            upper = best + xn2
+            np.maximum(upper, 0.0, out=upper)
+            self.upper[block] = np.sqrt(upper) * self.SLACK_UP
+            others += xn2.astype(np.float32)
+            np.maximum(others, 0.0, out=others)
+            np.sqrt(others, out=others)
+            others *= self.SLACK_DOWN
+            self.lower[:, block] = others
         old = self.labels[block].copy()  # a view when block is a slice
         self.labels[block] = new
         changed = np.flatnonzero(new != old)
@@ -948,7 +965,7 @@ class BlockState:
         touched, sums, counts = _moves(points, old, new, products.k, weights, data.whole)
         return len(changed), touched, sums, counts.astype(self.counts.dtype, copy=False)
 
-    def _settle_ties(self, points, xn2, products: _Products, d, new, best, others) -> None:
+    def _settle_ties(self, points, xn2, products: _Products, d, new, best, second, others) -> None:
         """Near ties, decided again in float64 from direct differences (labels, bounds).
 
         A row is a near tie when its two nearest centres are closer than float32 rounding can
@@ -956,8 +973,7 @@ class BlockState:
         their distances are recomputed, so labels are those of exact arithmetic.
         """
         data = self.data
-        gap = np.minimum.reduce(others, axis=0)
-        gap -= best
+        gap = second - best
         # Rounding grows with the values multiplied, x.c (rows as stored: |x_c + offset| <= |x_c| +
         # |offset|) and the adjust |c|^2 + 2 offset.c: relative TIE_MARGIN of |c| (2|x| + |c| + 2|offset|).
         # The block's largest row first (one comparison per row), then each candidate's own size.
@@ -986,13 +1002,19 @@ class BlockState:
             new[at] = labels
             best[at] = near[r, labels]
             near[r, labels] = np.inf
-            others[:, at] = _group_minima(near, self.group_size).T
+            if others is not None:
+                others[:, at] = _group_minima(near, self.group_size).T
 
-    def stale_rows(self, centers: Centers) -> np.ndarray:
-        """Move the bounds by the centres' shift; return the points whose cluster may change.
+    def stale_rows(self, centers: Centers) -> np.ndarray | None:
+        """Move the bounds by the centres' shift; return the points whose cluster may change
+        (None: all of them, the bounds were not kept).
 
         Parts of the rows go to the worker threads (G x N bounds: serial, this was 13 % of an
-        early iteration at K=32 on two threads)."""
+        early iteration at K=32 on two threads). When nearly every point is stale, the bounds
+        cost their upkeep and save nothing: the next SKIP_PASSES passes keep none (heavily
+        overlapping clusters, such as the benchmark's blobs, are stale at every iteration)."""
+        if not self.bounded:
+            return None
         group_shift = (group_maxima(centers.shift, self.groups) * self.SLACK_UP).astype(np.float32)[:, None]
         half_gaps = centers.half_gaps  # [g, a]: half the distance from centre a to the nearest of group g
         n = len(self.labels)
@@ -1010,7 +1032,10 @@ class BlockState:
             nearest_other = np.minimum.reduce(bound, axis=0)
             return np.flatnonzero(upper > nearest_other) + part.start
 
-        return np.concatenate(list(in_parallel(self.pool, work, chunks(n, size))))
+        stale = np.concatenate(list(in_parallel(self.pool, work, chunks(n, size))))
+        if len(stale) >= USELESS_STALE * n:
+            self.skip_bounds = SKIP_PASSES
+        return stale
 
     def energy(self, centers: np.ndarray) -> float:
         """Inertia of the current labels against `centers`, from the sums alone (no pass over X).
@@ -1121,7 +1146,9 @@ def lloyd(
             break
     if not strict:
         # Labels must match the final centres (as scikit-learn's last E-step).
-        state.assign(current, state.stale_rows(current))
+        stale = state.stale_rows(current)
+        state.skip_bounds = max(state.skip_bounds, 1)  # this pass's bounds would serve no one
+        state.assign(current, stale)
     final = current.values
     return _Run(final, state.labels, state.energy(final), i + 1, converged, reseeds)
 
