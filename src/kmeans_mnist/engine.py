@@ -974,15 +974,16 @@ class BlockState:
         """
         data = self.data
         gap = second - best
-        # Rounding grows with the values multiplied, x.c (rows as stored: |x_c + offset| <= |x_c| +
-        # |offset|) and the adjust |c|^2 + 2 offset.c: relative TIE_MARGIN of |c| (2|x| + |c| + 2|offset|).
-        # The block's largest row first (one comparison per row), then each candidate's own size.
+        # Rounding grows with the values multiplied: TIE_MARGIN of |x| |-2c| + |c|^2 (rows as stored:
+        # |x_c + offset| <= |x_c| + |offset|). The adjust's 2 offset.c is rounded once, to float32
+        # (relative 2^-24): 2^-20 of it covers that. The block's largest row first (one comparison
+        # per row), then each candidate's own size.
         c, shift = products.largest, data.offset_norm
         largest = math.sqrt(float(xn2.max())) + shift
-        close = np.flatnonzero(gap <= TIE_MARGIN * c * (2 * largest + c + 2 * shift))
+        close = np.flatnonzero(gap <= TIE_MARGIN * c * (2 * largest + c) + 2.0**-20 * 2 * shift * c)
         if not len(close):
             return
-        margin = TIE_MARGIN * c * (2 * (np.sqrt(xn2[close]) + shift) + c + 2 * shift)
+        margin = TIE_MARGIN * c * (2 * (np.sqrt(xn2[close]) + shift) + c) + 2.0**-20 * 2 * shift * c
         keep = gap[close] <= margin
         close, margin = close[keep], margin[keep]
         if not len(close):

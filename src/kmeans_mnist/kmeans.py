@@ -128,7 +128,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
             verbose=bool(self.verbose),
         )
         self._adopt(result, X.dtype)
-        distinct = len(np.unique(self.labels_))
+        distinct = np.count_nonzero(np.bincount(self.labels_, minlength=self.n_clusters))  # N labels unsorted
         if distinct < self.n_clusters:
             warnings.warn(
                 f"Number of distinct clusters ({distinct}) found smaller than n_clusters "
