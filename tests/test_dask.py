@@ -76,6 +76,25 @@ def test_iterations_reach_the_workers_without_a_task_each(client, digits):
     assert counts[0] == counts[1] and counts[0] < 30
 
 
+def test_workers_the_client_cannot_call_directly_fall_back_to_tasks(client, digits, monkeypatch):
+    """Actor calls that never get through (workers reachable only through the scheduler): the
+    fit runs on tasks, with the same answer, and does not set actors up again and again."""
+    from kmeans_mnist import dask_chunks
+
+    started = []
+    start = dask_chunks.Chunks._start_hosts
+
+    def unreachable(self, *args):
+        raise OSError("no route to the worker")
+
+    monkeypatch.setattr(dask_chunks.Chunks, "_by_hosts", unreachable)
+    monkeypatch.setattr(dask_chunks.Chunks, "_start_hosts", lambda self: started.append(1) or start(self))
+    X = digits[:2000]
+    init = X[:6]
+    same_fit(dask_engine.fit(da.from_array(X, chunks=(500, -1)), 6, init=init), engine.fit(X, 6, init=init))
+    assert started == [1]
+
+
 def test_same_answers_on_float_data_of_extreme_magnitude_and_without_a_cluster(digits):
     X = digits[:2000].astype(np.float32) * np.float32(1e30)  # scaled by a power of two, as in memory
     init = X[:6]

@@ -115,6 +115,7 @@ class Chunks:
         self.hosts: dict[str, Any] = {}  # worker address -> its Host actor (on a cluster)
         self.slots: dict[int, tuple[str, int]] = {}  # chunk -> (its worker, its place in the host)
         self._actors: list = []  # the futures that keep the actors alive
+        self.hosts_answered = False  # whether an actor call has come back in this fit
         if self.source is not None:
             self.parts = self._scatter(range(len(self.sizes)))
         elif client is not None:
@@ -145,13 +146,16 @@ class Chunks:
             return list(self.pool.map(work, range(len(indices))))
         if self.hosts:
             try:
-                return self._by_hosts(fn, indices, calls, kwargs)
+                answers = self._by_hosts(fn, indices, calls, kwargs)
+                self.hosts_answered = True
+                return answers
             except Exception:  # a worker lost with its actor: tasks recover (and rerun what ran)
                 self._stop_hosts()
                 answers = self._by_tasks(fn, indices, calls, kwargs)
-                with contextlib.suppress(Exception):
-                    self._start_hosts()
-                return answers
+                if self.hosts_answered:  # actors worked here: set them up on the workers left
+                    with contextlib.suppress(Exception):
+                        self._start_hosts()
+                return answers  # else (workers this client cannot reach directly): tasks only
         return self._by_tasks(fn, indices, calls, kwargs)
 
     def _by_hosts(self, fn, indices: list[int], calls: list[tuple], kwargs: dict) -> list:
