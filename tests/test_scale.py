@@ -145,6 +145,24 @@ def test_passes_without_bounds_give_exact_answers(monkeypatch, k):
     assert tested[:7] == [False, True, False, False, True, False, False]  # kept in passes 2, 5, ...
 
 
+@pytest.mark.parametrize("data", ["digits", "grey"])
+def test_tolerance_from_cluster_sums_is_the_column_sums_one(monkeypatch, data):
+    """Without column sums, the fit's tolerance comes from the first assignment's cluster sums:
+    the same value to the last bit (whole numbers sum exactly)."""
+    monkeypatch.setattr(engine, "PARALLEL_MIN_VALUES", 1)
+    rng = np.random.default_rng(3)
+    X = (
+        mnist_like(6000, seed=3)
+        if data == "digits"
+        else rng.integers(28, 229, size=(6000, 784)).astype(np.uint8)
+    )
+    lean = Prepared(X, column_sums=False)
+    assert lean.column_sums == []
+    state = engine.BlockState(lean, 7)
+    state.assign(engine.Centers(lean.transform_centers(X[:7].astype(np.float64))))
+    assert lean.tol_abs(1e-4, state.sums.sum(axis=0)) == Prepared(X).tol_abs(1e-4) > 0
+
+
 def test_weighted_fit_on_compact_storage_matches_repeated_rows(monkeypatch):
     """Integer weights on the stored-rows path: the same clusters as the rows repeated."""
     monkeypatch.setattr(engine, "PARALLEL_MIN_VALUES", 1)

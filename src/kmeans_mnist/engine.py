@@ -132,7 +132,7 @@ def fit(
     X = check_X(X)
     check_params(X, n_clusters, init=init, n_init=n_init, max_iter=max_iter, tol=tol)
     weights = check_sample_weight(sample_weight, X.shape[0])
-    data = Prepared(X, weights=weights)
+    data = Prepared(X, weights=weights, column_sums=weights is not None)  # else from the sums (see lloyd)
     rng = np.random.default_rng(random_state)
     n_runs = 1 if is_array(init) else n_init
     if callable(init):
@@ -150,7 +150,7 @@ def fit(
             start = init() if callable(init) else init
             centers = initial_centers(data, start, n_clusters, rng, pool, chosen)
             report = _reporter(run, data, callback, verbose)
-            result = lloyd(data, centers, max_iter, data.tol_abs(tol), report, pool)
+            result = lloyd(data, centers, max_iter, tol, report, pool)
             if best is None or result.inertia < best.inertia:
                 best = result
     return FitResult(
@@ -370,7 +370,8 @@ class Prepared:
     and saves the copy (4 bytes per pixel). Other input, and small data (where the conversions
     would cost more than the copy), is copied to float32 once. `offset` and `scale` may be given
     (new data against fitted centres, or one chunk of a larger X): then they are used as they are.
-    `weights` (N float64, or None for all ones) go with the rows.
+    `weights` (N float64, or None for all ones) go with the rows. Without `column_sums`, small
+    whole numbers skip them (tol_abs then takes them from the cluster sums of a first assignment).
     """
 
     def __init__(
@@ -379,6 +380,7 @@ class Prepared:
         offset: np.ndarray | None = None,
         scale: float | None = None,
         weights: np.ndarray | None = None,
+        column_sums: bool = True,
     ):
         n = X.shape[0]
         given_offset = offset
@@ -418,16 +420,17 @@ class Prepared:
         self.lloyd_shift = np.zeros(X.shape[1])
         self.offset_norm = 0.0
         self.xn2 = np.empty(n, dtype=np.float64)
-        self.column_sums: list[np.ndarray] = []
+        self.column_sums: list[np.ndarray] = []  # per chunk of rows (none: see tol_abs)
+        sum_columns = column_sums or not self.whole
         self.parallel = THREADS > 1 and X.size >= PARALLEL_MIN_VALUES  # worth worker threads
         if self.parallel:
             # As in the fit: blocks on worker threads, BLAS single-threaded in them (its own
             # threads on top would contend for the same cores: 10x slower on a loaded machine).
             with ThreadPoolExecutor(THREADS) as pool, threadpool_limits(1, user_api="blas"):
-                list(pool.map(lambda rows: self._fill(X, rows), chunks(n, FILL_TASK_ROWS)))
+                list(pool.map(lambda rows: self._fill(X, rows, sum_columns), chunks(n, FILL_TASK_ROWS)))
         else:
             for rows in chunks(n, FILL_TASK_ROWS):
-                self._fill(X, rows)
+                self._fill(X, rows, sum_columns)
         self.wxn2 = self.xn2 if weights is None else weights * self.xn2  # weighted squared norms
         offset64 = self.offset.astype(np.float64)
         if compact and given_offset is None and offset64 @ offset64 <= SHIFT_MAX * self.xn2.mean():
@@ -466,7 +469,7 @@ class Prepared:
         np.copyto(values, raw, casting="unsafe")
         return values
 
-    def _fill(self, X: np.ndarray, rows: slice) -> None:
+    def _fill(self, X: np.ndarray, rows: slice, sum_columns: bool) -> None:
         """Rows of the float32 copy (when there is one), their squared norms and column sums.
 
         In steps of FILL_ROWS rows, so that each step's converted rows are still in the core's
@@ -479,7 +482,8 @@ class Prepared:
             else:
                 chunk = self.x[part]
                 np.subtract(X[part] if self.scale == 1 else X[part] * self.scale, self.offset, out=chunk)
-            sums += np.ones(len(chunk), dtype=np.float32) @ chunk
+            if sum_columns:
+                sums += np.ones(len(chunk), dtype=np.float32) @ chunk
             norms = sq_norms(chunk)
             # Inertia is computed from these norms (see BlockState.energy), so they must be exact:
             # float32 is, for whole numbers below 2^24; other rows are redone in float64.
@@ -489,14 +493,19 @@ class Prepared:
                 norms = norms.astype(np.float64)
                 norms[inexact] = np.einsum("ij,ij->i", redo, redo)
             self.xn2[part] = norms
-        self.column_sums.append(sums)
+        if sum_columns:
+            self.column_sums.append(sums)
 
-    def tol_abs(self, tol: float) -> float:
-        """scikit-learn's tolerance: tol x the mean over features of the variance of X."""
+    def tol_abs(self, tol: float, column_sums: np.ndarray | None = None) -> float:
+        """scikit-learn's tolerance: tol x the mean over features of the variance of X. The
+        column sums (prepared space) may be given: the cluster sums of an unweighted assignment
+        add up to them, exactly for small whole numbers (then Prepared need not make them)."""
         if tol == 0:
             return 0.0
         n, d = self.shape
-        column_means = np.sum(self.column_sums, axis=0, dtype=np.float64) / n  # var = E[x^2] - E[x]^2
+        if column_sums is None:
+            column_sums = np.sum(self.column_sums, axis=0, dtype=np.float64)
+        column_means = column_sums / n  # var = E[x^2] - E[x]^2
         return tol * (self.xn2.sum() / n - float(column_means @ column_means)) / d
 
     def sq_distances(self, points: np.ndarray, pool: ThreadPoolExecutor | None) -> np.ndarray:
@@ -1123,11 +1132,13 @@ def lloyd(
     data: Prepared,
     centers: np.ndarray,
     max_iter: int,
-    tol_abs: float,
+    tol: float,
     report: Callable[[IterationInfo], Any] | None,
     pool: ThreadPoolExecutor | None,
 ) -> _Run:
-    """One run of Lloyd's algorithm from `centers` (prepared space) to convergence or max_iter."""
+    """One run of Lloyd's algorithm from `centers` (prepared space) to convergence or max_iter
+    (tol relative, as in fit)."""
+    tol_abs = data.tol_abs(tol) if data.column_sums or tol == 0 else None
     state = BlockState(data, len(centers), pool)
     current = Centers(centers.copy())
     strict = converged = False
@@ -1135,6 +1146,8 @@ def lloyd(
     for i in range(max_iter):
         started = time.perf_counter()
         n_changed = state.assign(current, None if i == 0 else state.stale_rows(current))
+        if tol_abs is None:  # no column sums made: an unweighted assignment's cluster sums add up to them
+            tol_abs = data.tol_abs(tol, state.sums.sum(axis=0))
         inertia = state.energy(current.values) if report else 0.0
         new_centers, reseeded = update_centers(state, current.values)
         reseeds += reseeded
