@@ -876,7 +876,7 @@ class BlockState:
     own group (Elkan); beyond, strided groups (centre j in group j mod G) keep it at G x N.
     When centres move by `shift`, upper grows by its centre's shift and lower[g] shrinks by the
     largest shift in g; a point needs a look only if some group g could hold a nearer centre:
-    upper > max(lower[g], half the smallest distance between its centre and one of g's).
+    upper > lower[g], and upper > half the distance from its centre to the nearest other one.
     """
 
     # Bounds carry float32 rounding: widen them by more than it, so no skip is ever wrong.
@@ -1026,7 +1026,7 @@ class BlockState:
         if not self.bounded:
             return None
         group_shift = (group_maxima(centers.shift, self.groups) * self.SLACK_UP).astype(np.float32)[:, None]
-        half_gaps = centers.half_gaps  # [g, a]: half the distance from centre a to the nearest of group g
+        half_gap = centers.half_gaps.min(axis=0)  # half the distance from each centre to its nearest other
         n = len(self.labels)
         size = BOUND_CHUNK if self.pool is None else min(BOUND_CHUNK, max(CHUNK_ROWS, -(-n // (4 * THREADS))))
 
@@ -1036,10 +1036,12 @@ class BlockState:
             upper += centers.shift[labels]
             lower = self.lower[:, part]
             lower -= group_shift
-            # nearest_other[i] = min over g of max(lower[g, i], half_gaps[g, label_i])
-            bound = np.take(half_gaps, labels, axis=1)
-            np.maximum(bound, lower, out=bound)
-            nearest_other = np.minimum.reduce(bound, axis=0)
+            # min over g of max(lower[g], half_gaps[g, label]) >= max(min over g of lower[g],
+            # half the distance from the label to its nearest other centre): the per-group
+            # maximum needs a G x N gather and pass, and on MNIST (K = 10 to 256) it proved
+            # the same points but 0.2 % (the lower bounds are the larger term there).
+            nearest_other = np.minimum.reduce(lower, axis=0)
+            np.maximum(nearest_other, half_gap[labels], out=nearest_other)
             return np.flatnonzero(upper > nearest_other) + part.start
 
         stale = np.concatenate(list(in_parallel(self.pool, work, chunks(n, size))))
