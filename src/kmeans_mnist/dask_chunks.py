@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import pickle
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -80,14 +81,16 @@ class Host:
         self.rows = rows
         self.pool = ThreadPoolExecutor(max(1, get_worker().state.nthreads))
 
-    async def run(self, fn, calls: list[tuple[int, tuple]], kwargs: dict) -> list:
-        """fn(rows of chunk `slot`, *call, **kwargs) for each (slot, call), in order."""
+    async def run(self, message: bytes) -> bytes:
+        """fn(rows of chunk `slot`, *call, **kwargs) for each (slot, call) of the pickled
+        (fn, calls, kwargs), in order, answered pickled (see Chunks._by_hosts)."""
+        fn, calls, kwargs = pickle.loads(message)
         loop = asyncio.get_running_loop()
         jobs = [
             loop.run_in_executor(self.pool, functools.partial(fn, self.rows[slot], *call, **kwargs))
             for slot, call in calls
         ]
-        return await asyncio.gather(*jobs)
+        return pickle.dumps(await asyncio.gather(*jobs), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 # ---------------------------------------------------------------------- the client's side
@@ -163,16 +166,23 @@ class Chunks:
         by_worker: dict[str, list[int]] = {}
         for n, i in enumerate(indices):
             by_worker.setdefault(self.slots[i][0], []).append(n)
+        # Pickled here into one bytes message each way: Dask would send each array (of the
+        # centres, of the sums) as a frame of its own, ~1.5 ms more a round trip on MNIST.
         pending = [
             (
                 members,
-                self.hosts[address].run(fn, [(self.slots[indices[n]][1], calls[n]) for n in members], kwargs),
+                self.hosts[address].run(
+                    pickle.dumps(
+                        (fn, [(self.slots[indices[n]][1], calls[n]) for n in members], kwargs),
+                        protocol=pickle.HIGHEST_PROTOCOL,
+                    )
+                ),
             )
             for address, members in by_worker.items()
         ]
         answers: list = [None] * len(indices)
         for members, future in pending:
-            for n, answer in zip(members, future.result(), strict=True):
+            for n, answer in zip(members, pickle.loads(future.result()), strict=True):
                 answers[n] = answer
         return answers
 
