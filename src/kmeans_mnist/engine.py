@@ -1076,22 +1076,22 @@ class BlockState:
 def update_centers(state: BlockState, centers: np.ndarray) -> tuple[np.ndarray, int]:
     """Means of the clusters; an empty cluster is re-seeded with the point farthest from its centre
     (scikit-learn's rule; with weights, a cluster of total weight 0 counts as empty)."""
-    sums, counts = state.sums.copy(), state.counts.copy()
+    sums, counts = state.sums, state.counts
     empty = np.flatnonzero(counts == 0)
+    if not len(empty):  # the usual case: no copies (K x D float64 each, 1 ms an iteration at K=256)
+        return sums / counts[:, None], 0
+    sums, counts = sums.copy(), counts.copy()
     reseeded = 0
-    if len(empty):
-        far, donors, rows, weights = state.farthest(centers, len(empty))
-        if far[0] > 0:  # all points on their centres (K > distinct points): nothing to gain
-            for cluster, donor, values, weight, distance in zip(
-                empty, donors, rows, weights, far, strict=True
-            ):
-                if distance < 0:
-                    continue
-                sums[donor] -= values * weight
-                counts[donor] -= weight
-                sums[cluster] = values * weight
-                counts[cluster] = weight
-                reseeded += 1
+    far, donors, rows, weights = state.farthest(centers, len(empty))
+    if far[0] > 0:  # all points on their centres (K > distinct points): nothing to gain
+        for cluster, donor, values, weight, distance in zip(empty, donors, rows, weights, far, strict=True):
+            if distance < 0:
+                continue
+            sums[donor] -= values * weight
+            counts[donor] -= weight
+            sums[cluster] = values * weight
+            counts[cluster] = weight
+            reseeded += 1
     new = centers.copy()  # a cluster still empty keeps its centre
     filled = counts > 0
     new[filled] = sums[filled] / counts[filled, None]
