@@ -44,7 +44,7 @@ import json, sys, time
 import numpy as np
 from concurrent.futures import ThreadPoolExecutor
 from threadpoolctl import threadpool_limits
-from kmeans_mnist import engine, seeding
+from kmeans_mnist import engine, prepared, seeding
 
 path, rows, k, what = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 x = np.load(path, mmap_mode="r")[:rows]
@@ -59,7 +59,7 @@ elif what == "converge":
     out = {"n_iter": result.n_iter_, "inertia": result.inertia_, "converged": result.converged_}
 elif what in ("k-means++", "k-means||"):
     data = engine.Prepared(x)
-    pool = ThreadPoolExecutor(engine.THREADS) if data.parallel else None
+    pool = ThreadPoolExecutor(prepared.THREADS) if data.parallel else None
     with threadpool_limits(1, user_api="blas") if pool else threadpool_limits(None):
         start = seeding.kmeans_plusplus if what == "k-means++" else seeding.kmeans_parallel
         start(data, k, np.random.default_rng(0), pool)
@@ -105,10 +105,10 @@ def _early_iterations(b) -> None:
 
 def _our_plusplus(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Our k-means++ start as a fit makes it: data prepared, worker threads, BLAS in one thread each."""
-    from kmeans_mnist import engine, seeding
+    from kmeans_mnist import engine, prepared, seeding
 
     data = engine.Prepared(x)
-    pool = ThreadPoolExecutor(engine.THREADS) if data.parallel else None
+    pool = ThreadPoolExecutor(prepared.THREADS) if data.parallel else None
     try:
         with threadpool_limits(1, user_api="blas") if pool else threadpool_limits(None):
             return seeding.kmeans_plusplus(data, k, np.random.default_rng(seed), pool)

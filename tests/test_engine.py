@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from kmeans_mnist import engine
+from kmeans_mnist import bounds, engine
 from kmeans_mnist.engine import BlockState, Centers, InitProgress, IterationInfo, Prepared
 from test_kmeans import mnist_like
 
@@ -93,21 +93,21 @@ def test_the_engine_does_not_import_scikit_learn():
 
 def test_half_gaps_in_blocks_equal_the_whole_matrix(monkeypatch):
     centers = np.random.default_rng(0).normal(size=(100, 7))
-    size, groups = engine.group_sizes(100)
+    size, groups = bounds.group_sizes(100)
     assert (size, groups) == (4, 25)
     d = np.sqrt(((centers[:, None] - centers[None]) ** 2).sum(axis=2)) / 2
     np.fill_diagonal(d, np.inf)
     whole = np.stack([d[g::groups].min(axis=0) for g in range(groups)])  # centre j in group j mod G
-    monkeypatch.setattr(engine, "GAP_VALUES", 300)  # 3 centres per block
-    np.testing.assert_allclose(engine.grouped_half_gaps(centers, groups), whole, rtol=1e-6)
+    monkeypatch.setattr(bounds, "GAP_VALUES", 300)  # 3 centres per block
+    np.testing.assert_allclose(bounds.grouped_half_gaps(centers, groups), whole, rtol=1e-6)
 
 
 def test_group_maxima_take_every_member_of_the_strided_groups():
     values = np.arange(33, dtype=np.float64)[::-1].copy()  # K=33: 17 groups of 2, the last one short
-    size, groups = engine.group_sizes(33)
+    size, groups = bounds.group_sizes(33)
     assert (size, groups) == (2, 17)
     expected = [max(values[g::groups]) for g in range(groups)]
-    np.testing.assert_array_equal(engine.group_maxima(values, groups), expected)
+    np.testing.assert_array_equal(bounds.group_maxima(values, groups), expected)
 
 
 def test_k_near_n_never_builds_k_by_k_arrays():

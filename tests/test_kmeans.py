@@ -292,12 +292,12 @@ def test_many_exact_ties_are_settled_in_small_steps():
 def test_threads_and_compact_storage_change_nothing(monkeypatch, init):
     """Large data runs on worker threads and converts uint8 blocks on the fly; small data runs in
     one thread on a float32 copy. Forced either way, the answers are the same."""
-    import kmeans_mnist.engine as engine
+    import kmeans_mnist.prepared as prepared
 
     X = mnist_like(3000, seed=12)
     fits = []
     for threshold in (1, 2**62):
-        monkeypatch.setattr(engine, "PARALLEL_MIN_VALUES", threshold)
+        monkeypatch.setattr(prepared, "PARALLEL_MIN_VALUES", threshold)
         fits.append(KMeans(8, init=init, n_init=2, random_state=5).fit(X))
     parallel, serial = fits
     assert np.array_equal(parallel.labels_, serial.labels_)

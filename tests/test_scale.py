@@ -8,7 +8,7 @@ import pytest
 from sklearn.cluster import KMeans as SKLearnKMeans
 from sklearn.metrics import adjusted_rand_score
 
-from kmeans_mnist import KMeans, engine, seeding
+from kmeans_mnist import KMeans, bounds, engine, prepared, seeding
 from kmeans_mnist.engine import InitProgress, Prepared
 from test_kmeans import mnist_like
 
@@ -90,14 +90,14 @@ def test_memory_mapped_input_gives_scikit_learns_answers(mapped):
 def test_compact_storage_gives_exact_answers(monkeypatch, data, k):
     """Large uint8 data (forced here on small data) takes the block-by-block paths: labels and
     iterations are those of scikit-learn's float64 run from the same start."""
-    monkeypatch.setattr(engine, "PARALLEL_MIN_VALUES", 1)
+    monkeypatch.setattr(prepared, "PARALLEL_MIN_VALUES", 1)
     if data == "digits":
         X = mnist_like(4000, seed=k)
     else:
         spread = 100 if data == "grey" else 10
         X = np.random.default_rng(k).integers(128 - spread, 129 + spread, size=(4000, 784)).astype(np.uint8)
-    prepared = Prepared(X)
-    assert prepared.raw is not None and bool(prepared.offset_norm) == (data != "flat")
+    as_read = Prepared(X)
+    assert as_read.raw is not None and bool(as_read.offset_norm) == (data != "flat")
     init = X[np.random.default_rng(k).choice(len(X), k, replace=False)].astype(np.float64)
     if (
         data == "flat"
@@ -114,8 +114,8 @@ def test_compact_storage_gives_exact_answers(monkeypatch, data, k):
 def test_blocks_of_assign_rows_give_exact_answers(monkeypatch, k):
     """Large data is assigned in blocks of up to ASSIGN_ROWS rows (forced here on small data):
     float32 sums of a whole block stay exact, labels and iterations are scikit-learn's float64 ones."""
-    monkeypatch.setattr(engine, "PARALLEL_MIN_VALUES", 1)
-    monkeypatch.setattr(engine, "block_rows", lambda k, n=None: engine.ASSIGN_ROWS)
+    monkeypatch.setattr(prepared, "PARALLEL_MIN_VALUES", 1)
+    monkeypatch.setattr(bounds, "block_rows", lambda k, n=None: prepared.ASSIGN_ROWS)
     X = mnist_like(9000, seed=k)
     init = X[np.random.default_rng(k).choice(len(X), k, replace=False)].astype(np.float64)
     ours = engine.fit(X, k, init=init)
@@ -129,8 +129,8 @@ def test_blocks_of_assign_rows_give_exact_answers(monkeypatch, k):
 def test_passes_without_bounds_give_exact_answers(monkeypatch, k):
     """Every bound test counted useless (then two passes keep no bounds, and look at every
     point): labels and iterations are still those of scikit-learn's float64 run."""
-    monkeypatch.setattr(engine, "PARALLEL_MIN_VALUES", 1)
-    monkeypatch.setattr(engine, "USELESS_STALE", 0.0)
+    monkeypatch.setattr(prepared, "PARALLEL_MIN_VALUES", 1)
+    monkeypatch.setattr(bounds, "USELESS_STALE", 0.0)
     tested = []
     stale_rows = engine.BlockState.stale_rows
     monkeypatch.setattr(
@@ -149,7 +149,7 @@ def test_passes_without_bounds_give_exact_answers(monkeypatch, k):
 def test_tolerance_from_cluster_sums_is_the_column_sums_one(monkeypatch, data):
     """Without column sums, the fit's tolerance comes from the first assignment's cluster sums:
     the same value to the last bit (whole numbers sum exactly)."""
-    monkeypatch.setattr(engine, "PARALLEL_MIN_VALUES", 1)
+    monkeypatch.setattr(prepared, "PARALLEL_MIN_VALUES", 1)
     rng = np.random.default_rng(3)
     X = (
         mnist_like(6000, seed=3)
@@ -165,7 +165,7 @@ def test_tolerance_from_cluster_sums_is_the_column_sums_one(monkeypatch, data):
 
 def test_weighted_fit_on_compact_storage_matches_repeated_rows(monkeypatch):
     """Integer weights on the stored-rows path: the same clusters as the rows repeated."""
-    monkeypatch.setattr(engine, "PARALLEL_MIN_VALUES", 1)
+    monkeypatch.setattr(prepared, "PARALLEL_MIN_VALUES", 1)
     X = mnist_like(2000, seed=8)
     weights = np.random.default_rng(8).integers(0, 3, size=len(X))
     init = X[weights > 0][:7].astype(np.float64)
@@ -202,7 +202,7 @@ def test_kmeans_parallel_is_as_good_as_kmeans_plus_plus_on_digits():
 def test_kmeans_parallel_same_seed_same_bits(monkeypatch):
     X = mnist_like(3000, seed=10)
     for threshold in (2**62, 1):  # in one thread on a float32 copy, then stored rows on threads
-        monkeypatch.setattr(engine, "PARALLEL_MIN_VALUES", threshold)
+        monkeypatch.setattr(prepared, "PARALLEL_MIN_VALUES", threshold)
         first = engine.fit(X, 8, init="k-means||", random_state=7, max_iter=3)
         again = engine.fit(X, 8, init="k-means||", random_state=7, max_iter=3)
         other = engine.fit(X, 8, init="k-means||", random_state=8, max_iter=3)

@@ -25,7 +25,7 @@ from typing import Any
 import dask
 import numpy as np
 
-from . import engine
+from . import prepared
 from .engine import BlockState, Prepared
 
 LOST = "lost"  # a task's answer when the state it needs is not on its worker (rebuild on request)
@@ -113,7 +113,7 @@ class Chunks:
             self.sizes = list(X.chunks[0])
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
         self.keys = [(token, i) for i in range(len(self.sizes))]
-        self.pool = ThreadPoolExecutor(engine.THREADS) if client is None else None
+        self.pool = ThreadPoolExecutor(prepared.THREADS) if client is None else None
         self.homes: dict[int, str] = {}  # chunk -> address of the worker that holds its state
         self.hosts: dict[str, Any] = {}  # worker address -> its Host actor (on a cluster)
         self.slots: dict[int, tuple[str, int]] = {}  # chunk -> (its worker, its place in the host)

@@ -39,7 +39,7 @@ import dask.array as da
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import engine
+from . import engine, prepared
 from .dask_chunks import CHUNKS, LOST, Chunks, chunk_state
 from .engine import BlockState, Centers, FitResult, InitProgress, IterationInfo, Prepared
 
@@ -150,7 +150,7 @@ def _whole_x(X, client) -> Prepared:
     Prepared takes whole: it holds fewer than 2 x OFFSET_SAMPLE_ROWS rows). Dask data is checked
     for NaN and infinity in the same pass.
     """
-    sample = X[:: max(1, X.shape[0] // engine.OFFSET_SAMPLE_ROWS)]
+    sample = X[:: max(1, X.shape[0] // prepared.OFFSET_SAMPLE_ROWS)]
     if X.dtype.kind == "f":
         wanted = (abs(X).max(), da.isfinite(X).all() if isinstance(X, da.Array) else True, sample)
     elif X.dtype.itemsize > 1:
