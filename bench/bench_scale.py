@@ -42,11 +42,11 @@ POLL_SECONDS = 0.02
 CHILD = r"""
 import json, sys, time
 import numpy as np
-from concurrent.futures import ThreadPoolExecutor
-from threadpoolctl import threadpool_limits
-from kmeans_mnist import engine, prepared, seeding
+from kmeans_mnist import engine
 
 path, rows, k, what = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+sys.path.insert(0, sys.argv[5])  # bench/: our_start, the start as a fit makes it
+from bench_scale import our_start
 x = np.load(path, mmap_mode="r")[:rows]
 init = x[np.sort(np.random.default_rng(0).choice(rows, k, replace=False))].astype(np.float64)
 out = {}
@@ -58,11 +58,7 @@ elif what == "converge":
     result = engine.fit(x, k, init=init)
     out = {"n_iter": result.n_iter_, "inertia": result.inertia_, "converged": result.converged_}
 elif what in ("k-means++", "k-means||"):
-    data = engine.Prepared(x)
-    pool = ThreadPoolExecutor(prepared.THREADS) if data.parallel else None
-    with threadpool_limits(1, user_api="blas") if pool else threadpool_limits(None):
-        start = seeding.kmeans_plusplus if what == "k-means++" else seeding.kmeans_parallel
-        start(data, k, np.random.default_rng(0), pool)
+    our_start(x, k, 0, what)
 elif what == "sklearn":
     from sklearn.cluster import KMeans
     x32 = np.asarray(x, dtype=np.float32)
@@ -103,15 +99,16 @@ def _early_iterations(b) -> None:
         gc.collect()
 
 
-def _our_plusplus(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Our k-means++ start as a fit makes it: data prepared, worker threads, BLAS in one thread each."""
-    from kmeans_mnist import engine, prepared, seeding
+def our_start(x: np.ndarray, k: int, seed: int, init: str = "k-means++") -> np.ndarray:
+    """Our start ("k-means++" or "k-means||") as a fit makes it: data prepared, worker threads,
+    BLAS in one thread each."""
+    from kmeans_mnist import engine, prepared
 
     data = engine.Prepared(x)
     pool = ThreadPoolExecutor(prepared.THREADS) if data.parallel else None
     try:
         with threadpool_limits(1, user_api="blas") if pool else threadpool_limits(None):
-            return seeding.kmeans_plusplus(data, k, np.random.default_rng(seed), pool)
+            return engine.initial_centers(data, init, k, np.random.default_rng(seed), pool)
     finally:
         if pool is not None:
             pool.shutdown()
@@ -124,13 +121,13 @@ def _plusplus(b) -> None:
 
     x = b.data("mnist")
     x32, x64 = x.astype(np.float32), x.astype(np.float64)
-    _our_plusplus(x, 10, 999)
+    our_start(x, 10, 999)
     kmeans_plusplus(x32, 10, random_state=999)
     for k in (10, 100):
         ours, ref, ref64 = [], [], []
         for repeat in range(b.repeats):
             sides = [
-                (ours, lambda k=k, repeat=repeat: _our_plusplus(x, k, repeat)),
+                (ours, lambda k=k, repeat=repeat: our_start(x, k, repeat)),
                 (ref, lambda k=k, repeat=repeat: kmeans_plusplus(x32, k, random_state=repeat)),
                 (ref64, lambda k=k, repeat=repeat: kmeans_plusplus(x64, k, random_state=repeat)),
             ]
@@ -229,7 +226,7 @@ def _generated(b) -> None:
         **{"ours/ref": fmt_ratio(parallel, plus)},
         target=f"< 0.25x: {verdict(parallel < 0.25 * plus)}",
         notes="k-means||: 5 rounds of ~2K candidates, 6 passes over the data, ~101 distances a row; "
-        "k-means++: K = 10 passes, 2 + ln K = 4 candidates each, 40 distances a row",
+        "k-means++: K = 10 passes, 2 + ln K = 4 candidates each after the first, 37 distances a row",
     )
     ref = _measure(path, smallest, 10, "sklearn")
     ours = _measure(path, smallest, 10, "iterations")
@@ -268,7 +265,7 @@ def _generated_set(b, rows: int) -> Path:
 def _measure(path: Path, rows: int, k: int, what: str) -> dict:
     """One measurement in a fresh process; its result and peak private memory (bytes)."""
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), str(rows), str(k), what],
+        [sys.executable, "-c", CHILD, str(path), str(rows), str(k), what, str(Path(__file__).parent)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

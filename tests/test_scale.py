@@ -22,6 +22,14 @@ def blobs(n_per: int, centres: int, seed: int = 0, spread: int = 12) -> tuple[np
     return X.astype(np.uint8), which
 
 
+def assert_float64_answer(ours, X: np.ndarray, init: np.ndarray) -> None:
+    """`ours` is scikit-learn's float64 answer from the same start: labels, iterations, inertia."""
+    ref = SKLearnKMeans(len(init), init=init, n_init=1, algorithm="lloyd").fit(X.astype(np.float64))
+    assert np.array_equal(ours.labels_, ref.labels_)
+    assert ours.n_iter_ == ref.n_iter_
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+
+
 # ---------------------------------------------------------------------- memory-mapped input
 
 
@@ -65,11 +73,7 @@ def test_memory_mapped_input_is_fitted_without_a_copy(mapped, fit):
 def test_memory_mapped_input_gives_scikit_learns_answers(mapped):
     X_mapped, X = mapped
     init = X[100:110].astype(np.float64)
-    ours = engine.fit(X_mapped[:15_000], 10, init=init)
-    ref = SKLearnKMeans(10, init=init, n_init=1, algorithm="lloyd").fit(X[:15_000].astype(np.float64))
-    assert np.array_equal(ours.labels_, ref.labels_)
-    assert ours.n_iter_ == ref.n_iter_
-    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+    assert_float64_answer(engine.fit(X_mapped[:15_000], 10, init=init), X[:15_000], init)
 
 
 # ---------------------------------------------------------------------- exact on every path
@@ -103,11 +107,7 @@ def test_compact_storage_gives_exact_answers(monkeypatch, data, k):
         data == "flat"
     ):  # whole rows this close tie exactly with whole centres: scikit-learn's pick is rounding's
         init += np.random.default_rng(k).uniform(-0.5, 0.5, size=init.shape)
-    ours = engine.fit(X, k, init=init)
-    ref = SKLearnKMeans(k, init=init, n_init=1, algorithm="lloyd").fit(X.astype(np.float64))
-    assert np.array_equal(ours.labels_, ref.labels_)
-    assert ours.n_iter_ == ref.n_iter_
-    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+    assert_float64_answer(engine.fit(X, k, init=init), X, init)
 
 
 @pytest.mark.parametrize("k", [10, 40])
@@ -118,11 +118,7 @@ def test_blocks_of_assign_rows_give_exact_answers(monkeypatch, k):
     monkeypatch.setattr(bounds, "block_rows", lambda k, n=None: prepared.ASSIGN_ROWS)
     X = mnist_like(9000, seed=k)
     init = X[np.random.default_rng(k).choice(len(X), k, replace=False)].astype(np.float64)
-    ours = engine.fit(X, k, init=init)
-    ref = SKLearnKMeans(k, init=init, n_init=1, algorithm="lloyd").fit(X.astype(np.float64))
-    assert np.array_equal(ours.labels_, ref.labels_)
-    assert ours.n_iter_ == ref.n_iter_
-    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-9)
+    assert_float64_answer(engine.fit(X, k, init=init), X, init)
 
 
 @pytest.mark.parametrize("k", [10, 50])

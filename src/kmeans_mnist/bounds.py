@@ -322,11 +322,14 @@ class BlockState:
         # (relative 2^-24): 2^-20 of it covers that. The block's largest row first (one comparison
         # per row), then each candidate's own size.
         c, shift = products.largest, data.offset_norm
-        largest = math.sqrt(float(xn2.max())) + shift
-        close = np.flatnonzero(gap <= TIE_MARGIN * c * (2 * largest + c) + 2.0**-20 * 2 * shift * c)
+
+        def tie_margin(row_norm):
+            return TIE_MARGIN * c * (2 * (row_norm + shift) + c) + 2.0**-20 * 2 * shift * c
+
+        close = np.flatnonzero(gap <= tie_margin(math.sqrt(float(xn2.max()))))
         if not len(close):
             return
-        margin = TIE_MARGIN * c * (2 * (np.sqrt(xn2[close]) + shift) + c) + 2.0**-20 * 2 * shift * c
+        margin = tie_margin(np.sqrt(xn2[close]))
         keep = gap[close] <= margin
         close, margin = close[keep], margin[keep]
         if not len(close):

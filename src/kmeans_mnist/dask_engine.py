@@ -332,9 +332,8 @@ def _tolerance(stats: list[_Stats], n: int, tol: float) -> float:
     """engine.Prepared.tol_abs for all of X: tol x the mean per-feature variance."""
     if tol == 0:
         return 0.0
-    column_means = np.sum([s.column_sums for s in stats], axis=0) / n
-    d = len(column_means)
-    return tol * (sum(s.norm_sum for s in stats) / n - float(column_means @ column_means)) / d
+    column_sums = np.sum([s.column_sums for s in stats], axis=0)
+    return prepared.variance_tolerance(tol, sum(s.norm_sum for s in stats), column_sums, n)
 
 
 def _label_parts(chunks: Chunks, run: int, version: int, centers: np.ndarray) -> list:

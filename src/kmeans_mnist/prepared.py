@@ -176,11 +176,9 @@ class Prepared:
         add up to them, exactly for small whole numbers (then Prepared need not make them)."""
         if tol == 0:
             return 0.0
-        n, d = self.shape
         if column_sums is None:
             column_sums = np.sum(self.column_sums, axis=0, dtype=np.float64)
-        column_means = column_sums / n  # var = E[x^2] - E[x]^2
-        return tol * (self.xn2.sum() / n - float(column_means @ column_means)) / d
+        return variance_tolerance(tol, self.xn2.sum(), column_sums, self.shape[0])
 
     def sq_distances(self, points: np.ndarray, pool: ThreadPoolExecutor | None) -> np.ndarray:
         """Squared distances from every row of X to each of `points` (N x len(points), float32)."""
@@ -242,6 +240,15 @@ class Prepared:
 
     def restore_centers(self, centers: np.ndarray) -> np.ndarray:
         return (centers + self.offset) / self.scale
+
+
+def variance_tolerance(tol: float, norm_sum: float, column_sums: np.ndarray, n: int) -> float:
+    """scikit-learn's tolerance for n rows: tol x the mean over features of their variance, from
+    the sum of their squared norms and their column sums (var = E[x^2] - E[x]^2)."""
+    if tol == 0:
+        return 0.0
+    column_means = column_sums / n
+    return tol * (norm_sum / n - float(column_means @ column_means)) / len(column_sums)
 
 
 def _largest_magnitude(X: np.ndarray) -> float:
