@@ -159,6 +159,37 @@ def test_tolerance_from_cluster_sums_is_the_column_sums_one(monkeypatch, data):
     assert lean.tol_abs(1e-4, state.sums.sum(axis=0)) == Prepared(X).tol_abs(1e-4) > 0
 
 
+@pytest.mark.parametrize("data", ["digits", "grey", "bright"])
+def test_norms_come_from_the_first_pass_exactly(monkeypatch, data):
+    """Compact rows without column sums leave their squared norms to the first pass that converts
+    every row (the first assignment, or k-means++'s first pass): no pass of their own, and the
+    same values to the last bit as that pass makes (also for rows of 255s, |x|^2 = 51M > 2^24,
+    which float32 would round)."""
+    monkeypatch.setattr(prepared, "PARALLEL_MIN_VALUES", 1)
+    rng = np.random.default_rng(5)
+    if data == "digits":
+        X = mnist_like(5000, seed=5)
+    elif data == "grey":
+        X = rng.integers(28, 229, size=(5000, 784)).astype(np.uint8)
+    else:
+        X = mnist_like(5000, seed=5)
+        X[rng.choice(len(X), 300, replace=False)] = 255
+    eager = Prepared(X)
+    passes = []
+    fill_all = Prepared._fill_all
+    monkeypatch.setattr(Prepared, "_fill_all", lambda self, *a: passes.append(1) or fill_all(self, *a))
+    for start in ("array", "k-means++"):
+        lean = Prepared(X, column_sums=False)
+        init = X[:9].astype(np.float64) if start == "array" else "k-means++"
+        centers = engine.initial_centers(lean, init, 9, np.random.default_rng(0))
+        engine.BlockState(lean, 9).assign(engine.Centers(centers))
+        assert np.array_equal(lean.xn2, eager.xn2) and not passes
+    read_first = Prepared(X, column_sums=False).xn2  # before any pass: a pass of their own
+    assert np.array_equal(read_first, eager.xn2) and passes == [1]
+    init = X[rng.choice(len(X), 9, replace=False)].astype(np.float64)
+    assert_float64_answer(engine.fit(X, 9, init=init), X, init)
+
+
 def test_weighted_fit_on_compact_storage_matches_repeated_rows(monkeypatch):
     """Integer weights on the stored-rows path: the same clusters as the rows repeated."""
     monkeypatch.setattr(prepared, "PARALLEL_MIN_VALUES", 1)

@@ -260,6 +260,8 @@ class BlockState:
                 net += counts
         self.counts += net
         self.bounded = keep
+        if stale is None:
+            self.data.norms_made()  # every row went through norms_of
         if self.data.offset_norm:  # the sums moved are of rows as stored: back to the centred space
             self.sums -= net[:, None] * self.data.lloyd_shift
         if self.weights is not None:
@@ -273,9 +275,9 @@ class BlockState:
         """One block: new labels (and bounds, if `keep`); how many points changed cluster, and
         the change of the cluster sums and counts (in the centred space) that their moves make."""
         data = self.data
-        xn2 = data.xn2[block]
-        rows = np.arange(len(xn2))
         points = data.lloyd_block(block, scratch=True)
+        xn2 = data.norms_of(block, points)
+        rows = np.arange(len(xn2))
         d = points @ products.minus2_t  # -2 x.c, then + |c|^2 (+ 2 shift.c): |x - c|^2 - |x|^2
         if d.shape[1] > products.width:
             d = d[:, : products.width]

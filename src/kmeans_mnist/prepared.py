@@ -89,14 +89,58 @@ class Prepared:
         # over each block saved): `lloyd_shift` is then the offset, what those coordinates add to
         # the centred ones. Only while the offset is not far larger than the rows' spread: float32
         # products round like the values they multiply, and more rounding means more near ties
-        # to settle in float64 (|offset|^2 against the mean |x - offset|^2: MNIST 0.7, the
+        # to settle in float64 (|offset|^2 against the mean |x - offset|^2 of a sample: MNIST 0.7, the
         # benchmark's grey blobs 4.8, 16 % faster so; nearly flat data stays centred).
         self.lloyd_shift = np.zeros(X.shape[1])
         self.offset_norm = 0.0
-        self.xn2 = np.empty(n, dtype=np.float64)
+        offset64 = self.offset.astype(np.float64)
+        if (
+            compact
+            and given_offset is None
+            and offset64 @ offset64 <= SHIFT_MAX * _mean_sq_norm(X, self.offset)
+        ):
+            self.lloyd_shift = offset64
+            self.offset_norm = math.sqrt(offset64 @ offset64)
+        self._xn2 = np.empty(n, dtype=np.float64)
         self.column_sums: list[np.ndarray] = []  # per chunk of rows (none: see tol_abs)
-        sum_columns = column_sums or not self.whole
         self.parallel = THREADS > 1 and X.size >= PARALLEL_MIN_VALUES  # worth worker threads
+        # Compact rows without weights or column sums leave their norms to the first pass that
+        # converts every row (the first assignment, or a seeding's first pass: see norms_of):
+        # a pass over X saved (MNIST: 22 ms of a 10-iteration fit's 400 at K=32).
+        self._norms_ready = False
+        if not (compact and weights is None and self.whole and not column_sums):
+            self._fill_all(X, column_sums or not self.whole)
+        self._wxn2 = None if weights is None else weights * self._xn2  # weighted squared norms
+
+    @property
+    def xn2(self) -> np.ndarray:
+        """Squared norms of the prepared rows (N float64, exact for whole numbers); made by a pass
+        of their own if no pass has made them yet. Never first read on a worker thread."""
+        if not self._norms_ready:  # deferred: compact rows, so `raw` is X
+            self._fill_all(self.raw, False)
+        return self._xn2
+
+    @property
+    def wxn2(self) -> np.ndarray:
+        """The squared norms times the weights."""
+        return self.xn2 if self._wxn2 is None else self._wxn2
+
+    def norms_of(self, rows: slice | np.ndarray, points: np.ndarray) -> np.ndarray:
+        """xn2[rows]; while the norms are still to be made, made here from `points` (those rows as
+        lloyd_block gives them) and kept: a pass over all rows ends with norms_made()."""
+        if self._norms_ready:
+            return self._xn2[rows]
+        norms = _exact_whole_norms(points, self.lloyd_shift if self.offset_norm else None)
+        self._xn2[rows] = norms
+        return norms
+
+    def norms_made(self) -> None:
+        """Every row's norm has gone through norms_of (a pass over all rows has ended)."""
+        self._norms_ready = True
+
+    def _fill_all(self, X: np.ndarray, sum_columns: bool) -> None:
+        """The pass that makes the norms (and the float32 copy, the column sums where asked)."""
+        n = self.shape[0]
         if self.parallel:
             # As in the fit: blocks on worker threads, BLAS single-threaded in them (its own
             # threads on top would contend for the same cores: 10x slower on a loaded machine).
@@ -105,11 +149,7 @@ class Prepared:
         else:
             for rows in chunks(n, FILL_TASK_ROWS):
                 self._fill(X, rows, sum_columns)
-        self.wxn2 = self.xn2 if weights is None else weights * self.xn2  # weighted squared norms
-        offset64 = self.offset.astype(np.float64)
-        if compact and given_offset is None and offset64 @ offset64 <= SHIFT_MAX * self.xn2.mean():
-            self.lloyd_shift = offset64
-            self.offset_norm = math.sqrt(offset64 @ offset64)
+        self._norms_ready = True
 
     def block(self, rows: slice | np.ndarray, scratch: bool = False) -> np.ndarray:
         """Rows of X as float32, scaled and centred (a new array, or a view of the float32 copy).
@@ -166,7 +206,7 @@ class Prepared:
                 redo = chunk[inexact].astype(np.float64)
                 norms = norms.astype(np.float64)
                 norms[inexact] = np.einsum("ij,ij->i", redo, redo)
-            self.xn2[part] = norms
+            self._xn2[part] = norms
         if sum_columns:
             self.column_sums.append(sums)
 
@@ -182,8 +222,8 @@ class Prepared:
 
     def sq_distances(self, points: np.ndarray, pool: ThreadPoolExecutor | None) -> np.ndarray:
         """Squared distances from every row of X to each of `points` (N x len(points), float32)."""
-        norms = sq_norms(points)
-        work = lambda rows: sq_distances(self.block(rows, True), self.xn2[rows], points, norms)  # noqa: E731
+        norms, xn2 = sq_norms(points), self.xn2
+        work = lambda rows: sq_distances(self.block(rows, True), xn2[rows], points, norms)  # noqa: E731
         return np.concatenate(list(in_parallel(pool, work, chunks(self.shape[0]))))
 
     def closest_to(
@@ -203,9 +243,10 @@ class Prepared:
         adjust = (np.einsum("ij,ij->i", c32, c32) + 2 * (c32 @ self.lloyd_shift)).astype(np.float32)
 
         def work(rows: slice) -> np.ndarray:
-            d2 = self.lloyd_block(rows, scratch=True) @ minus2_t
+            points = self.lloyd_block(rows, scratch=True)
+            d2 = points @ minus2_t
             d2 += adjust
-            d2 += self.xn2[rows, None].astype(np.float32)
+            d2 += self.norms_of(rows, points)[:, None].astype(np.float32)
             np.maximum(d2, 0.0, out=d2)
             if closest is not None:
                 np.minimum(d2, closest[rows, None], out=d2)
@@ -214,7 +255,9 @@ class Prepared:
                 return d2.sum(axis=0, dtype=np.float64)
             return weights[rows] @ d2
 
-        return np.sum(list(in_parallel(pool, work, chunks(self.shape[0]))), axis=0)
+        potentials = np.sum(list(in_parallel(pool, work, chunks(self.shape[0]))), axis=0)
+        self.norms_made()
+        return potentials
 
     def nearest_of(
         self, points: np.ndarray, pool: ThreadPoolExecutor | None
@@ -226,13 +269,15 @@ class Prepared:
         adjust = (np.einsum("ij,ij->i", c32, c32) + 2 * (c32 @ self.lloyd_shift)).astype(np.float32)
 
         def work(rows: slice) -> tuple[np.ndarray, np.ndarray]:
-            d2 = self.lloyd_block(rows, scratch=True) @ minus2_t
+            points = self.lloyd_block(rows, scratch=True)
+            d2 = points @ minus2_t
             d2 += adjust
             index = d2.argmin(axis=1).astype(np.int32)
-            nearest = d2[np.arange(len(index)), index] + self.xn2[rows].astype(np.float32)
+            nearest = d2[np.arange(len(index)), index] + self.norms_of(rows, points).astype(np.float32)
             return np.maximum(nearest, 0.0, out=nearest), index
 
         parts = list(in_parallel(pool, work, chunks(self.shape[0])))
+        self.norms_made()
         return np.concatenate([part[0] for part in parts]), np.concatenate([part[1] for part in parts])
 
     def transform_centers(self, centers: np.ndarray) -> np.ndarray:
@@ -240,6 +285,32 @@ class Prepared:
 
     def restore_centers(self, centers: np.ndarray) -> np.ndarray:
         return (centers + self.offset) / self.scale
+
+
+def _mean_sq_norm(X: np.ndarray, offset: np.ndarray) -> float:
+    """Mean of |x - offset|^2 over a strided sample of about 512 rows (a speed choice rests on it)."""
+    sample = X[:: max(1, X.shape[0] // 512)].astype(np.float64) - offset
+    return float(np.einsum("ij,ij->", sample, sample)) / len(sample)
+
+
+def _exact_whole_norms(points: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
+    """|x - shift|^2 (float64, exact) of float32 rows of whole numbers (shift: whole, or None for 0).
+
+    float32 is exact while every partial sum stays below 2^24: |x|^2 when it is below 2^24, and
+    x.shift when |x| |shift| is (Cauchy-Schwarz bounds every partial sum); then
+    |x|^2 - 2 x.shift + |shift|^2 is exact in float64. Other rows are summed in float64.
+    """
+    norms = sq_norms(points).astype(np.float64)
+    inexact = norms >= 2.0**24
+    if shift is not None:
+        shift_sq = float(shift @ shift)
+        inexact |= np.sqrt(norms) * math.sqrt(shift_sq) >= 2.0**24
+        norms += shift_sq - 2 * (points @ shift.astype(np.float32)).astype(np.float64)
+    redo = np.flatnonzero(inexact)
+    if len(redo):
+        rows = points[redo].astype(np.float64) - (0.0 if shift is None else shift)
+        norms[redo] = np.einsum("ij,ij->i", rows, rows)
+    return norms
 
 
 def variance_tolerance(tol: float, norm_sum: float, column_sums: np.ndarray, n: int) -> float:
