@@ -190,14 +190,15 @@ def test_norms_come_from_the_first_pass_exactly(monkeypatch, data):
     assert_float64_answer(engine.fit(X, 9, init=init), X, init)
 
 
-def test_weighted_fit_on_compact_storage_matches_repeated_rows(monkeypatch):
+@pytest.mark.parametrize("k", [7, 12])  # cluster sums moved by the dense product, by the sparse one
+def test_weighted_fit_on_compact_storage_matches_repeated_rows(monkeypatch, k):
     """Integer weights on the stored-rows path: the same clusters as the rows repeated."""
     monkeypatch.setattr(prepared, "PARALLEL_MIN_VALUES", 1)
     X = mnist_like(2000, seed=8)
     weights = np.random.default_rng(8).integers(0, 3, size=len(X))
-    init = X[weights > 0][:7].astype(np.float64)
-    weighted = engine.fit(X, 7, init=init, sample_weight=weights)
-    repeated = engine.fit(np.repeat(X, weights, axis=0), 7, init=init)
+    init = X[weights > 0][:k].astype(np.float64)
+    weighted = engine.fit(X, k, init=init, sample_weight=weights)
+    repeated = engine.fit(np.repeat(X, weights, axis=0), k, init=init)
     np.testing.assert_allclose(weighted.cluster_centers_, repeated.cluster_centers_, rtol=0, atol=1e-9)
     assert weighted.inertia_ == pytest.approx(repeated.inertia_, rel=1e-9)
     assert weighted.n_iter_ == repeated.n_iter_
