@@ -108,7 +108,7 @@ class Prepared:
         # converts every row (the first assignment, or a seeding's first pass: see norms_of):
         # a pass over X saved (MNIST: 22 ms of a 10-iteration fit's 400 at K=32).
         self._norms_ready = False
-        if not (compact and weights is None and self.whole and not column_sums):
+        if not (compact and weights is None and not column_sums):
             self._fill_all(X, column_sums or not self.whole)
         self._wxn2 = None if weights is None else weights * self._xn2  # weighted squared norms
 
@@ -198,15 +198,11 @@ class Prepared:
                 np.subtract(X[part] if self.scale == 1 else X[part] * self.scale, self.offset, out=chunk)
             if sum_columns:
                 sums += np.ones(len(chunk), dtype=np.float32) @ chunk
-            norms = sq_norms(chunk)
             # Inertia is computed from these norms (see BlockState.energy), so they must be exact:
-            # float32 is, for whole numbers below 2^24; other rows are redone in float64.
-            inexact = np.flatnonzero(norms >= 2.0**24) if self.whole else np.arange(len(norms))
-            if len(inexact):
-                redo = chunk[inexact].astype(np.float64)
-                norms = norms.astype(np.float64)
-                norms[inexact] = np.einsum("ij,ij->i", redo, redo)
-            self._xn2[part] = norms
+            # float32 is, for whole numbers below 2^24; other rows are summed in float64.
+            self._xn2[part] = (
+                _exact_whole_norms(chunk, None) if self.whole else sq_norms(chunk.astype(np.float64))
+            )
         if sum_columns:
             self.column_sums.append(sums)
 
