@@ -14,8 +14,9 @@
   pages that RSS counts): 20 iterations (tol=0) from a shared random start, a fit to
   convergence (tol=1e-4) from the same start, the k-means++ and the k-means|| starts. The
   k-means|| row's target: less than a quarter of k-means++'s start on the 8.1M set.
-  Both starts are also set against scikit-learn's `kmeans_plusplus` on the 1M set. scikit-learn runs the 20 iterations on the 1M set only (its float32 copy, 3.1 GB there, would
-  be 25.4 GB at 8.1M: more than this 24 GB machine holds).
+  Both starts are also set against scikit-learn's `kmeans_plusplus` on the 1M set. scikit-learn
+  runs the 20 iterations on the 1M set only (its float32 copy, 3.1 GB there, would be 25.4 GB at
+  8.1M: more than this 24 GB machine holds).
 """
 
 from __future__ import annotations

@@ -43,10 +43,10 @@ from .bounds import BlockState, Centers, update_centers
 from .prepared import (
     CHUNK_ROWS,
     Prepared,
-    _largest_magnitude,
-    _power_of_two_scale,
     chunks,
+    largest_magnitude,
     nearest,
+    power_of_two_scale,
     sq_distances_to_own,
     sq_norms,
 )
@@ -415,7 +415,7 @@ def lloyd(
 
 def _against_centers(X: np.ndarray, centers: np.ndarray) -> tuple[Prepared, np.ndarray]:
     """X prepared around the centres' mean (any offset works; this one needs no extra state)."""
-    scale = _power_of_two_scale(_largest_magnitude(centers))
+    scale = power_of_two_scale(largest_magnitude(centers))
     data = Prepared(X, offset=centers.mean(axis=0), scale=scale)
     return data, data.transform_centers(centers).astype(np.float32)
 
@@ -440,7 +440,7 @@ def labels_inertia(
 
 def distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """Euclidean distances from each row of X to every centre (N x K, float64, computed in float64)."""
-    scale = _power_of_two_scale(max(_largest_magnitude(centers), _largest_magnitude(X)))
+    scale = power_of_two_scale(max(largest_magnitude(centers), largest_magnitude(X)))
     offset = centers.mean(axis=0) * scale
     c = centers * scale - offset
     cn2 = sq_norms(c)

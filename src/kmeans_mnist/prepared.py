@@ -58,8 +58,8 @@ class Prepared:
     ):
         n = X.shape[0]
         given_offset = offset
-        largest = _largest_magnitude(X)
-        self.scale = _power_of_two_scale(largest) if scale is None else scale
+        largest = largest_magnitude(X)
+        self.scale = power_of_two_scale(largest) if scale is None else scale
         if offset is None:
             # Any offset gives the same clusters; one near the mean keeps float32 precise.
             # A strided sample of rows is near enough and costs no pass over X.
@@ -318,7 +318,7 @@ def variance_tolerance(tol: float, norm_sum: float, column_sums: np.ndarray, n: 
     return tol * (norm_sum / n - float(column_means @ column_means)) / len(column_sums)
 
 
-def _largest_magnitude(X: np.ndarray) -> float:
+def largest_magnitude(X: np.ndarray) -> float:
     """The largest |value| in X (for bytes, the type's bound: no pass over the data)."""
     if X.dtype.kind in "uib":
         if X.dtype.itemsize == 1:
@@ -327,7 +327,7 @@ def _largest_magnitude(X: np.ndarray) -> float:
     return float(np.max(np.abs(X)))
 
 
-def _power_of_two_scale(largest: float) -> float:
+def power_of_two_scale(largest: float) -> float:
     """1, or an exact power of two that brings huge or tiny data near 1 (no overflow in x.x).
 
     Applies to integers too: int64 values near 2^62 would overflow float32's squares.
