@@ -38,8 +38,8 @@ from threadpoolctl import threadpool_limits
 
 from bench_dask import bench_dask
 from bench_scale import bench_scale
-from kmeans_mnist.datasets import KAGGLE, load_dataset
-from kmeans_mnist.kmeans import KMeans
+from kmeans_mnist.data.datasets import KAGGLE, load_dataset
+from kmeans_mnist.engine.estimator import KMeans
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -98,7 +98,7 @@ print(json.dumps({"load": loaded - started, "fit": fitted - loaded, "write": wri
 # The load step of the command line, timed in a fresh process (the CLI imports datasets first, too).
 LOAD_SCRIPT = """
 import time
-from kmeans_mnist.datasets import load_dataset
+from kmeans_mnist.data.datasets import load_dataset
 started = time.perf_counter()
 load_dataset("fashion")
 print(time.perf_counter() - started)

@@ -37,7 +37,8 @@ def bench_dask(b) -> None:
     from distributed import Client, LocalCluster
 
     from bench import fmt_ratio, fmt_time, pick_init, timed, verdict
-    from kmeans_mnist import dask_engine, engine
+    from kmeans_mnist.engine import lloyd as engine
+    from kmeans_mnist.engine.dask import fit as dask_engine
 
     with (
         LocalCluster(
@@ -111,7 +112,7 @@ def _dask_ml(X, init: np.ndarray, tol_abs: float):
     distances)."""
     from dask_ml.cluster import KMeans as DaskMLKMeans
 
-    from kmeans_mnist import dask_engine
+    from kmeans_mnist.engine.dask import fit as dask_engine
 
     model = DaskMLKMeans(n_clusters=len(init), init=init, n_init=1, max_iter=300, tol=tol_abs).fit(X)
     model.inertia_ = dask_engine.inertia(X, model.cluster_centers_.astype(np.float64))
@@ -162,7 +163,8 @@ def _large_set(b, rows: int) -> Path:
 
 def _large_rows(b, client, section: str, da) -> None:
     from bench import fmt_ratio, fmt_time, pick_init, timed, verdict
-    from kmeans_mnist import dask_engine, engine
+    from kmeans_mnist.engine import lloyd as engine
+    from kmeans_mnist.engine.dask import fit as dask_engine
 
     rows = QUICK_LARGE_ROWS if b.quick else LARGE_ROWS
     path = _large_set(b, rows)

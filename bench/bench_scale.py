@@ -44,8 +44,7 @@ EARLY_REPEATS = 7  # starts per early-iteration row (see _early_iterations)
 CHILD = r"""
 import json, sys, time
 import numpy as np
-from kmeans_mnist import engine
-
+from kmeans_mnist.engine import lloyd as engine
 path, rows, k, what = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 sys.path.insert(0, sys.argv[5])  # bench/: our_start, the start as a fit makes it
 from bench_scale import our_start
@@ -112,7 +111,8 @@ def _early_iterations(b) -> None:
 def our_start(x: np.ndarray, k: int, seed: int, init: str = "k-means++") -> np.ndarray:
     """Our start ("k-means++" or "k-means||") as a fit makes it: data prepared, worker threads,
     BLAS in one thread each."""
-    from kmeans_mnist import engine, prepared
+    from kmeans_mnist.engine import lloyd as engine
+    from kmeans_mnist.engine import prepared
 
     data = engine.Prepared(x, column_sums=False)  # as an unweighted fit prepares it
     pool = ThreadPoolExecutor(prepared.THREADS) if data.parallel else None
@@ -159,7 +159,7 @@ def _plusplus(b) -> None:
 
 def _parallel_quality(b) -> None:
     from bench import fmt_time, verdict
-    from kmeans_mnist import engine
+    from kmeans_mnist.engine import lloyd as engine
 
     x = b.data("mnist")
     seeds = range(3 if b.quick else 10)

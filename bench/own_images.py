@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from kmeans_mnist import load_dataset
-from kmeans_mnist.datasets import pillow_warnings_off
+from kmeans_mnist.data.datasets import pillow_warnings_off
 
 REPEATS = 5
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from cli_support import MNIST_HEADER, csv_lines, kaggle_csv, random_images, write_kaggle
-from kmeans_mnist import cache, csvparse, datasets
-from kmeans_mnist.datasets import DatasetError, load_dataset
+from kmeans_mnist.data import cache, csvparse, datasets
+from kmeans_mnist.data.datasets import DatasetError, load_dataset
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,9 @@ from cli_support import (
     write_kaggle,
     write_usps,
 )
-from kmeans_mnist import cli, output, summary
+from kmeans_mnist import cli
+from kmeans_mnist.results import experiment as summary
+from kmeans_mnist.results import run as output
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 ROOT_SKIP = "runs as root, where file permissions do not stop reading or writing"
@@ -480,7 +482,7 @@ def test_disk_full_while_updating_the_summary_keeps_it_whole(workdir, monkeypatc
 @pytest.mark.usefixtures("in_workdir")
 def test_disk_full_while_drawing_the_chart(workdir, monkeypatch, capsys):
     """The chart comes last, once per sweep: K=5 is saved, with its row; the message says so."""
-    from kmeans_mnist import kchoice
+    from kmeans_mnist.results import kchoice
 
     full = OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(kchoice, "draw_k_choice", fail_on_call(kchoice.draw_k_choice, 1, full))
@@ -506,7 +508,9 @@ def test_disk_full_while_drawing_the_chart(workdir, monkeypatch, capsys):
 def test_output_without_write_permission_is_refused_before_loading(workdir, monkeypatch, capsys):
     """As root, permissions stop nothing, so the check is made to fail here (see output-read-only)."""
     monkeypatch.setattr(cli.os, "access", lambda path, mode: Path(path) != Path("out/mnist"))
-    monkeypatch.setattr("kmeans_mnist.datasets.load_dataset", fail_on_call(None, 1, AssertionError("loaded")))
+    monkeypatch.setattr(
+        "kmeans_mnist.data.datasets.load_dataset", fail_on_call(None, 1, AssertionError("loaded"))
+    )
     before = snapshot(workdir)
     assert cli.main(["3", "--data-dir", "data", "--output", "out"]) == 2
     [line] = capsys.readouterr().err.splitlines()
@@ -567,7 +571,9 @@ def test_summary_files_that_still_read(tmp_path, content, ks):
 
 @pytest.mark.usefixtures("in_workdir")
 def test_k_beyond_memory_is_refused_before_any_work(workdir, monkeypatch, capsys):
-    from kmeans_mnist import cli, engine, preflight
+    from kmeans_mnist import cli
+    from kmeans_mnist.cli import preflight
+    from kmeans_mnist.engine import lloyd as engine
 
     budget = engine.estimate(20, 784, 10, dtype=np.uint8).bytes  # data/ holds 20 training images
     monkeypatch.setattr(preflight, "available_memory", lambda: budget)
@@ -587,7 +593,8 @@ def test_k_beyond_memory_is_refused_before_any_work(workdir, monkeypatch, capsys
 @pytest.mark.parametrize("quiet", [False, True])
 @pytest.mark.usefixtures("in_workdir")
 def test_a_very_long_run_is_announced_up_front(quiet, monkeypatch, capsys):
-    from kmeans_mnist import cli, engine
+    from kmeans_mnist import cli
+    from kmeans_mnist.engine import lloyd as engine
 
     monkeypatch.setattr(engine, "FLOPS_PER_SECOND", 1.0)  # every fit looks like weeks
     code = cli.main(["3", "--data-dir", "data", "--split", "train", *(["--quiet"] if quiet else [])])

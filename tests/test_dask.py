@@ -15,7 +15,8 @@ import pytest
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
-from kmeans_mnist import dask_engine, engine  # noqa: E402
+from kmeans_mnist.engine import lloyd as engine  # noqa: E402
+from kmeans_mnist.engine.dask import fit as dask_engine  # noqa: E402
 from test_kmeans import mnist_like  # noqa: E402
 
 
@@ -80,7 +81,7 @@ def test_iterations_reach_the_workers_without_a_task_each(client):
 def test_workers_the_client_cannot_call_directly_fall_back_to_tasks(client, digits, monkeypatch):
     """Actor calls that never get through (workers reachable only through the scheduler): the
     fit runs on tasks, with the same answer, and does not set actors up again and again."""
-    from kmeans_mnist import dask_chunks
+    from kmeans_mnist.engine.dask import chunks as dask_chunks
 
     started = []
     start = dask_chunks.Chunks._start_hosts

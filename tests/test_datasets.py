@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kmeans_mnist import csvparse, datasets
-from kmeans_mnist.datasets import DATASETS, Dataset, DatasetError, load_dataset
+from kmeans_mnist.data import csvparse, datasets
+from kmeans_mnist.data.datasets import DATASETS, Dataset, DatasetError, load_dataset
 
 MNIST_HEADER = ",".join(["label"] + [f"{row}x{col}" for row in range(1, 29) for col in range(1, 29)])
 FASHION_HEADER = ",".join(["label"] + [f"pixel{i}" for i in range(1, 785)])
@@ -81,7 +81,7 @@ def both(train, test):
 
 
 def test_import_needs_neither_kagglehub_nor_pillow():
-    code = "import sys, kmeans_mnist.datasets; print(sorted({'kagglehub', 'PIL', 'requests'} & set(sys.modules)))"
+    code = "import sys, kmeans_mnist.data.datasets; print(sorted({'kagglehub', 'PIL', 'requests'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 

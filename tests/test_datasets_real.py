@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from kmeans_mnist.datasets import load_dataset
+from kmeans_mnist.data.datasets import load_dataset
 
 
 def read_idx(path) -> np.ndarray:

@@ -6,8 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from kmeans_mnist import bounds, engine
-from kmeans_mnist.engine import BlockState, Centers, InitProgress, IterationInfo, Prepared
+from kmeans_mnist.engine import bounds
+from kmeans_mnist.engine import lloyd as engine
+from kmeans_mnist.engine.lloyd import BlockState, Centers, InitProgress, IterationInfo, Prepared
 from test_kmeans import mnist_like
 
 
@@ -83,7 +84,7 @@ def test_block_states_per_chunk_add_up_to_the_whole():
 
 
 def test_the_engine_does_not_import_scikit_learn():
-    code = "import sys, kmeans_mnist.engine; print('sklearn' in sys.modules)"
+    code = "import sys, kmeans_mnist.engine.lloyd; print('sklearn' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from sklearn.exceptions import ConvergenceWarning
 
 from cli_support import MNIST_HEADER
-from kmeans_mnist.datasets import DatasetError, load_dataset
-from kmeans_mnist.kmeans import KMeans
+from kmeans_mnist.data.datasets import DatasetError, load_dataset
+from kmeans_mnist.engine.estimator import KMeans
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FIELDS = 785

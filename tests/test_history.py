@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kmeans_mnist import history
-from kmeans_mnist.engine import IterationInfo, fit
-from kmeans_mnist.history import FitHistory, read_history
+from kmeans_mnist.engine.lloyd import IterationInfo, fit
+from kmeans_mnist.results import history
+from kmeans_mnist.results.history import FitHistory, read_history
 
 
 def info(run, iteration, centers, inertia=100.0):

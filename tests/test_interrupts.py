@@ -30,8 +30,12 @@ from cli_support import (
     write_fixed_width_mnist,
     write_kaggle,
 )
-from kmeans_mnist import cli, datasets, output, summary, sweep
-from kmeans_mnist import leftovers as leftovers_module
+from kmeans_mnist import atomic as leftovers_module
+from kmeans_mnist import cli
+from kmeans_mnist.cli import sweep
+from kmeans_mnist.data import datasets
+from kmeans_mnist.results import experiment as summary
+from kmeans_mnist.results import run as output
 
 K = "20"
 N_IMAGES = 4000

@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.cluster import KMeans as SKLearnKMeans
 
-from kmeans_mnist.engine import Prepared, initial_centers
-from kmeans_mnist.kmeans import IterationInfo, KMeans
+from kmeans_mnist.engine.estimator import IterationInfo, KMeans
+from kmeans_mnist.engine.lloyd import Prepared, initial_centers
 
 
 def mnist_like(n: int = 6000, k: int = 10, seed: int = 0) -> np.ndarray:
@@ -265,7 +265,7 @@ def test_bad_parameters_raise_value_error(params, X, message):
     ],
 )
 def test_the_engine_refuses_bad_data_itself(X, message):
-    from kmeans_mnist import engine
+    from kmeans_mnist.engine import lloyd as engine
 
     with pytest.raises(ValueError, match=message):
         engine.fit(X, 1)
@@ -292,7 +292,7 @@ def test_many_exact_ties_are_settled_in_small_steps():
 def test_threads_and_compact_storage_change_nothing(monkeypatch, init):
     """Large data runs on worker threads and converts uint8 blocks on the fly; small data runs in
     one thread on a float32 copy. Forced either way, the answers are the same."""
-    import kmeans_mnist.prepared as prepared
+    import kmeans_mnist.engine.prepared as prepared
 
     X = mnist_like(3000, seed=12)
     fits = []

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from kmeans_mnist.metrics import accuracy, ari, contingency, evaluate, nmi, purity
+from kmeans_mnist.results.metrics import accuracy, ari, contingency, evaluate, nmi, purity
 
 TOLERANCE = 1e-10
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kmeans_mnist import output
-from kmeans_mnist.metrics import evaluate
-from kmeans_mnist.output import load_model, run_dir, write_run
+from kmeans_mnist.results import run as output
+from kmeans_mnist.results.metrics import evaluate
+from kmeans_mnist.results.run import load_model, run_dir, write_run
 
 PARAMS = {"init": "k-means++", "n_init": 1, "seed": 7, "max_iter": 300, "tol": 1e-4}
 SECONDS = {"load": 0.5, "fit": 1.25}
@@ -22,7 +22,7 @@ FASHION_NAMES = dict(enumerate(["T-shirt/top", "Trouser", "Pullover", "Dress", "
 
 @dataclass(frozen=True)
 class FakeDataset:
-    """Stands in for kmeans_mnist.datasets.Dataset (same fields and properties)."""
+    """Stands in for kmeans_mnist.data.datasets.Dataset (same fields and properties)."""
 
     name: str
     images: np.ndarray
@@ -379,7 +379,7 @@ def test_model_npz_holds_centres_and_metadata_without_pickle(tmp_path):
 
 def test_load_model_predicts_like_the_saved_model(tmp_path):
     pytest.importorskip(
-        "kmeans_mnist.kmeans", reason="kmeans.py is not written yet; load_model needs its KMeans"
+        "kmeans_mnist.engine.estimator", reason="kmeans.py is not written yet; load_model needs its KMeans"
     )
     dataset = make_dataset()
     model = fit_stand_in(dataset, 3)

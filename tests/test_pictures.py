@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kmeans_mnist import pictures
-from kmeans_mnist.metrics import accuracy, best_matching, matched_classes
+from kmeans_mnist.render import pictures
+from kmeans_mnist.results.metrics import accuracy, best_matching, matched_classes
 
 NAMES = [f"class {c}" for c in range(10)]
 

@@ -9,9 +9,10 @@ import sys
 import pytest
 
 from cli_support import write_kaggle
-from kmeans_mnist import cli, output
-from kmeans_mnist.engine import InitProgress, IterationInfo
-from kmeans_mnist.progress import Terminal
+from kmeans_mnist import cli
+from kmeans_mnist.cli.progress import Terminal
+from kmeans_mnist.engine.lloyd import InitProgress, IterationInfo
+from kmeans_mnist.results import run as output
 
 
 class FakeTerminal(io.StringIO):

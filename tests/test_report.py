@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from cli_support import write_kaggle
-from kmeans_mnist import cli, report
+from kmeans_mnist import cli
+from kmeans_mnist.render import report
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,10 @@ import pytest
 from sklearn.cluster import KMeans as SKLearnKMeans
 from sklearn.metrics import adjusted_rand_score
 
-from kmeans_mnist import KMeans, bounds, engine, prepared, seeding
-from kmeans_mnist.engine import InitProgress, Prepared
+from kmeans_mnist import KMeans
+from kmeans_mnist.engine import bounds, prepared, seeding
+from kmeans_mnist.engine import lloyd as engine
+from kmeans_mnist.engine.lloyd import InitProgress, Prepared
 from test_kmeans import mnist_like
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kmeans_mnist import sources
-from kmeans_mnist.datasets import Dataset, DatasetError, load_dataset
+from kmeans_mnist.data import sources
+from kmeans_mnist.data.datasets import Dataset, DatasetError, load_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -314,7 +314,7 @@ def test_csv_parse_is_cached_and_checked(tmp_path, monkeypatch):
     path = tmp_path / "small.csv"
     path.write_bytes(csv_text(images, labels))
     files(path)
-    from kmeans_mnist import csvparse
+    from kmeans_mnist.data import csvparse
 
     def no_parse(*args, **kwargs):
         raise AssertionError("parsed again")

@@ -15,7 +15,10 @@ import pytest
 from PIL import Image
 
 from cli_support import isolated_env, leftovers, run_cli, snapshot, write_kaggle, write_usps
-from kmeans_mnist import cli, metrics, output, summary
+from kmeans_mnist import cli
+from kmeans_mnist.results import experiment as summary
+from kmeans_mnist.results import metrics
+from kmeans_mnist.results import run as output
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 

@@ -12,12 +12,12 @@ __version__ = "0.1.0"
 __all__ = ["Dataset", "DatasetError", "KMeans", "ModelError", "load_dataset", "load_model"]
 
 _HOMES = {
-    "KMeans": "kmeans",
-    "Dataset": "datasets",
-    "DatasetError": "datasets",
-    "load_dataset": "datasets",
-    "load_model": "output",
-    "ModelError": "output",
+    "KMeans": "engine.estimator",
+    "Dataset": "data.datasets",
+    "DatasetError": "data.datasets",
+    "load_dataset": "data.datasets",
+    "load_model": "results.run",
+    "ModelError": "results.run",
 }
 
 

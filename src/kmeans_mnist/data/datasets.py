@@ -89,7 +89,7 @@ CSV_FIELDS = 1 + CSV_SIDE * CSV_SIDE  # label, then the pixels row by row
 
 USPS_DIGITS = (1, 2, 3, 4, 5)
 USPS_TILE = 16
-USPS_PACKAGED = Path(__file__).parent / "data" / "usps"  # shipped with the package (MIT, see LICENSE there)
+USPS_PACKAGED = Path(__file__).parent / "usps"  # shipped with the package (MIT, see LICENSE there)
 USPS_FILES = "usps_1.jpg ... usps_5.jpg"
 
 HASH_BLOCK_ROWS = 1 << 14  # rows read at a time while hashing for --limit or looking for blank rows

@@ -164,7 +164,7 @@ def draw_k_choice(path: Path, rows: list[dict[str, str]], description: str, advi
     (charts.py): matplotlib's import and layout took 0.65 s, most of a USPS sweep's budget."""
     import textwrap
 
-    from .charts import Panel, Series, draw_chart, tab_colour
+    from ..render.charts import Panel, Series, draw_chart, tab_colour
     from .metrics import knee
 
     ks_all = sorted(int(row["k"]) for row in rows)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .pictures import EVOLUTION_MAX_TILES, center_images, save_evolution_gif
+from ..render.pictures import EVOLUTION_MAX_TILES, center_images, save_evolution_gif
 
 MAX_FRAMES = 32
 HISTORY_COLUMNS = ("run", "iteration", "inertia", "moved", "center_shift", "seconds")

@@ -115,8 +115,8 @@ class Sweep:
     drawn: bool = False  # the chart shows every saved K
 
     def __post_init__(self) -> None:
-        from .output import text_safe
-        from .summary import Experiment, experiment_name
+        from ..results.experiment import Experiment, experiment_name
+        from ..results.run import text_safe
 
         s, selection = self.settings, self.selection
         run_settings = {
@@ -161,7 +161,7 @@ class Sweep:
     def finish(self) -> list[dict]:
         """Draw the K-choice chart, the sweep-level pictures and report.html once, from every K
         in the folder (signals held: they are redrawn whole); returns the summary rows."""
-        from .report import finish_experiment
+        from ..render.report import finish_experiment
 
         with signals_held():
             checkpoint("drawing")
@@ -174,9 +174,9 @@ class Sweep:
         return self.rows
 
     def run_one(self, k: int) -> KResult:
-        from .history import FitHistory
-        from .metrics import SilhouetteSample, dispersion_scores, evaluate, stability
-        from .output import write_run
+        from ..results.history import FitHistory
+        from ..results.metrics import SilhouetteSample, dispersion_scores, evaluate, stability
+        from ..results.run import write_run
 
         data, settings = self.data, self.settings
         fits, labelings = [], []
@@ -272,8 +272,8 @@ class Sweep:
 
     def _install(self, k: int, staging: Path, target: Path, swapped: list[bool]) -> None:
         """Swap the complete staging folder in and rebuild the summary, locked, signals held."""
-        from .output import _swap_into_place
-        from .summary import SummaryError
+        from ..results.experiment import SummaryError
+        from ..results.run import _swap_into_place
 
         checkpoint("staged", k)
         record = json.loads((staging / "summary.json").read_text(encoding="utf-8"))
@@ -314,7 +314,7 @@ def _is_swap_error(error: OSError, target: Path) -> bool:
 
 def _mean_std(runs: list[dict]) -> dict[str, dict[str, float]]:
     """Every score's mean and std (numpy's, ddof=0) over the repeats that define it."""
-    from .summary import SCORES
+    from ..results.experiment import SCORES
 
     scores = {}
     for name in SCORES:
@@ -348,9 +348,9 @@ def _together(*callbacks):
 def _fit(pixels, k: int, settings: Settings, seed: int, callback, init_progress=None):
     """One K-means fit with the sweep's settings (the engine never touches files)."""
     if settings.scheduler:
-        from .dask_engine import fit  # on the current dask.distributed client, the same answers
+        from ..engine.dask.fit import fit  # on the current dask.distributed client, the same answers
     else:
-        from .engine import fit
+        from ..engine.lloyd import fit
 
     return fit(
         pixels,

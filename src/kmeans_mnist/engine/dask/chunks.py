@@ -25,8 +25,8 @@ from typing import Any
 import dask
 import numpy as np
 
-from . import prepared
-from .engine import BlockState, Prepared
+from .. import prepared
+from ..lloyd import BlockState, Prepared
 
 LOST = "lost"  # a task's answer when the state it needs is not on its worker (rebuild on request)
 RESEND_TRIES = 3  # how often chunks of scattered NumPy data are sent again after a lost worker

@@ -23,8 +23,8 @@ from sklearn.base import (
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import engine
-from .engine import InitProgress, IterationInfo
+from . import lloyd as engine
+from .lloyd import InitProgress, IterationInfo
 
 __all__ = ["InitProgress", "IterationInfo", "KMeans"]
 
@@ -228,7 +228,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         self._n_features_out = self.n_clusters
 
     def _dask(self):
-        from . import dask_engine
+        from .dask import fit as dask_engine
 
         return dask_engine
 

@@ -25,8 +25,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from .leftovers import sibling_path
-from .output import text_safe
+from ..atomic import sibling_path
+from .run import text_safe
 
 SETTINGS_FILE = "settings.json"
 SUMMARY_FILE = "summary.csv"
@@ -456,7 +456,7 @@ class Experiment:
             yield
 
     def _remove_abandoned(self) -> None:
-        from .leftovers import remove_abandoned
+        from ..atomic import remove_abandoned
 
         remove_abandoned(self.folder)
 

@@ -39,7 +39,7 @@ def check_output(output: Path, dataset: str, ks: list[int]) -> None:
         raise UsageError(
             f"cannot write the results to {folder}: no permission to write in {existing}; choose another --output"
         )
-    from .summary import SummaryError, check_folder
+    from ..results.experiment import SummaryError, check_folder
 
     try:
         check_folder(folder, ks)
@@ -72,7 +72,7 @@ def check_k_fits(args: argparse.Namespace, data) -> None:
 
 def check_cost(args: argparse.Namespace, data) -> None:
     """The engine's estimate of each K's memory (refuse what does not fit) and time (announce hours)."""
-    from .engine import estimate, largest_k
+    from ..engine.lloyd import estimate, largest_k
 
     n, d = data.all_pixel.shape
     settings = {

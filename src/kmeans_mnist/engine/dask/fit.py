@@ -39,9 +39,10 @@ import dask.array as da
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import engine, prepared
-from .dask_chunks import CHUNKS, LOST, Chunks, chunk_state
-from .engine import BlockState, Centers, FitResult, InitProgress, IterationInfo, Prepared
+from .. import lloyd as engine
+from .. import prepared
+from ..lloyd import BlockState, Centers, FitResult, InitProgress, IterationInfo, Prepared
+from .chunks import CHUNKS, LOST, Chunks, chunk_state
 
 
 class _Stats(NamedTuple):
@@ -358,7 +359,7 @@ def _label_parts(chunks: Chunks, run: int, version: int, centers: np.ndarray) ->
 
 def _initial_centers(chunks: Chunks, whole: Prepared, init, k: int, rng, chosen) -> np.ndarray:
     """K x D float64 starting centres in the prepared space (engine.initial_centers over chunks)."""
-    from . import dask_seeding
+    from . import seeding as dask_seeding
 
     if engine.is_array(init):
         centers = whole.transform_centers(np.asarray(init, dtype=np.float64))

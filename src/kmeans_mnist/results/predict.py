@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cache
+from ..data import cache
 
 CHUNK_ROWS = 4096
 MODEL_FORMAT_VERSION = 1  # output.save_model's format
@@ -82,7 +82,7 @@ def read_model(path: Path) -> SavedModel:
 def assign(pixels: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The nearest centre of each row (0..K-1), by the engine's own rule (so the clusters of the
     images a model was fitted on are the fit's), and the Euclidean distance to it (float64)."""
-    from .engine import labels_inertia
+    from ..engine.lloyd import labels_inertia
 
     centers = np.asarray(centers, dtype=np.float64)
     labels, _ = labels_inertia(pixels, centers)

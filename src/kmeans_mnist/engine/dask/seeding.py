@@ -18,8 +18,8 @@ import math
 
 import numpy as np
 
-from . import engine
-from .dask_chunks import LOST, Chunk, Chunks, chunk_state
+from .. import lloyd as engine
+from .chunks import LOST, Chunk, Chunks, chunk_state
 
 # ---------------------------------------------------------------------- tasks (on the workers)
 

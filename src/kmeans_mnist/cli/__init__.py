@@ -138,7 +138,7 @@ def _add_data_options(group) -> None:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -336,7 +336,7 @@ def on_scheduler(args: argparse.Namespace, run: Callable[[argparse.Namespace], i
 
 
 def run(args: argparse.Namespace) -> int:
-    from .datasets import DatasetError, load_dataset
+    from ..data.datasets import DatasetError, load_dataset
     from .progress import Terminal
 
     terminal = Terminal(quiet=args.quiet, n_init=args.n_init)
@@ -359,7 +359,7 @@ def run(args: argparse.Namespace) -> int:
         f"loaded {len(data):,} images of {data.image_shape[0]}x{data.image_shape[1]} from {data.source}{blank} ({load_seconds:.2f}s)"
     )
 
-    from .summary import SummaryError
+    from ..results.experiment import SummaryError
     from .sweep import ReportFailed, Selection, Settings, SummaryFailed, Sweep, WriteFailed, signals_held
 
     settings = Settings(
@@ -373,7 +373,7 @@ def run(args: argparse.Namespace) -> int:
         samples=args.samples,
         export_members=args.export_members,
     )
-    from .kchoice import ResultsTable, print_choice
+    from ..results.kchoice import ResultsTable, print_choice
 
     table = ResultsTable(
         terminal,
@@ -461,7 +461,7 @@ def _saved_before(sweep) -> str:
 
 
 def _with_output_hint(error: Exception) -> str:
-    from .summary import SettingsMismatch
+    from ..results.experiment import SettingsMismatch
 
     return f"{error} or choose another --output" if isinstance(error, SettingsMismatch) else str(error)
 
@@ -495,7 +495,7 @@ def _silence_stdout() -> None:
 
 def _experiment(args: argparse.Namespace) -> str:
     """The experiment folder's name for these arguments (summary.experiment_name)."""
-    from .summary import experiment_name
+    from ..results.experiment import experiment_name
 
     return experiment_name(
         args.dataset,
@@ -567,8 +567,8 @@ def parse_predict_args(argv: list[str]) -> argparse.Namespace:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from .datasets import DatasetError, load_dataset
-    from .predict import PredictError, assign, check_output, read_model, write_predictions
+    from ..data.datasets import DatasetError, load_dataset
+    from ..results.predict import PredictError, assign, check_output, read_model, write_predictions
 
     try:
         if args.output is not None:

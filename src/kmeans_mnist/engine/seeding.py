@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from .engine import Prepared
+    from .lloyd import Prepared
 
 
 def random_rows(

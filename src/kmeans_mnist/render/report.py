@@ -70,7 +70,7 @@ def finish_experiment(folder: Path) -> Path:
 
 @contextlib.contextmanager
 def _summary_lock(folder: Path) -> Iterator[None]:
-    from .summary import locked
+    from ..results.experiment import locked
 
     with locked(folder):
         yield
@@ -98,7 +98,7 @@ def read_runs(folder: Path) -> dict[int, dict]:
 def draw_sweep_pictures(folder: Path, runs: dict[int, dict]) -> list[Path]:
     """representatives_by_k.png (a row of representatives per K) and convergence.png (per K,
     from history.csv); a picture with nothing to show is removed rather than left stale."""
-    from .history import read_history
+    from ..results.history import read_history
 
     name = _experiment_name(folder, runs)
     rows, histories = [], {}
@@ -172,7 +172,7 @@ def _experiment_name(folder: Path, runs: dict[int, dict]) -> str:
 @contextlib.contextmanager
 def replacing(path: Path) -> Iterator[Path]:
     """A temporary path beside path; on success it atomically replaces path, else it is removed."""
-    from .output import sibling_path
+    from ..results.run import sibling_path
 
     temporary = sibling_path(path, "tmp")
     try:
@@ -197,7 +197,7 @@ def write_report(folder: Path, runs: dict[int, dict] | None = None) -> Path:
 
 def report_html(folder: Path, runs: dict[int, dict]) -> str:
     """The page: settings, the summary table, the sweep's charts, then each K's pictures."""
-    from . import __version__
+    from .. import __version__
 
     name = _experiment_name(folder, runs)
     ks = ", ".join(str(k) for k in runs) or "none yet"

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from .leftovers import hold, sibling_path
-from .pictures import (
+from ..atomic import hold, sibling_path
+from ..render.pictures import (
     center_images,
     centroid_sheet,
     cluster_grid,
@@ -28,7 +28,7 @@ from .pictures import (
 )
 
 if TYPE_CHECKING:
-    from .kmeans import KMeans
+    from ..engine.estimator import KMeans
 
 MODEL_FORMAT_VERSION = 1
 ASSIGNMENT_BLOCK_ROWS = 65_536  # rows of assignments.csv formatted at a time
@@ -485,7 +485,7 @@ def load_model(path: Path) -> "KMeans":
     Raises ModelError (a ValueError) naming the file when it is not a readable model, OSError
     when it cannot be opened at all (missing, no permission).
     """
-    from .kmeans import KMeans
+    from ..engine.estimator import KMeans
 
     try:
         with np.load(path, allow_pickle=False) as stored:

@@ -137,7 +137,7 @@ def cached(
     parse() is called with no cache entry involved, and its errors go to the caller; the
     source must be a regular file (OSError otherwise, from the fingerprint).
     """
-    from .leftovers import remove_abandoned
+    from ..atomic import remove_abandoned
 
     folder = cache_folder(cache_dir)
     remove_abandoned(folder)  # a killed run's half-written .npy: gone, unless its writer still lives
@@ -191,7 +191,7 @@ def _read_entry(entry: Path) -> dict[str, np.ndarray] | None:
 
 def _save_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """write(file) to a temporary file beside `path`, then rename it to `path`."""
-    from .leftovers import hold, sibling_path
+    from ..atomic import hold, sibling_path
 
     temporary = sibling_path(path, "tmp")
     claim = None

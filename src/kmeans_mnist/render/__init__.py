@@ -1,0 +1,1 @@
+"""Pictures, charts and report.html, drawn from results; nothing here decides what a result is."""
