@@ -373,7 +373,7 @@ def run(args: argparse.Namespace) -> int:
         samples=args.samples,
         export_members=args.export_members,
     )
-    from ..results.kchoice import ResultsTable, print_choice
+    from .results_table import ResultsTable, print_choice
 
     table = ResultsTable(
         terminal,
