@@ -13,11 +13,14 @@ What a path holds is told by what it is:
 - an IDX file (its labels file beside it is found as in a folder);
 - `.npy`: N x H x W (or N x D with `shape`, or D a square), memory-mapped, never copied when it
   holds uint8; `.npz`: images and optional labels by key (`keys`, or the usual names);
-- `.csv`: rows of `label,pixel,...` or `pixel,...`, a header line or none; the image is square
-  unless `shape` says otherwise (see `_csv_layout`).
+- `.csv`: rows of `label,pixel,...` or `pixel,...`, a header line or none (column numbers
+  0,1,2,..., as pandas writes them, are a header too); the image is square unless `shape` says
+  otherwise (see `_csv_layout`).
 Pixels are 0..255; other integer or float arrays in that range are converted (floats in 0..1
 are scaled by 255). Every problem is a DatasetError naming the file and what to do. Pickled
-arrays are never loaded.
+arrays are never loaded. Headers are checked against the file before the data is read: a file
+cut short says so, a .gz is decompressed no further than its header promises, and a `plan`
+callback sees the memory the images will take before any is read (see `Planned`).
 """
 
 from __future__ import annotations
