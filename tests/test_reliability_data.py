@@ -13,6 +13,7 @@ import gzip
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -409,15 +410,39 @@ def test_the_plan_comes_from_the_headers(tmp_path, kind):
     assert (planned[0].load_bytes, planned[0].resident_bytes) == (load, resident)
 
 
-def test_a_plan_that_refuses_stops_the_reading(tmp_path):
-    images, _ = digits(6)
+class NoRoom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", ["set.npy", "set.npz", "idx", "pics"])
+def test_a_plan_that_refuses_stops_the_reading_with_its_own_exception(tmp_path, name):
+    images, labels = digits(6)
     np.save(tmp_path / "set.npy", images.astype(np.float64))
+    np.savez(tmp_path / "set.npz", images=images, labels=labels)
+    (tmp_path / "idx").mkdir()
+    (tmp_path / "idx" / "train-images-idx3-ubyte").write_bytes(idx_header(images.shape) + images.tobytes())
+    small_pngs(tmp_path / "pics")
 
     def refuse(planned):
-        raise DatasetError("no room")
+        raise NoRoom(f"no room for {planned.n_images}")
 
-    with pytest.raises(DatasetError, match="no room"):
-        files(tmp_path / "set.npy", plan=refuse)
+    with pytest.raises(NoRoom, match=r"^no room for [36]$"):  # never reworded by a reader
+        files(tmp_path / name, plan=refuse)
+
+
+def test_a_huge_npy_is_refused_from_its_header(tmp_path, monkeypatch, capsys):
+    """A sparse .npy of 64 float64 images of 4096x4096 (8 GiB, on disk almost nothing)."""
+    with open(tmp_path / "huge.npy", "wb") as file:
+        header = {"descr": "<f8", "fortran_order": False, "shape": (64, 4096, 4096)}
+        np.lib.format.write_array_header_1_0(file, header)
+        file.truncate(file.tell() + 64 * 4096 * 4096 * 8)
+    fake_memory(monkeypatch, 2 << 30)
+    code = cli.main(["2", "--dataset", "files", "--data-dir", str(tmp_path / "huge.npy"), "--output", "out"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(
+        f"error: reading {tmp_path / 'huge.npy'} needs about 9.0 GiB of memory (64 images"
+    )
 
 
 def test_available_memory_honours_an_address_space_limit():
@@ -480,7 +505,8 @@ def test_a_mapped_file_cut_short_while_read_is_one_error_line(tmp_path):
     before = subprocess.run(
         [sys.executable, "run.py", "bare"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
-    assert before.returncode == -7 and before.stderr == ""  # what happens without the handler: SIGBUS, silent
+    # without the handler: killed by SIGBUS, not a word
+    assert before.returncode == -signal.SIGBUS and before.stderr == ""
     np.save(tmp_path / "set.npy", np.full((512, 64, 64), 7, np.uint8))
     after = subprocess.run(
         [sys.executable, "run.py", "handled"], cwd=tmp_path, env=env, capture_output=True, text=True
@@ -502,3 +528,36 @@ def test_the_cli_installs_the_handler_for_a_mapped_source(tmp_path, monkeypatch)
     np.savez(tmp_path / "set.npz", images=images)  # read into memory: nothing to guard
     assert cli.main(["2", "--dataset", "files", "--data-dir", "set.npz", "--quiet", "--samples", "2"]) == 0
     assert installed == []
+
+
+CUT_DURING_RUN = textwrap.dedent(
+    """
+    import os, sys
+    from kmeans_mnist import cli
+
+    real = cli.check_k_fits
+
+    def check_then_cut(args, data):  # the images are loaded (mapped); the fit is about to read them
+        real(args, data)
+        os.truncate("set.npy", 4096)
+
+    cli.check_k_fits = check_then_cut
+    sys.exit(cli.main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "truncate") or sys.platform == "win32", reason="needs SIGBUS")
+def test_a_run_whose_npy_is_cut_short_during_the_fit_ends_in_one_line(tmp_path):
+    np.save(tmp_path / "set.npy", np.random.default_rng(0).integers(0, 256, (3000, 28, 28), dtype=np.uint8))
+    (tmp_path / "run.py").write_text(CUT_DURING_RUN)
+    env = isolated_env(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(cli.__file__).parents[2]), env.get("PYTHONPATH")])
+    )
+    args = ["3", "--dataset", "files", "--data-dir", "set.npy", "--output", "out", "--quiet"]
+    result = subprocess.run(
+        [sys.executable, "run.py", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    one_error_line(result, f"{tmp_path / 'set.npy'} was cut short by another program", "run again")
+    assert not list((tmp_path / "out").rglob("model.npz"))  # nothing saved for the K in progress

@@ -76,6 +76,28 @@ class Planned:
         return self.image_shape[0] * self.image_shape[1]
 
 
+class PlanRefused(DatasetError):
+    """The plan's exception on its way out of the readers, which let a DatasetError through."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _passed_through(plan: Callable[[Planned], None] | None) -> Callable[[Planned], None]:
+    """plan, with whatever it raises wrapped so that no reader's handler rewords it."""
+
+    def call(planned: Planned) -> None:
+        if plan is None:
+            return
+        try:
+            plan(planned)
+        except Exception as error:
+            raise PlanRefused(error) from error
+
+    return call
+
+
 def read_source(
     path: Path,
     *,
@@ -110,8 +132,8 @@ def read_source(
         path, kind, split=split, size=size, shape=shape, keys=keys, skip_unreadable=skip_unreadable
     )
 
-    plan = plan or (lambda planned: None)
     try:
+        plan = _passed_through(plan)
         if kind == "images":
             found = _read_image_folder(path, size, skip_unreadable, plan)
         elif kind == "idx":
@@ -122,6 +144,8 @@ def read_source(
             found = _read_npz(path, split, shape, keys, plan)
         else:
             found = _read_csv(path, shape, cache_dir)
+    except PlanRefused as refused:  # the caller's own exception, as it raised it
+        raise refused.error from None
     except MemoryError:
         raise DatasetError(
             f"not enough memory to read the images of {path}: use fewer or smaller images"
