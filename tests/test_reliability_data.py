@@ -458,6 +458,27 @@ def test_available_memory_honours_an_address_space_limit():
     assert 0 < int(result.stdout) < limit
 
 
+@pytest.mark.parametrize("version", ["v2", "v1", "v1-unlimited"])
+def test_available_memory_honours_a_container_limit(tmp_path, monkeypatch, version):
+    root = tmp_path / "cgroup"
+    if version == "v2":
+        (tmp_path / "proc").write_text("0::/box\n")
+        files_at = {"box/memory.max": "1000000000", "box/memory.current": "400000000"}
+    else:
+        (tmp_path / "proc").write_text("4:memory:/box\n1:cpu:/\n0::/\n")
+        limit = "9223372036854771712" if version == "v1-unlimited" else "1000000000"
+        files_at = {"memory/memory.limit_in_bytes": limit, "memory/memory.usage_in_bytes": "400000000"}
+    for name, text in files_at.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text + "\n")
+    monkeypatch.setattr(preflight, "CGROUP_ROOT", root)
+    monkeypatch.setattr(preflight, "PROC_CGROUP", tmp_path / "proc")
+    monkeypatch.setattr(preflight, "_machine_memory", lambda: 5_000_000_000)
+    monkeypatch.setattr(preflight, "_address_space_left", lambda: None)
+    expected = 5_000_000_000 if version == "v1-unlimited" else 600_000_000
+    assert preflight.available_memory() == expected
+
+
 def test_an_allocation_that_fails_anyway_is_one_line(tmp_path, monkeypatch, capsys):
     images, _ = digits(20)
     np.save(tmp_path / "set.npy", images)

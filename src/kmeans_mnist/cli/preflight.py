@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from ..data.sources import Planned
 
 LONG_RUN_SECONDS = 3600  # a fit estimated to take longer is announced before it starts
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")  # which control groups this process is in
 
 
 class UsageError(Exception):
@@ -188,14 +190,29 @@ def _address_space_left() -> int | None:
 
 
 def _cgroup_memory_left() -> int | None:
-    """cgroup v2 memory.max less memory.current for this process's group, where limited."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        with open("/proc/self/cgroup", encoding="ascii") as file:
-            relative = next(line.split(":", 2)[2].strip() for line in file if line.startswith("0::"))
-        group = Path("/sys/fs/cgroup") / relative.lstrip("/")
-        limit = (group / "memory.max").read_text().strip()
-        if limit != "max":
-            return int(limit) - int((group / "memory.current").read_text())
+    """A control group's memory limit less its usage (a container's), cgroup v2 or v1, where limited.
+    Inside a container the group's own folder is often the mount's root: both are looked at."""
+    groups = {}
+    with contextlib.suppress(OSError, ValueError), open(PROC_CGROUP, encoding="ascii") as file:
+        for line in file:
+            _, controllers, relative = line.rstrip("\n").split(":", 2)
+            groups[controllers] = relative.lstrip("/")
+    root = CGROUP_ROOT
+    places = []
+    if "" in groups:  # v2: one hierarchy
+        places += [
+            (root / groups[""], "memory.max", "memory.current"),
+            (root, "memory.max", "memory.current"),
+        ]
+    if "memory" in groups:  # v1: the memory controller's own hierarchy
+        places += [(root / "memory" / groups["memory"], "memory.limit_in_bytes", "memory.usage_in_bytes")]
+    places += [(root / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes")]
+    for folder, limit_name, usage_name in places:
+        with contextlib.suppress(OSError, ValueError):
+            limit = (folder / limit_name).read_text().strip()
+            if limit == "max" or int(limit) >= 1 << 60:  # no limit here (v1 writes a huge number)
+                return None
+            return int(limit) - int((folder / usage_name).read_text())
     return None
 
 
