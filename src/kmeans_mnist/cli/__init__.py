@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ..engine import params
 from .preflight import UsageError, check_k_fits, check_output, planned_memory
 
 DATASET_CHOICES = ("mnist", "fashion", "usps", "files")
@@ -150,17 +151,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.repeats = _parse_whole(args.repeats, "--repeats")
     if len(set(args.k)) != len(args.k):
         raise UsageError(f"K given twice: {' '.join(map(str, args.k))}; give each K once")
-    for name, value, low in (
-        ("--limit", args.limit, 1),
-        ("--n-init", args.n_init, 1),
-        ("--max-iter", args.max_iter, 1),
-        ("--samples", args.samples, 0),
-        ("--seed", args.seed, 0),  # numpy's generators take no negative seed
-    ):
+    for name, value, low in (("--limit", args.limit, 1), ("--samples", args.samples, 0)):
         if value is not None and value < low:
             raise UsageError(f"{name} must be at least {low}, got {value}")
-    if not args.tol >= 0 or args.tol == float("inf"):
-        raise UsageError(f"--tol must be a finite number >= 0, got {args.tol}")
+    for option, name in (
+        ("--n-init", "n_init"),
+        ("--max-iter", "max_iter"),
+        ("--seed", "seed"),
+        ("--tol", "tol"),
+    ):
+        try:
+            params.check(name, getattr(args, name))
+        except params.ParameterError as error:
+            raise UsageError(error.option_message(option)) from None
     for name, value in (("--output", args.output), ("--data-dir", args.data_dir)):
         if value is not None and not value.strip():  # Path("") would quietly mean the current folder
             raise UsageError(f"{name} is empty: give a folder, or leave the option out")
@@ -177,8 +180,10 @@ def _parse_whole(text: str, name: str) -> int:
         value = int(text)
     except ValueError:
         raise UsageError(f"{name} must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise UsageError(f"{name} must be at least 1, got {value}")
+    try:
+        params.check("n_clusters" if name == "K" else "repeats", value)
+    except params.ParameterError as error:
+        raise UsageError(error.option_message(name)) from None
     return value
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import bounds, prepared, seeding
+from . import bounds, params, prepared, seeding
 from .bounds import BlockState, Centers, update_centers
 from .prepared import (
     CHUNK_ROWS,
@@ -302,15 +301,12 @@ def check_X(X: np.ndarray) -> np.ndarray:
 def check_params(X: np.ndarray, k: int, *, init, n_init: int, max_iter: int, tol: float) -> None:
     """ValueError naming the first parameter that cannot be used with X."""
     n_samples = X.shape[0]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ValueError(f"n_clusters must be an integer, got {k!r}")
-    if not 1 <= k <= n_samples:
+    params.check("n_clusters", k)
+    if k > n_samples:
         raise ValueError(f"n_clusters must be between 1 and the number of samples ({n_samples}), got {k}")
-    for name, value in (("max_iter", max_iter), ("n_init", n_init)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
-        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    params.check("max_iter", max_iter)
+    params.check("n_init", n_init)
+    params.check("tol", tol)
     if is_array(init):
         check_init_array(init, k, X.shape[1])
     elif not callable(init) and init not in INITS:
