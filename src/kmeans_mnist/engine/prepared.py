@@ -89,8 +89,8 @@ class Prepared:
         # over each block saved): `lloyd_shift` is then the offset, what those coordinates add to
         # the centred ones. Only while the offset is not far larger than the rows' spread: float32
         # products round like the values they multiply, and more rounding means more near ties
-        # to settle in float64 (|offset|^2 against the mean |x - offset|^2 of a sample: MNIST 0.7, the
-        # benchmark's grey blobs 4.8, 16 % faster so; nearly flat data stays centred).
+        # to settle in float64 (|offset|^2 against the mean |x - offset|^2 of a sample, up to
+        # SHIFT_MAX; nearly flat data stays centred). Measured: bench/README.md, engine constants.
         self.lloyd_shift = np.zeros(X.shape[1])
         self.offset_norm = 0.0
         offset64 = self.offset.astype(np.float64)
@@ -106,7 +106,7 @@ class Prepared:
         self.parallel = THREADS > 1 and X.size >= PARALLEL_MIN_VALUES  # worth worker threads
         # Compact rows without weights or column sums leave their norms to the first pass that
         # converts every row (the first assignment, or a seeding's first pass: see norms_of):
-        # a pass over X saved (MNIST: 22 ms of a 10-iteration fit's 400 at K=32).
+        # a pass over X saved.
         self._norms_ready = False
         if not (compact and weights is None and not column_sums):
             self._fill_all(X, column_sums or not self.whole)
@@ -143,7 +143,7 @@ class Prepared:
         n = self.shape[0]
         if self.parallel:
             # As in the fit: blocks on worker threads, BLAS single-threaded in them (its own
-            # threads on top would contend for the same cores: 10x slower on a loaded machine).
+            # threads on top would contend for the same cores).
             with ThreadPoolExecutor(THREADS) as pool, threadpool_limits(1, user_api="blas"):
                 list(pool.map(lambda rows: self._fill(X, rows, sum_columns), chunks(n, FILL_TASK_ROWS)))
         else:
@@ -156,7 +156,7 @@ class Prepared:
 
         With `scratch`, converted rows go into this thread's reusable buffer, valid until its next
         scratch read: a fresh multi-megabyte array per block costs the kernel's page faults, which
-        made the conversion 8x slower than the copy into warm memory.
+        cost far more than the conversion itself.
         """
         if self.x is not None:
             return self.x[rows]
