@@ -380,19 +380,9 @@ def run(args: argparse.Namespace) -> int:
     )
 
     from ..results.experiment import SummaryError
-    from .sweep import ReportFailed, Selection, Settings, SummaryFailed, Sweep, WriteFailed, signals_held
+    from .sweep import ReportFailed, SummaryFailed, Sweep, WriteFailed, signals_held
 
-    settings = Settings(
-        init=args.init,
-        n_init=args.n_init,
-        max_iter=args.max_iter,
-        tol=args.tol,
-        seed=args.seed,
-        repeats=args.repeats,
-        scheduler=args.scheduler,
-        samples=args.samples,
-        export_members=args.export_members,
-    )
+    settings, selection = _sweep_settings(args)
     from .results_table import ResultsTable, print_choice
 
     table = ResultsTable(
@@ -407,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
         Path(args.output),
         data,
         settings,
-        selection=Selection(split=args.split, limit=args.limit, keep_blank=args.keep_blank),
+        selection=selection,
         load_seconds=load_seconds,
         progress=lambda k, repeat: terminal.fit(k, repeat, args.repeats),
         on_saved=table,
@@ -513,21 +503,30 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
-def _experiment(args: argparse.Namespace) -> str:
-    """The experiment folder's name for these arguments (summary.experiment_name)."""
-    from ..results.experiment import experiment_name
+def _sweep_settings(args: argparse.Namespace):
+    """The arguments as the sweep's Settings and Selection (the one place that maps them)."""
+    from .sweep import Selection, Settings
 
-    return experiment_name(
-        args.dataset,
-        split=args.split,
-        limit=args.limit,
-        keep_blank=args.keep_blank,
+    settings = Settings(
         init=args.init,
         n_init=args.n_init,
         max_iter=args.max_iter,
         tol=args.tol,
+        seed=args.seed,
         repeats=args.repeats,
+        scheduler=args.scheduler,
+        samples=args.samples,
+        export_members=args.export_members,
     )
+    return settings, Selection(split=args.split, limit=args.limit, keep_blank=args.keep_blank)
+
+
+def _experiment(args: argparse.Namespace) -> str:
+    """The experiment folder's name for these arguments, as the sweep will name it."""
+    from ..results.experiment import experiment_name
+    from .sweep import experiment_settings
+
+    return experiment_name(args.dataset, **experiment_settings(*_sweep_settings(args)))
 
 
 def _reason(error: OSError) -> str:

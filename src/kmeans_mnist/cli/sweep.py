@@ -85,6 +85,20 @@ class SummaryFailed(Exception):
 ProgressFactory = Callable[[int, int], contextlib.AbstractContextManager]
 
 
+def experiment_settings(settings: Settings, selection: Selection) -> dict:
+    """What makes an experiment, of these settings (results/experiment.py DEFAULTS: not the seed)."""
+    return {
+        "split": selection.split,
+        "limit": selection.limit,
+        "keep_blank": selection.keep_blank,
+        "init": settings.init,
+        "n_init": settings.n_init,
+        "max_iter": settings.max_iter,
+        "tol": settings.tol,
+        "repeats": settings.repeats,
+    }
+
+
 def new_run_id() -> str:
     """When and which process: 20261130T174501Z-12345-a1b2c3, recorded in every folder and row."""
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -118,17 +132,7 @@ class Sweep:
         from ..results.csvfile import text_safe
         from ..results.experiment import Experiment, experiment_name
 
-        s, selection = self.settings, self.selection
-        run_settings = {
-            "split": selection.split,
-            "limit": selection.limit,
-            "keep_blank": selection.keep_blank,
-            "init": s.init,
-            "n_init": s.n_init,
-            "max_iter": s.max_iter,
-            "tol": s.tol,
-            "repeats": s.repeats,
-        }
+        run_settings = experiment_settings(self.settings, self.selection)
         self.run_id = new_run_id()
         self.record = {
             "dataset": self.data.name,
