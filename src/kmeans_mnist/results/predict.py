@@ -4,8 +4,8 @@
     clusters, distances = assign(data.all_pixel, model.centers)
     write_predictions(Path("test.csv"), data.labels, clusters, distances)
 
-The model's arrays are read with numpy alone (no pickle, no scikit-learn), and the images are
-assigned by the pure-NumPy engine's nearest-centre code, as the fit assigns them. Problems with
+The model file is read by results/model.py (numpy alone: no pickle, no scikit-learn), and the
+images are assigned by the pure-NumPy engine's nearest-centre code, as the fit assigns them. Problems with
 the user's files raise PredictError (one line).
 """
 
@@ -15,84 +15,44 @@ import contextlib
 import os
 import sys
 import tempfile
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..data import cache
-
-CHUNK_ROWS = 4096
-MODEL_FORMAT_VERSION = 1  # output.save_model's format
+from . import model
+from .model import SavedModel
 
 
 class PredictError(ValueError):
     """A problem with the model file or the output file; str() is one line meant for the user."""
 
 
-@dataclass(frozen=True)
-class SavedModel:
-    centers: np.ndarray  # K x D float64
-    image_shape: tuple[int, int]
-
-
 def read_model(path: Path) -> SavedModel:
-    """The centres and image shape of a model.npz written by a run (output.save_model)."""
-    hint = "give the model.npz that a run wrote (output/<dataset>/k<K>/model.npz)"
+    """The model in `path` (results/model.py reads it), which must say its image shape."""
     try:
-        with cache.open_regular(path) as file:
-            stored = np.load(file, allow_pickle=False)
-            if not isinstance(stored, np.lib.npyio.NpzFile):
-                raise PredictError(f"{path} is not a model file kmeans-mnist wrote (a single array): {hint}")
-            with stored:
-                missing = {"cluster_centers", "format_version"} - set(stored.files)
-                if missing:
-                    raise PredictError(
-                        f"{path} is not a model file kmeans-mnist wrote (no {min(missing)}): {hint}"
-                    )
-                version = int(stored["format_version"])
-                centers = np.asarray(stored["cluster_centers"], dtype=np.float64)
-                shape = stored["image_shape"] if "image_shape" in stored.files else None
-    except PredictError:
-        raise
+        saved = model.read_model(path)
+    except model.ModelError as error:
+        raise PredictError(str(error)) from None
     except FileNotFoundError:
-        raise PredictError(f"model file {path} not found: {hint}") from None
+        raise PredictError(f"model file {path} not found: {model.MODEL_HINT}") from None
     except cache.NotRegularFile as error:
-        raise PredictError(f"{error}: {hint}") from None
+        raise PredictError(f"{error}: {model.MODEL_HINT}") from None
     except OSError as error:
         raise PredictError(f"cannot read {path}: {error.strerror or error}") from None
-    except (ValueError, TypeError, EOFError, KeyError, zipfile.BadZipFile) as error:
-        raise PredictError(
-            f"{path} is not a model file kmeans-mnist wrote ({type(error).__name__}): {hint}"
-        ) from None
-    if version != MODEL_FORMAT_VERSION:
-        raise PredictError(
-            f"{path} is a model of format {version}; this version reads format {MODEL_FORMAT_VERSION}"
-        )
-    if centers.ndim != 2 or not len(centers) or not np.isfinite(centers).all():
-        raise PredictError(
-            f"{path} holds no usable representatives (cluster_centers {centers.shape}): {hint}"
-        )
-    if shape is None or np.shape(shape) != (2,) or int(shape[0]) * int(shape[1]) != centers.shape[1]:
-        raise PredictError(f"{path} does not say the size of its images (image_shape): {hint}")
-    return SavedModel(centers, (int(shape[0]), int(shape[1])))
+    if saved.image_shape is None:
+        raise PredictError(f"{path} does not say the size of its images (image_shape): {model.MODEL_HINT}")
+    return saved
 
 
 def assign(pixels: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The nearest centre of each row (0..K-1), by the engine's own rule (so the clusters of the
-    images a model was fitted on are the fit's), and the Euclidean distance to it (float64)."""
-    from ..engine.lloyd import labels_inertia
+    images a model was fitted on are the fit's), and the Euclidean distance to it (float64, the
+    numbers of the fit's assignments.csv), block by block."""
+    from ..engine.lloyd import labels_distances
 
-    centers = np.asarray(centers, dtype=np.float64)
-    labels, _ = labels_inertia(pixels, centers)
-    clusters = labels.astype(np.int64)
-    distances = np.empty(len(pixels), dtype=np.float64)
-    for start in range(0, len(pixels), CHUNK_ROWS):
-        rows = np.asarray(pixels[start : start + CHUNK_ROWS], dtype=np.float64)
-        own = centers[clusters[start : start + len(rows)]]
-        distances[start : start + len(rows)] = np.sqrt(np.square(rows - own).sum(axis=1))
-    return clusters, distances
+    labels, distances = labels_distances(pixels, np.asarray(centers, dtype=np.float64))
+    return labels.astype(np.int64), distances
 
 
 def check_output(path: Path) -> None:
