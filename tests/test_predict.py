@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cli_support import run_cli, write_kaggle
+from cli_support import isolated_env, random_images, run_cli, snapshot, write_kaggle
 from kmeans_mnist import ModelError, load_model
 from kmeans_mnist.results import model as model_file
 from kmeans_mnist.results import predict, run
@@ -139,3 +141,148 @@ def test_predict_on_the_fitted_images_writes_the_fits_distances(home):
     assert len(predicted) == len(fitted) == 40
     for column in ("index", "label", "cluster", "distance"):
         assert [row[column] for row in predicted] == [row[column] for row in fitted], column
+
+
+# --- predict --output: never over its inputs, into what is not a file ---------------------------
+
+
+def predict_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_cli(["predict", MODEL, "mnist", "--data-dir", "data", *args], home)
+
+
+@pytest.mark.parametrize("how", ["itself", "symbolic link", "hard link"])
+@pytest.mark.parametrize("what", ["model", "data file"])
+def test_predict_refuses_to_write_over_what_it_reads(home, what, how):
+    original = home / (MODEL if what == "model" else "data/mnist_test.csv")
+    target = {
+        "itself": original,
+        "symbolic link": home / "link.csv",
+        "hard link": home / "hard.csv",
+    }[how]
+    if how == "symbolic link":
+        target.symlink_to(original)
+    elif how == "hard link":
+        os.link(original, target)
+    before = snapshot(home)
+    fails_cleanly(predict_cli(home, "--output", str(target)), "--output", "which predict reads")
+    assert snapshot(home) == before
+
+
+def test_predict_refuses_to_write_over_the_npy_it_reads(home):
+    images, _ = random_images(6, 3)
+    np.save(home / "new.npy", images.reshape(6, -1))
+    before = snapshot(home)
+    fails_cleanly(run_cli(["predict", MODEL, "new.npy", "--output", "new.npy"], home), "which predict reads")
+    assert snapshot(home) == before
+
+
+def test_predict_writes_into_a_named_pipe_and_leaves_it_a_pipe(home):
+    fifo = home / "pipe"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    result = predict_cli(home, "--output", "pipe", "--quiet")
+    received, _ = reader.communicate(timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert os.path.exists(fifo) and os.stat(fifo).st_mode & 0o170000 == 0o010000  # still a FIFO
+    assert len(list(csv.DictReader(io.StringIO(received)))) == 40
+    assert [name for name in os.listdir(home) if name.startswith(".")] == []
+
+
+def test_predict_writes_into_a_device_through_a_link(home):
+    (home / "sink").symlink_to("/dev/null")
+    result = predict_cli(home, "--output", "sink")
+    assert result.returncode == 0, result.stderr
+    assert os.readlink(home / "sink") == "/dev/null" and os.path.exists("/dev/null")
+    assert os.stat("/dev/null").st_mode & 0o170000 == 0o020000  # still a character device
+
+
+def test_predict_dash_is_standard_output(home):
+    result = predict_cli(home, "--output", "-")
+    assert result.returncode == 0 and len(list(csv.DictReader(io.StringIO(result.stdout)))) == 40
+    assert not (home / "-").exists()
+
+
+def test_predict_through_a_link_to_a_file_replaces_the_file_not_the_link(home):
+    (home / "results").mkdir()
+    (home / "results" / "p.csv").write_text("old\n")
+    (home / "p.csv").symlink_to("results/p.csv")
+    result = predict_cli(home, "--output", "p.csv", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert (home / "p.csv").is_symlink() and (home / "results/p.csv").read_text().startswith("index,")
+
+
+def test_predict_with_standard_output_closed_is_one_error_line(home):
+    command = f"{sys.executable} -m kmeans_mnist predict {MODEL} mnist --data-dir data >&-"
+    result = subprocess.run(
+        ["bash", "-c", command], cwd=home, env=isolated_env(home), capture_output=True, text=True, timeout=60
+    )
+    fails_cleanly(result, "standard output is closed", "--output")
+
+
+# --- predict --output and Ctrl-C --------------------------------------------------------------------
+
+
+def hidden(folder: Path) -> list[str]:
+    return sorted(name for name in os.listdir(folder) if name.startswith("."))
+
+
+@pytest.fixture
+def in_home(home, monkeypatch):
+    monkeypatch.chdir(home)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "parsed-cache"))
+    return home
+
+
+@pytest.mark.parametrize("stage", ["creating", "writing"])
+def test_an_interrupt_before_the_rename_leaves_the_old_file_and_no_temporary(
+    in_home, monkeypatch, capsys, stage
+):
+    from kmeans_mnist import cli
+
+    (in_home / "p.csv").write_text("old\n")
+    if stage == "creating":  # the temporary file exists, its descriptor not yet returned
+        real_open = os.open
+
+        def interrupted_open(path, *args, **kwargs):
+            descriptor = real_open(path, *args, **kwargs)
+            if ".p.csv.tmp-" not in str(path):
+                return descriptor
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(predict.os, "open", interrupted_open)
+    else:
+
+        def interrupted_rows(*args):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(predict, "_write_rows", interrupted_rows)
+    code = cli.main(["predict", MODEL, "mnist", "--data-dir", "data", "--output", "p.csv"])
+    monkeypatch.undo()
+    assert code == 130
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["interrupted: p.csv was not written (a file that was there is unchanged)"]
+    assert (in_home / "p.csv").read_text() == "old\n" and hidden(in_home) == []
+
+
+def test_an_interrupt_during_the_rename_says_the_file_was_written(in_home, monkeypatch, capsys):
+    """A real SIGINT arriving as the rename ends: the file is new, and the line says so."""
+    import signal
+
+    from kmeans_mnist import cli
+
+    (in_home / "p.csv").write_text("old\n")
+    real_replace = os.replace
+
+    def replace_then_interrupt(source, target):
+        real_replace(source, target)
+        if Path(target).name == "p.csv":  # not the parsed-data cache's own renames
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(predict.os, "replace", replace_then_interrupt)
+    code = cli.main(["predict", MODEL, "mnist", "--data-dir", "data", "--output", "p.csv"])
+    monkeypatch.undo()
+    assert code == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "interrupted: the predictions were written to p.csv before the interrupt"
+    ]
+    assert (in_home / "p.csv").read_text().startswith("index,") and hidden(in_home) == []

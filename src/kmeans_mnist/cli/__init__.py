@@ -568,11 +568,12 @@ def parse_predict_args(argv: list[str]) -> argparse.Namespace:
 
 def run_predict(args: argparse.Namespace) -> int:
     from ..data.datasets import DatasetError, load_dataset
-    from ..results.predict import PredictError, assign, check_output, read_model, write_predictions
+    from ..results.predict import PredictError, Written, assign, check_output, read_model, write_predictions
+    from .sweep import signals_held
 
+    written = Written()
     try:
-        if args.output is not None:
-            check_output(Path(args.output))
+        output = check_output(args.output, _predict_inputs(args))
         model = read_model(Path(args.model))
         data = load_dataset(args.dataset, keep_blank=True, **_load_options(args))
         if data.image_shape != model.image_shape:
@@ -582,21 +583,49 @@ def run_predict(args: argparse.Namespace) -> int:
                 "on images of that size"
             )
         clusters, distances = assign(data.all_pixel, model.centers)
-        write_predictions(
-            None if args.output is None else Path(args.output), data.labels, clusters, distances
-        )
+        write_predictions(output, data.labels, clusters, distances, written, held=signals_held)
     except (DatasetError, PredictError) as error:
         raise UsageError(str(error)) from None
     except BrokenPipeError:  # the reader of stdout went away (| head): nothing more to say to it
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _silence_stdout()
         return 0
-    if not args.quiet and args.output is not None:
-        print(
-            f"assigned {len(data):,} images of {data.source} to K={len(model.centers)}: {args.output}",
-            file=sys.stderr,
+    except KeyboardInterrupt as interrupt:
+        _handled(interrupt)
+        _say_always(f"interrupted{_by(interrupt)}: {_predict_interrupted(args.output, written)}")
+        return _interrupted_code(interrupt)
+    if not args.quiet and output.path is not None:
+        _say_always(
+            f"assigned {len(data):,} images of {data.source} to K={len(model.centers)}: {args.output}"
         )
     return 0
+
+
+def _predict_interrupted(output: str | None, written) -> str:
+    """What an interrupted predict left behind, exactly."""
+    if written.replaced:
+        return f"the predictions were written to {output} before the interrupt"
+    if written.started:
+        return f"{output or 'standard output'} may hold part of the predictions"
+    if output is None or output == "-":
+        return "nothing was written"
+    return f"{output} was not written (a file that was there is unchanged)"
+
+
+def _predict_inputs(args: argparse.Namespace) -> list[Path]:
+    """The files and folders predict reads, which its --output must never be: the model, the
+    data's file or folder, the parsed-data cache, and kagglehub's for a named dataset without
+    --data-dir."""
+    from ..data import cache
+
+    inputs = [
+        Path(args.model),
+        cache.cache_folder(),
+    ]  # the parsed-data cache, where the data may be read from
+    if args.data_dir is not None:
+        inputs.append(Path(args.data_dir))
+    else:
+        inputs.append(Path(os.environ.get("KAGGLEHUB_CACHE") or Path.home() / ".cache" / "kagglehub"))
+    return inputs
 
 
 if __name__ == "__main__":
