@@ -286,3 +286,47 @@ def test_an_interrupt_during_the_rename_says_the_file_was_written(in_home, monke
         "interrupted: the predictions were written to p.csv before the interrupt"
     ]
     assert (in_home / "p.csv").read_text().startswith("index,") and hidden(in_home) == []
+
+
+# --- predict streams its input ------------------------------------------------------------------
+
+
+def peak_rss_bytes(code: str, cwd: Path) -> int:
+    """The peak resident memory of a fresh Python running `code` (ru_maxrss of the child)."""
+    probe = (
+        "import resource, subprocess, sys\n"
+        f"subprocess.run([sys.executable, '-c', {code!r}], check=True)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    env = isolated_env(cwd)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.split()[-1]) * 1024
+
+
+def test_predict_memory_stays_near_the_size_of_its_input(home):
+    """60,000 uint8 images (47 MB): a float32 copy would add 188 MB; blocks add a fixed amount."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (60_000, 784), dtype=np.uint8)
+    np.save(home / "big.npy", images)
+    imports = "from kmeans_mnist import cli; from kmeans_mnist.cli import sweep; from kmeans_mnist.engine import lloyd"
+    baseline = peak_rss_bytes(imports, home)
+    run = f"{imports}; sys_exit = cli.main(['predict', {MODEL!r}, 'big.npy', '--output', 'p.csv', '--quiet'])"
+    peak = peak_rss_bytes(run, home)
+    assert (home / "p.csv").stat().st_size > 0
+    # The input (memory-mapped, read once) plus blocks of a fixed size (about 30 MB measured:
+    # converted rows, their float64 norms, a block of CSV text), not 4 bytes a value more.
+    assert peak - baseline < images.nbytes + 40 * 2**20, (peak - baseline) / 2**20
+
+
+def test_labels_distances_are_the_nearest_centres_and_their_distances():
+    from kmeans_mnist.engine import lloyd
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(3000, 20)) * 50
+    centers = rng.normal(size=(7, 20)) * 50
+    labels, distances = lloyd.labels_distances(X, centers)
+    exact = np.sqrt(((X[:, None, :] - centers[None]) ** 2).sum(axis=2))
+    assert np.array_equal(labels, exact.argmin(axis=1))
+    assert np.array_equal(labels, lloyd.labels_inertia(X, centers)[0])
+    np.testing.assert_allclose(distances, exact.min(axis=1), rtol=1e-6)
