@@ -330,3 +330,43 @@ def test_labels_distances_are_the_nearest_centres_and_their_distances():
     assert np.array_equal(labels, exact.argmin(axis=1))
     assert np.array_equal(labels, lloyd.labels_inertia(X, centers)[0])
     np.testing.assert_allclose(distances, exact.min(axis=1), rtol=1e-6)
+
+
+# --- models of extreme magnitude -------------------------------------------------------------------
+
+
+def extreme_model(home: Path, centers: np.ndarray) -> str:
+    from types import SimpleNamespace
+
+    fitted = SimpleNamespace(cluster_centers_=centers, inertia_=1.0, n_iter_=1, converged_=True)
+    model_file.save_model(home / "extreme.npz", fitted, image_shape=(28, 28))
+    return "extreme.npz"
+
+
+@pytest.mark.parametrize("magnitude", [1e300, 1e10, 1e-10])
+def test_predict_with_centres_of_any_one_magnitude_finds_the_nearest(home, magnitude):
+    """Huge centres once divided by zero (scale**2 underflowed); centres of one magnitude, however
+    far from the pixels', now give the nearest centre and its distance."""
+    rng = np.random.default_rng(2)
+    centers = rng.uniform(-1, 1, (3, 784)) * magnitude
+    centers[1] += 2 * magnitude  # each centre its own place
+    centers[2] -= 2 * magnitude
+    images = rng.integers(0, 256, (8, 784), dtype=np.uint8)
+    np.save(home / "new.npy", images)
+    result = run_cli(["predict", extreme_model(home, centers), "new.npy"], home)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    unit = max(magnitude, 255.0)  # float64 differences in units where nothing overflows
+    exact = np.sqrt(((images[:, None, :] / unit - centers[None] / unit) ** 2).sum(axis=2)) * unit
+    assert [int(row["cluster"]) - 1 for row in rows] == exact.argmin(axis=1).tolist()
+    np.testing.assert_allclose([float(row["distance"]) for row in rows], exact.min(axis=1), rtol=1e-5)
+
+
+def test_predict_refuses_centres_too_far_apart_in_magnitude(home):
+    centers = np.random.default_rng(3).uniform(0, 255, (3, 784))
+    centers[0, 0] = 1.7e308  # finite, but 2^1000 beyond the others: they would all round to 0
+    fails_cleanly(
+        run_cli(["predict", extreme_model(home, centers), "mnist", "--data-dir", "data"], home),
+        "cannot assign",
+        "magnitudes",
+    )

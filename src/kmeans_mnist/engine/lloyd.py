@@ -53,6 +53,7 @@ from .prepared import (
 )
 
 INITS = ("k-means++", "k-means||", "random")  # the named starts
+MAGNITUDE_SPAN = 100  # new data and centres may span 2^100 in magnitude (float32 squares reach 2^-126)
 
 
 class IterationInfo(NamedTuple):
@@ -434,12 +435,31 @@ def _new_data_blocks(X: np.ndarray, centers: np.ndarray, scale: float | None = N
         yield rows, x, sq_norms(x.astype(np.float64))
 
 
+def new_data_scale(X: np.ndarray, centers: np.ndarray) -> float:
+    """The power of two at which new data meets fitted centres: both brought near 1.
+
+    ValueError when a centre is more than 2^MAGNITUDE_SPAN below the largest value of the centres
+    and X (say centres of 1e300 beside centres of 1): at one scale, float32 would round such a
+    centre to 0 and tell it from others by chance; no fit on one dataset makes such centres.
+    """
+    per_center = np.abs(centers).max(axis=1)
+    top = max(float(per_center.max()), largest_magnitude(X))
+    small = per_center[(per_center > 0) & (per_center < top * 2.0**-MAGNITUDE_SPAN)]
+    if len(small):
+        raise ValueError(
+            f"the centres and the data span magnitudes from {small.min():.3g} to {top:.3g}, more than "
+            f"2^{MAGNITUDE_SPAN} apart: their distances cannot be computed at one scale (such centres "
+            "do not come from fitting data like these)"
+        )
+    return power_of_two_scale(top)
+
+
 def labels_inertia(
     X: np.ndarray, centers: np.ndarray, sample_weight: np.ndarray | None = None
 ) -> tuple[np.ndarray, float]:
     """Nearest centre of each row of X (int32, exact as in the fit) and the (weighted) sum of
     squared distances to it. Block by block: memory beyond X is O(N) for the labels."""
-    scale = power_of_two_scale(max(largest_magnitude(centers), largest_magnitude(X)))
+    scale = new_data_scale(X, centers)
     blocks = _new_data_blocks(X, centers, scale)
     c32 = next(blocks)
     weights = check_sample_weight(sample_weight, X.shape[0])
@@ -457,7 +477,7 @@ def labels_distances(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np
     """Nearest centre of each row of X (int32, as labels_inertia) and the Euclidean distance to
     it (float64, as distances_to_own: the numbers the fit writes for its own rows), in one pass
     over X, block by block."""
-    scale = power_of_two_scale(max(largest_magnitude(centers), largest_magnitude(X)))
+    scale = new_data_scale(X, centers)
     blocks = _new_data_blocks(X, centers, scale)
     c32 = next(blocks)
     cn2 = sq_norms(c32)

@@ -53,7 +53,10 @@ def assign(pixels: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndar
     numbers of the fit's assignments.csv), block by block."""
     from ..engine.lloyd import labels_distances
 
-    labels, distances = labels_distances(pixels, np.asarray(centers, dtype=np.float64))
+    try:
+        labels, distances = labels_distances(pixels, np.asarray(centers, dtype=np.float64))
+    except ValueError as error:  # centres that cannot meet these images at one scale
+        raise PredictError(f"cannot assign these images to the model's representatives: {error}") from None
     return labels.astype(np.int64), distances
 
 
