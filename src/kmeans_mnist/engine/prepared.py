@@ -80,6 +80,8 @@ class Prepared:
             and bool(np.all(self.offset == np.round(self.offset)))
         )
         self.weights = weights
+        if weights is not None:
+            check_weighted_sums(weights, 2 * largest * self.scale, X.shape[1])
         self.shape = X.shape
         self._local = threading.local()  # per-thread scratch for converted blocks (see block)
         compact = self.whole and X.dtype.itemsize <= 2 and X.size >= PARALLEL_MIN_VALUES
@@ -346,6 +348,21 @@ def power_of_two_scale(largest: float) -> float:
             "float64 to compute distances between them: multiply the data by a large constant (say 1e300) first"
         )
     return 2.0 ** -math.ceil(math.log2(largest))
+
+
+def check_weighted_sums(weights: np.ndarray, reach: float, n_features: int) -> None:
+    """ValueError when weighted sums of the prepared rows (values within +-reach) could overflow
+    float64: the centres would be NaN (scikit-learn refuses such weights too). The bound is the
+    largest weighted sum of squared distances, sum(w) x D x (2 reach)^2, against 2^1000."""
+    with np.errstate(over="ignore"):
+        total = float(np.sum(weights))
+        bound = total * n_features * (2 * reach) ** 2
+    if not bound < 2.0**1000:
+        raise ValueError(
+            f"sample_weight is too large for these data: weights summing to {total:.3g} would overflow "
+            "float64 in the weighted sums of the fit; divide sample_weight by a common factor "
+            "(the clusters do not change)"
+        )
 
 
 def unscaled_sum_of_squares(total: float, scale: float) -> float:
