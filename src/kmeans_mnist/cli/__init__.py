@@ -320,11 +320,17 @@ def on_scheduler(args: argparse.Namespace, run: Callable[[argparse.Namespace], i
     # A Ctrl-C cancels Dask's pending gathers; asyncio would print them as never-retrieved errors.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     with contextlib.ExitStack() as stack:
+        dask_logs = logging.getLogger("distributed")
+        stack.callback(dask_logs.setLevel, dask_logs.level)  # last on the way out (see below)
         if args.scheduler == "local":
-            cluster = stack.enter_context(LocalCluster(dashboard_address=None, silence_logs=logging.ERROR))
+            with _workers_ignore_interrupts():
+                cluster = stack.enter_context(
+                    LocalCluster(dashboard_address=None, silence_logs=logging.ERROR)
+                )
             stack.enter_context(Client(cluster))
         else:
             try:
+                _probe_scheduler(args.scheduler, SCHEDULER_TIMEOUT)
                 stack.enter_context(Client(args.scheduler, timeout=SCHEDULER_TIMEOUT))
             except Exception as error:  # OSError, TimeoutError, ValueError for a malformed address
                 reason = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -332,7 +338,47 @@ def on_scheduler(args: argparse.Namespace, run: Callable[[argparse.Namespace], i
                     f"cannot reach the Dask scheduler at {args.scheduler} ({reason}); start one with "
                     "`dask scheduler` and `dask worker ADDRESS`, or use --scheduler local"
                 ) from None
+        # Closed first on the way out: the run has said its last line (results, `interrupted:`);
+        # the scheduler's complaints about workers going away as the cluster closes are not news.
+        stack.callback(dask_logs.setLevel, logging.CRITICAL + 1)
         return run(args)
+
+
+@contextlib.contextmanager
+def _workers_ignore_interrupts() -> Iterator[None]:
+    """SIGINT ignored while --scheduler local starts its worker processes, which inherit that.
+
+    A Ctrl-C at the terminal goes to every process of the foreground group: the workers would
+    each print a traceback of their own. Ignoring it, they are stopped by this process instead,
+    which closes the cluster on its way out (and prints the one `interrupted:` line)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _probe_scheduler(address: str, seconds: float) -> None:
+    """Connect to `address` and read its Dask handshake, all within `seconds`, or raise.
+
+    distributed's Client bounds the connection by its timeout, not the handshake that follows:
+    a server that accepts connections and then says nothing (an HTTP server, such as the
+    dashboard's port) would keep it waiting forever."""
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def probe() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=seconds), seconds)
+        await comm.close()
+
+    try:
+        asyncio.run(probe())
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"no Dask handshake within {seconds} s: is this the scheduler's port?") from None
 
 
 def run(args: argparse.Namespace) -> int:
