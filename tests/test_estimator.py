@@ -22,7 +22,7 @@ import kmeans_mnist
 from cli_support import isolated_env, write_kaggle
 from kmeans_mnist import KMeans, ModelError, load_model
 from kmeans_mnist.engine import lloyd as engine
-from kmeans_mnist.results.run import save_model
+from kmeans_mnist.results.model import save_model
 from test_kmeans import mnist_like
 
 

@@ -16,8 +16,8 @@ _HOMES = {
     "Dataset": "data.datasets",
     "DatasetError": "data.datasets",
     "load_dataset": "data.datasets",
-    "load_model": "results.run",
-    "ModelError": "results.run",
+    "load_model": "results.model",
+    "ModelError": "results.model",
 }
 
 

@@ -330,11 +330,17 @@ def on_scheduler(args: argparse.Namespace, run: Callable[[argparse.Namespace], i
     # A Ctrl-C cancels Dask's pending gathers; asyncio would print them as never-retrieved errors.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     with contextlib.ExitStack() as stack:
+        dask_logs = logging.getLogger("distributed")
+        stack.callback(dask_logs.setLevel, dask_logs.level)  # last on the way out (see below)
         if args.scheduler == "local":
-            cluster = stack.enter_context(LocalCluster(dashboard_address=None, silence_logs=logging.ERROR))
+            with _workers_ignore_interrupts():
+                cluster = stack.enter_context(
+                    LocalCluster(dashboard_address=None, silence_logs=logging.ERROR)
+                )
             stack.enter_context(Client(cluster))
         else:
             try:
+                _probe_scheduler(args.scheduler, SCHEDULER_TIMEOUT)
                 stack.enter_context(Client(args.scheduler, timeout=SCHEDULER_TIMEOUT))
             except Exception as error:  # OSError, TimeoutError, ValueError for a malformed address
                 reason = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -342,7 +348,47 @@ def on_scheduler(args: argparse.Namespace, run: Callable[[argparse.Namespace], i
                     f"cannot reach the Dask scheduler at {args.scheduler} ({reason}); start one with "
                     "`dask scheduler` and `dask worker ADDRESS`, or use --scheduler local"
                 ) from None
+        # Closed first on the way out: the run has said its last line (results, `interrupted:`);
+        # the scheduler's complaints about workers going away as the cluster closes are not news.
+        stack.callback(dask_logs.setLevel, logging.CRITICAL + 1)
         return run(args)
+
+
+@contextlib.contextmanager
+def _workers_ignore_interrupts() -> Iterator[None]:
+    """SIGINT ignored while --scheduler local starts its worker processes, which inherit that.
+
+    A Ctrl-C at the terminal goes to every process of the foreground group: the workers would
+    each print a traceback of their own. Ignoring it, they are stopped by this process instead,
+    which closes the cluster on its way out (and prints the one `interrupted:` line)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _probe_scheduler(address: str, seconds: float) -> None:
+    """Connect to `address` and read its Dask handshake, all within `seconds`, or raise.
+
+    distributed's Client bounds the connection by its timeout, not the handshake that follows:
+    a server that accepts connections and then says nothing (an HTTP server, such as the
+    dashboard's port) would keep it waiting forever."""
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def probe() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=seconds), seconds)
+        await comm.close()
+
+    try:
+        asyncio.run(probe())
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"no Dask handshake within {seconds} s: is this the scheduler's port?") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -587,11 +633,12 @@ def parse_predict_args(argv: list[str]) -> argparse.Namespace:
 
 def run_predict(args: argparse.Namespace) -> int:
     from ..data.datasets import DatasetError, load_dataset
-    from ..results.predict import PredictError, assign, check_output, read_model, write_predictions
+    from ..results.predict import PredictError, Written, assign, check_output, read_model, write_predictions
+    from .sweep import signals_held
 
+    written = Written()
     try:
-        if args.output is not None:
-            check_output(Path(args.output))
+        output = check_output(args.output, _predict_inputs(args))
         model = read_model(Path(args.model))
         data = load_dataset(args.dataset, keep_blank=True, **_load_options(args))
         if data.image_shape != model.image_shape:
@@ -601,21 +648,49 @@ def run_predict(args: argparse.Namespace) -> int:
                 "on images of that size"
             )
         clusters, distances = assign(data.all_pixel, model.centers)
-        write_predictions(
-            None if args.output is None else Path(args.output), data.labels, clusters, distances
-        )
+        write_predictions(output, data.labels, clusters, distances, written, held=signals_held)
     except (DatasetError, PredictError) as error:
         raise UsageError(str(error)) from None
     except BrokenPipeError:  # the reader of stdout went away (| head): nothing more to say to it
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _silence_stdout()
         return 0
-    if not args.quiet and args.output is not None:
-        print(
-            f"assigned {len(data):,} images of {data.source} to K={len(model.centers)}: {args.output}",
-            file=sys.stderr,
+    except KeyboardInterrupt as interrupt:
+        _handled(interrupt)
+        _say_always(f"interrupted{_by(interrupt)}: {_predict_interrupted(args.output, written)}")
+        return _interrupted_code(interrupt)
+    if not args.quiet and output.path is not None:
+        _say_always(
+            f"assigned {len(data):,} images of {data.source} to K={len(model.centers)}: {args.output}"
         )
     return 0
+
+
+def _predict_interrupted(output: str | None, written) -> str:
+    """What an interrupted predict left behind, exactly."""
+    if written.replaced:
+        return f"the predictions were written to {output} before the interrupt"
+    if written.started:
+        return f"{output or 'standard output'} may hold part of the predictions"
+    if output is None or output == "-":
+        return "nothing was written"
+    return f"{output} was not written (a file that was there is unchanged)"
+
+
+def _predict_inputs(args: argparse.Namespace) -> list[Path]:
+    """The files and folders predict reads, which its --output must never be: the model, the
+    data's file or folder, the parsed-data cache, and kagglehub's for a named dataset without
+    --data-dir."""
+    from ..data import cache
+
+    inputs = [
+        Path(args.model),
+        cache.cache_folder(),
+    ]  # the parsed-data cache, where the data may be read from
+    if args.data_dir is not None:
+        inputs.append(Path(args.data_dir))
+    else:
+        inputs.append(Path(os.environ.get("KAGGLEHUB_CACHE") or Path.home() / ".cache" / "kagglehub"))
+    return inputs
 
 
 if __name__ == "__main__":

@@ -362,8 +362,10 @@ def write_k_files(
     history: the `FitHistory` that watched the fit (history.csv, evolution.gif). progress(done,
     total) is told the number of files written so far. extra: more entries for summary.json.
     """
+    from ..engine.lloyd import distances_to_own
     from ..render.kfolder import draw_k_pictures, picture_count
     from ..results import run
+    from ..results.model import save_model
 
     started = time.perf_counter()
     centers = np.asarray(model.cluster_centers_, dtype=np.float64)
@@ -378,7 +380,7 @@ def write_k_files(
 
         metrics, table, classes = evaluate(dataset.labels, model.labels_, k)
     matching = run.cluster_classes(dataset, table, classes) if table is not None else None
-    distances = run.distances_to_centers(dataset.all_pixel, centers, clusters)
+    distances = distances_to_own(dataset.all_pixel, centers, clusters)
     total = picture_count(k, len(dataset.images), samples, export_members, table is not None, history)
     total += 2 + (history is not None)  # assignments.csv, model.npz, history.csv
     done = 0
@@ -405,7 +407,7 @@ def write_k_files(
     )
     run.write_assignments(folder / "assignments.csv", dataset.labels, clusters, distances, matching)
     step()
-    run.save_model(
+    save_model(
         folder / "model.npz",
         model,
         dataset=dataset.name,
