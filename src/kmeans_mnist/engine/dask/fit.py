@@ -42,43 +42,42 @@ from threadpoolctl import threadpool_limits
 from .. import lloyd as engine
 from .. import prepared
 from ..lloyd import BlockState, Centers, FitResult, InitProgress, IterationInfo, Prepared
-from .chunks import CHUNKS, LOST, Chunks, chunk_state
+from .chunks import LOST, Block, Chunks, on_block
 
 
 class _Stats(NamedTuple):
-    """What one chunk sends back after an assignment: small, whatever the chunk's size."""
+    """What one block sends back after an assignment: small, whatever the block's size."""
 
     n_changed: int
     sums: np.ndarray  # K x D
     counts: np.ndarray  # K
-    energy: float  # inertia of the chunk's labels against the centres they were assigned to
-    column_sums: np.ndarray | None  # D, with norm_sum: the chunk's share of the variance (tol)
+    energy: float  # inertia of the block's labels against the centres they were assigned to
+    column_sums: np.ndarray | None  # D, with norm_sum: the block's share of the variance (tol)
     norm_sum: float
 
 
-def _step(rows, key, prep, run: int, version: int, centers: Centers, previous: np.ndarray | None = None):
-    """Assignment number `version` (from 1) of run `run` against `centers`; the chunk's _Stats.
+def _step(block: Block, picked, run: int, version: int, centers: Centers, previous: np.ndarray | None = None):
+    """Assignment number `version` (from 1) of run `run` against `centers`; the block's _Stats.
 
     Needs the state after assignment version - 1; without it, answers LOST unless `previous`
     (the centres of that assignment) is given, from which the state is rebuilt.
     """
-    chunk = chunk_state(rows, key, prep)
-    if chunk.run == run and chunk.version == version:  # this task ran already
-        return chunk.result
-    incremental = chunk.run == run and chunk.version == version - 1 and version > 1
+    if block.run == run and block.version == version:  # this call ran already
+        return block.result
+    incremental = block.run == run and block.version == version - 1 and version > 1
     if not incremental and version > 1 and previous is None:
         return LOST
-    chunk.version = None
+    block.version = None
     if incremental:
-        n_changed = chunk.state.assign(centers, chunk.state.stale_rows(centers))
+        n_changed = block.state.assign(centers, block.state.stale_rows(centers))
     else:
-        chunk.run, chunk.state = run, BlockState(chunk.data, len(centers.values))
+        block.run, block.state = run, block.new_state(len(centers.values))
         if version > 1:
-            chunk.state.assign(Centers(previous))
-        n_changed = chunk.state.assign(centers)
-    state, data = chunk.state, chunk.data
+            block.state.assign(Centers(previous))
+        n_changed = block.state.assign(centers)
+    state, data = block.state, block.data
     first = version == 1
-    chunk.result = _Stats(
+    block.result = _Stats(
         n_changed,
         state.sums.copy(),
         state.counts.copy(),
@@ -86,34 +85,29 @@ def _step(rows, key, prep, run: int, version: int, centers: Centers, previous: n
         np.sum(data.column_sums, axis=0, dtype=np.float64) if first else None,
         float(data.xn2.sum()) if first else 0.0,
     )
-    chunk.version = version
-    return chunk.result
+    block.version = version
+    return block.result
 
 
-def _assigned(rows, key, prep, run: int, version: int, centers: np.ndarray) -> BlockState:
-    """The chunk's state after assignment `version`, made again from `centers` if it is not here."""
-    chunk = chunk_state(rows, key, prep)
-    if chunk.run != run or chunk.version != version:
-        chunk.version = None
-        chunk.run, chunk.state = run, BlockState(chunk.data, len(centers))
-        chunk.state.assign(Centers(centers))
-        chunk.version, chunk.result = version, None
-    return chunk.state
+def _assigned(block: Block, run: int, version: int, centers: np.ndarray) -> BlockState:
+    """The block's state after assignment `version`, made again from `centers` if it is not here."""
+    if block.run != run or block.version != version:
+        block.version = None
+        block.run, block.state = run, block.new_state(len(centers))
+        block.state.assign(Centers(centers))
+        block.version, block.result = version, None
+    return block.state
 
 
-def _farthest(rows, key, prep, run: int, version: int, centers: np.ndarray, m: int):
-    """The chunk's m points farthest from their own centre (BlockState.farthest)."""
-    return _assigned(rows, key, prep, run, version, centers).farthest(centers, m)
+def _farthest(block: Block, picked, run: int, version: int, centers: np.ndarray, m: int):
+    """The block's m points farthest from their own centre (BlockState.farthest), with their rows in X."""
+    *farthest, order = _assigned(block, run, version, centers).farthest_rows(centers, m)
+    return (*farthest, block.global_rows(order))
 
 
-def _labels(rows, key, prep, run: int, version: int, centers: np.ndarray) -> np.ndarray:
-    """The chunk's labels after assignment `version`; recomputable after the fit from the centres."""
-    chunk = CHUNKS.get(key)
-    if chunk is not None and chunk.run == run and chunk.version == version:
-        return chunk.state.labels.copy()
-    state = BlockState(Prepared(rows, offset=prep[0], scale=prep[1]), len(centers))
-    state.assign(Centers(centers))
-    return state.labels
+def _labels(block: Block, picked, run: int, version: int, centers: np.ndarray) -> np.ndarray:
+    """The block's labels after assignment `version`; made again from the centres if not here."""
+    return _assigned(block, run, version, centers).labels.copy()
 
 
 # ---------------------------------------------------------------------- the client's side
@@ -241,23 +235,28 @@ def fit(
     )
 
 
-def _labels_array(chunks: Chunks, parts: list):
-    """The labels of all chunks: NumPy for NumPy data, else a dask array over the chunks' labels."""
-    if chunks.source is not None:
-        return np.concatenate(chunks.client.gather(parts))
-    if chunks.client is None:
-        return da.concatenate([da.from_array(part, chunks=-1) for part in parts])
-    return da.concatenate(
-        [
-            da.from_delayed(part, shape=(size,), dtype=np.int32)
-            for part, size in zip(parts, chunks.sizes, strict=True)
-        ]
-    )
+def _labels_array(chunks: Chunks, parts: list) -> np.ndarray | da.Array:
+    """The labels of all of X from each unit's (`parts`: (unit, its labels) pairs): NumPy for
+    NumPy data, else a dask array in X's row chunks (on a cluster, left on the workers)."""
+    if chunks.client is None or chunks.source is not None:
+        units = [part for _, part in parts]
+        units = units if chunks.client is None else chunks.client.gather(units)
+        labels = np.empty(chunks.n, dtype=np.int32)
+        for (unit, _), values in zip(parts, units, strict=True):
+            labels[np.concatenate([np.arange(chunks.starts[i], chunks.starts[i + 1]) for i in unit])] = values
+        return labels if chunks.source is not None else da.from_array(labels, chunks=(tuple(chunks.sizes),))
+    pieces = {}
+    for unit, future in parts:
+        sizes = [chunks.sizes[i] for i in unit]
+        whole = da.from_delayed(future, shape=(sum(sizes),), dtype=np.int32)
+        for i, start, size in zip(unit, np.cumsum([0, *sizes]), sizes, strict=False):
+            pieces[i] = whole if len(unit) == 1 else whole[start : start + size]
+    return da.concatenate([pieces[i] for i in range(len(chunks.sizes))])
 
 
 class _Run(NamedTuple):
     centers: np.ndarray
-    labels: list  # per chunk: futures (on a cluster) or arrays
+    labels: list  # (unit, its labels: a future on a cluster, or an array)
     inertia: float
     n_iter: int
     converged: bool
@@ -275,17 +274,17 @@ class _Totals:
 
 
 def _merge_farthest(answers: list[tuple], m: int) -> tuple:
-    """The m farthest points of X from each chunk's m farthest (ties to the lower row, as the engine)."""
+    """The m farthest points of X from each block's m farthest (ties to the lower row of X, as
+    the engine: each block's own are its farthest with ties to its lower rows, which are in X's order)."""
     merged = [np.concatenate(parts) for parts in zip(*answers, strict=True)]
-    order = np.argsort(-merged[0], kind="stable")[:m]  # chunks in row order: stable = lower row first
-    return tuple(values[order] for values in merged)
+    order = np.lexsort((merged[-1], -merged[0]))[:m]
+    return tuple(values[order] for values in merged[:-1])
 
 
 def _assign(chunks: Chunks, run: int, version: int, current: Centers, previous) -> list[_Stats]:
-    """Assignment `version` on every chunk; a chunk whose state was lost rebuilds it from `previous`."""
+    """Assignment `version` on every block; a block whose state was lost rebuilds it from `previous`."""
     _ = current.half_gaps  # computed once here, not on every worker
-    stats = chunks.map(_step, run, version, current)
-    return chunks.again(stats, _step, run, version, current, rebuild={"previous": previous})
+    return chunks.units(_step, run, version, current, rebuild={"previous": previous})
 
 
 def _lloyd(chunks: Chunks, run: int, centers: np.ndarray, max_iter: int, tol: float, report) -> _Run:
@@ -305,7 +304,7 @@ def _lloyd(chunks: Chunks, run: int, centers: np.ndarray, max_iter: int, tol: fl
         inertia = sum(s.energy for s in stats)
 
         def farthest(values: np.ndarray, m: int, version=version) -> tuple:
-            return _merge_farthest(chunks.map(_farthest, run, version, values, m), m)
+            return _merge_farthest(chunks.units(_farthest, run, version, values, m), m)
 
         new_centers, reseeded = engine.update_centers(_Totals(stats, farthest), current.values)
         reseeds += reseeded
@@ -338,20 +337,30 @@ def _tolerance(stats: list[_Stats], n: int, tol: float) -> float:
 
 
 def _label_parts(chunks: Chunks, run: int, version: int, centers: np.ndarray) -> list:
-    """Each chunk's labels, left where they are (futures on a cluster). Waited for, so that they
-    are read from the states before these are dropped; recomputable from `centers` after that."""
+    """Each unit's labels, left where they are (futures on a cluster). Waited for, so that they
+    are read from the blocks before these are dropped; recomputable from `centers` after that."""
     if chunks.client is None:
-        return chunks.map(_labels, run, version, centers)
+        return list(zip(chunks.unit_list, chunks.units(_labels, run, version, centers), strict=True))
     from distributed import wait
 
     futures = [
         chunks.client.submit(
-            _labels, part, key, chunks.prep, run, version, centers, pure=False, **chunks.placement(i)
+            on_block,
+            [chunks.parts[i] for i in unit],
+            chunks.key(unit),
+            chunks.prep,
+            chunks.origins(unit),
+            _labels,
+            None,
+            (run, version, centers),
+            {},
+            pure=False,
+            **chunks.placement(unit),
         )
-        for i, (part, key) in enumerate(zip(chunks.parts, chunks.keys, strict=True))
+        for unit in chunks.unit_list
     ]
     wait(futures)
-    return futures
+    return list(zip(chunks.unit_list, futures, strict=True))
 
 
 # ---------------------------------------------------------------------- seeding
