@@ -18,7 +18,9 @@ workers left (new units: their blocks are rebuilt from the centres, as after any
 
 A unit function runs as fn(block, picked, *args, **kwargs), `picked` listing the chunks asked
 about as (place in the block, extra arguments of that chunk): per-chunk answers come back as a
-list in that order (`Chunks.each`), whole-block answers as one value (`Chunks.units`).
+list in that order (`Chunks.each`), whole-block answers as one value (`Chunks.units`). Before
+X's offset and scale are known (`Chunks.prep` None), there is no block yet and calls get the
+chunks' rows as they are (X's extremes and sample are read so, one call per worker).
 """
 
 from __future__ import annotations
@@ -94,7 +96,11 @@ def per_chunk_sums(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def on_block(rows: list, key: tuple, prep, origins, fn, picked, args, kwargs, pool=None):
-    """fn(the unit's block, picked, *args, **kwargs): the block made (rows joined) on first use."""
+    """fn(the unit's block, picked, *args, **kwargs): the block made (rows joined) on first use.
+    Without `prep` (X's offset and scale not known yet): fn(the chunks' rows as they are, where
+    they start in X, picked, *args, **kwargs)."""
+    if prep is None:
+        return fn(rows, origins, picked, *args, **kwargs)
     block = BLOCKS.get(key)
     if block is None:
         block = BLOCKS[key] = Block(rows, prep, origins, pool)
@@ -114,21 +120,22 @@ class Host:
     between; the block's passes use as many threads as the worker has. Holds no state of its
     own: the block is in BLOCKS."""
 
-    def __init__(self, key: tuple, prep, origins, *rows: np.ndarray):
+    def __init__(self, key: tuple, origins, *rows: np.ndarray):
         from distributed import get_worker
 
-        self.key, self.prep, self.origins, self.rows = key, prep, origins, list(rows)
+        self.key, self.origins, self.rows = key, origins, list(rows)
         threads = max(1, get_worker().state.nthreads)
         self.caller = ThreadPoolExecutor(1)  # the call itself: it hands the block's passes to `pool`
         self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
 
     async def run(self, message: bytes) -> bytes:
-        """fn(block, picked, *args, **kwargs) of the pickled (fn, picked, args, kwargs), answered pickled."""
-        fn, picked, args, kwargs = pickle.loads(message)
+        """on_block(.., fn, picked, args, kwargs) of the pickled (fn, picked, args, kwargs, prep),
+        answered pickled."""
+        fn, picked, args, kwargs, prep = pickle.loads(message)
         loop = asyncio.get_running_loop()
         answer = await loop.run_in_executor(
             self.caller,
-            lambda: on_block(self.rows, self.key, self.prep, self.origins, fn, picked, args, kwargs, self.pool),
+            lambda: on_block(self.rows, self.key, prep, self.origins, fn, picked, args, kwargs, self.pool),
         )
         return pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -145,8 +152,9 @@ class Chunks:
     answer per unit. Units that answer LOST are asked again with the `rebuild` arguments.
     """
 
-    def __init__(self, X, client, token: str, prep: tuple[np.ndarray, float]):
-        self.client, self.token, self.prep = client, token, prep
+    def __init__(self, X, client, token: str):
+        self.client, self.token = client, token
+        self.prep: tuple[np.ndarray, float] | None = None  # X's offset and scale: set once known
         self.source = None  # NumPy data scattered from here: sent again if a worker dies with it
         if isinstance(X, np.ndarray):
             self.source = X
@@ -292,7 +300,9 @@ class Chunks:
         # Pickled here into one bytes message each way: Dask would send each array (of the
         # centres, of the sums) as a frame of its own, ~1.5 ms more a round trip on MNIST.
         pending = [
-            self.hosts[unit].run(pickle.dumps((fn, mine, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL))
+            self.hosts[unit].run(
+                pickle.dumps((fn, mine, args, kwargs, self.prep), protocol=pickle.HIGHEST_PROTOCOL)
+            )
             for (unit, _), mine in zip(asked, picked, strict=True)
         ]
         return [pickle.loads(future.result()) for future in pending]
@@ -311,7 +321,6 @@ class Chunks:
             self.client.submit(
                 Host,
                 self.key(unit),
-                self.prep,
                 self.origins(unit),
                 *[self.parts[i] for i in unit],
                 actor=True,
