@@ -329,6 +329,57 @@ def test_scheduler_local_writes_the_same_results(tmp_path, monkeypatch):
     assert plain.read_bytes() == on_dask.read_bytes()
 
 
+def test_a_dask_run_says_so_in_the_terminal_summary_and_report(tmp_path, monkeypatch, capsys):
+    import json
+    import re
+
+    from cli_support import isolated_env, write_kaggle
+    from kmeans_mnist import cli
+
+    write_kaggle(tmp_path / "data", n_train=300, n_test=100)
+    for name, value in isolated_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    args = ["4", "--data-dir", "data", "--samples", "0", "--init", "random", "--output", "out"]
+    assert cli.main([*args, "--scheduler", "local"]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("fitting on the Dask cluster at ")]
+    assert len(lines) == 1, err
+    said = re.fullmatch(
+        r"fitting on the Dask cluster at (tcp://\S+): (\d+) workers?, (\d+) threads?.*; (.+)", lines[0]
+    )
+    assert said, lines[0]
+    (summary,) = (tmp_path / "out").glob("*/k4/summary.json")
+    recorded = json.loads(summary.read_text())["dask_cluster"]
+    assert [recorded["scheduler"], str(recorded["workers"]), str(recorded["threads"])] == list(
+        said.groups()[:3]
+    )
+    assert recorded["workers"] >= 1 and recorded["threads"] >= recorded["workers"]
+    dashboard = recorded["dashboard"]
+    assert said.group(4) == (f"dashboard {dashboard}" if dashboard else "no dashboard")
+    report = (summary.parent.parent / "report.html").read_text()
+    assert "Dask cluster" in report and recorded["scheduler"] in report
+
+
+def test_describe_cluster_gives_the_dashboard_only_when_there_is_one(client, monkeypatch):
+    from kmeans_mnist.engine.dask import cluster
+
+    monkeypatch.setattr(cluster, "_serves_dashboard", lambda: False)  # as without bokeh
+    described = cluster.describe_cluster(client)
+    assert described == {
+        "scheduler": client.scheduler.address,
+        "workers": 2,
+        "threads": 2,
+        "memory_bytes": sum(w["memory_limit"] for w in client.scheduler_info()["workers"].values()),
+        "dashboard": None,
+    }
+    assert cluster.cluster_line(described).endswith(
+        f": 2 workers, 2 threads, {described['memory_bytes'] / 1e9:.1f} GB; no dashboard"
+    )
+    monkeypatch.setattr(cluster, "_serves_dashboard", lambda: True)
+    assert cluster.describe_cluster(client)["dashboard"] == client.dashboard_link
+
+
 def test_an_unreachable_scheduler_is_one_error_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
     from kmeans_mnist import cli
 

@@ -322,16 +322,21 @@ def on_scheduler(args: argparse.Namespace, run: Callable[[argparse.Namespace], i
     with contextlib.ExitStack() as stack:
         if args.scheduler == "local":
             cluster = stack.enter_context(LocalCluster(dashboard_address=None, silence_logs=logging.ERROR))
-            stack.enter_context(Client(cluster))
+            client = stack.enter_context(Client(cluster))
         else:
             try:
-                stack.enter_context(Client(args.scheduler, timeout=SCHEDULER_TIMEOUT))
+                client = stack.enter_context(Client(args.scheduler, timeout=SCHEDULER_TIMEOUT))
             except Exception as error:  # OSError, TimeoutError, ValueError for a malformed address
                 reason = str(error).splitlines()[0] if str(error) else type(error).__name__
                 raise UsageError(
                     f"cannot reach the Dask scheduler at {args.scheduler} ({reason}); start one with "
                     "`dask scheduler` and `dask worker ADDRESS`, or use --scheduler local"
                 ) from None
+        from ..engine.dask.cluster import cluster_line, describe_cluster
+
+        args.cluster = describe_cluster(client)  # recorded in each K's summary.json
+        if not args.quiet:
+            _say_always(cluster_line(args.cluster))
         return run(args)
 
 
@@ -370,6 +375,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         repeats=args.repeats,
         scheduler=args.scheduler,
+        cluster=getattr(args, "cluster", None),
         samples=args.samples,
         export_members=args.export_members,
     )
