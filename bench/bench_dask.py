@@ -167,17 +167,20 @@ def _dask_ml_rows(b, x: np.ndarray, X) -> None:
 
 
 def _scattered(client, x: np.ndarray, parts: int):
-    """x sent to the workers in `parts` row chunks, as a dask array over those futures."""
+    """x sent to the workers in `parts` row chunks (dealt round-robin), as a persisted dask array."""
     import dask.array as da
+    from distributed import wait
 
     edges = np.linspace(0, len(x), parts + 1).astype(int)
     futures = client.scatter([x[a:z] for a, z in itertools.pairwise(edges)], hash=False)
-    return da.concatenate(
+    X = da.concatenate(
         [
             da.from_delayed(f, shape=(z - a, x.shape[1]), dtype=x.dtype)
             for f, (a, z) in zip(futures, itertools.pairwise(edges), strict=True)
         ]
-    )
+    ).persist()  # the array's own chunks held on the workers, as a persisted array's are
+    wait(X)
+    return X
 
 
 def _dask_ml(X, init: np.ndarray, tol_abs: float):

@@ -1,26 +1,27 @@
-"""K-means on a Dask cluster: the engine's exact iterations, one BlockState per chunk on its worker.
+"""K-means on a Dask cluster: the engine's exact iterations, one BlockState per worker.
 
-X is a `dask.array.Array` chunked by rows (or a NumPy array, scattered to the cluster in row
-chunks: what the command line does). Each chunk's prepared rows and its `engine.BlockState`
-(labels, distance bounds, cluster sums) live on the worker that holds the chunk, from one
-iteration to the next. Per iteration only the centres go out, and per chunk the cluster sums,
-counts, energy and the number of points that changed cluster come back; the bounds skip the
-points that cannot change, as in memory. The client only adds up K x D sums.
+X is a `dask.array.Array` chunked by rows (or a NumPy array, scattered to the cluster in one
+piece per worker: what the command line does). Each worker joins the chunks it holds into one
+block of rows, whose prepared rows and `engine.BlockState` (labels, distance bounds, cluster
+sums) stay there from one iteration to the next: the number of chunks costs nothing per
+iteration. Per iteration only the centres go out, and per worker the cluster sums, counts,
+energy and the number of points that changed cluster come back; the bounds skip the points that
+cannot change, as in memory. The client only adds up K x D sums.
 
-How calls reach the chunks (one Dask actor per worker, called straight from the client, and
-ordinary tasks after a lost worker) and what a worker keeps: dask_chunks.py.
+How calls reach the workers (one Dask actor per worker, called straight from the client, and
+ordinary tasks after a lost worker) and what a worker keeps: chunks.py.
 
 Same answers as `engine.fit`: the same centring offset and power-of-two scale as the engine
 computes for the whole of X, the same tolerance (from the variance of all of X), the same
 empty-cluster rule and the engine's exact labels; from the same initial centres, the same labels
 and iterations. Only the seeding differs: k-means++ and k-means|| draw chunk by chunk
-(dask_seeding.py).
+(seeding.py).
 
-Faults: a chunk's state is a cache, never the only copy of anything. Each call checks that the
+Faults: a block's state is a cache, never the only copy of anything. Each call checks that the
 state it finds is the one it expects (same run, previous iteration); if not (the worker died and
 Dask recomputed the chunk elsewhere, or the call moved), it answers LOST and the client sends it
 the previous centres, from which the state is rebuilt exactly (labels are a function of the data
-and the centres). So a worker lost mid-fit costs one rebuild of its chunks, never a wrong answer.
+and the centres). So a worker lost mid-fit costs one rebuild of the blocks, never a wrong answer.
 
 Workers need kmeans-mnist installed (they import this module to run its tasks).
 """

@@ -1,10 +1,12 @@
 """Initial centres on a Dask cluster: random rows, greedy k-means++ and k-means||, chunk by chunk.
 
-The client draws, the chunks compute: each chunk keeps `closest`, its points' squared distance
-to the nearest centre chosen so far, on its worker (in dask_engine's chunk cache), and counts
-those centres in `n_chosen`. A task asked for n_chosen centres brings `closest` there by adopting
-last round's winning candidate (`adopt`), or rebuilds it from `history` (all centres chosen so
-far, sent only to a task that answered LOST, after its worker was lost). A rebuilt `closest` is
+The client draws, the workers compute: each worker's block (chunks.py) keeps `closest`, its
+points' squared distance to the nearest centre chosen so far, and counts those centres in
+`n_chosen`; it answers for each of its chunks (potentials, draws, trials), so the client draws
+chunk by chunk in X's order, whichever worker holds which chunk. A call asked for n_chosen
+centres brings `closest` there by adopting last round's winning candidate (`adopt`), or rebuilds
+it from `history` (all centres chosen so far, sent only to a call that answered LOST, after its
+worker was lost). A rebuilt `closest` is
 the same up to float32 rounding: the seeding stays a valid one, though not bit for bit the
 undisturbed one.
 
