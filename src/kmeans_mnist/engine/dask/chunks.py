@@ -56,12 +56,12 @@ class Block:
     call changes it, so a call that died half-way leaves a state nobody trusts).
     """
 
-    def __init__(self, rows: list[np.ndarray], prep: tuple[np.ndarray, float], origins, pool=None):
-        offset, scale = prep
+    def __init__(self, rows: list[np.ndarray], prep: tuple[np.ndarray, float, bool], origins, pool=None):
+        offset, scale, shift = prep
         # Joined once: Prepared then keeps small whole numbers as they are (the joined copy) and
         # makes one float32 copy of anything else (the joined copy is then dropped here).
         joined = rows[0] if len(rows) == 1 else np.concatenate(rows)
-        self.data = Prepared(joined, offset=offset, scale=scale)
+        self.data = Prepared(joined, offset=offset, scale=scale, shift=shift)
         self.edges = np.concatenate([[0], np.cumsum([len(part) for part in rows])]).astype(np.int64)
         self.origins = np.asarray(origins, dtype=np.int64)
         self.pool = pool  # worker threads for the passes over the block (None: this thread)
@@ -154,7 +154,8 @@ class Chunks:
 
     def __init__(self, X, client, token: str):
         self.client, self.token = client, token
-        self.prep: tuple[np.ndarray, float] | None = None  # X's offset and scale: set once known
+        # X's offset, scale and whether its compact rows are multiplied as stored: set once known
+        self.prep: tuple[np.ndarray, float, bool] | None = None
         self.source = None  # NumPy data scattered from here: sent again if a worker dies with it
         if isinstance(X, np.ndarray):
             self.source = X

@@ -161,9 +161,12 @@ def _extremes(rows: list[np.ndarray], origins, picked, step: int):
     return high, low, finite, sample, where
 
 
-def _whole_x(X, chunks: Chunks | None) -> Prepared:
+def _whole_x(X, chunks: Chunks | None) -> tuple[Prepared, bool]:
     """The engine's centring offset and power-of-two scale for all of X, as a Prepared of the
-    engine's own sample of X's rows: it has X's offset and scale, and their transforms.
+    engine's own sample of X's rows: it has X's offset and scale, and their transforms; and
+    whether compact rows are multiplied as stored (Prepared's `shift`, decided on that sample as
+    the in-memory engine decides on X: the answers are the same either way, a pass over each
+    block of the assignment is saved).
 
     The engine's scale rule is applied to X's extremes, its offset rule to the sample (which
     Prepared takes whole: it holds fewer than 2 x OFFSET_SAMPLE_ROWS rows). A dask array's are
@@ -189,7 +192,8 @@ def _whole_x(X, chunks: Chunks | None) -> Prepared:
         )
     else:
         extremes = np.array([[0], [0]], dtype=X.dtype)
-    return Prepared(sample, scale=Prepared(extremes).scale)
+    whole = Prepared(sample, scale=Prepared(extremes).scale)
+    return whole, prepared.shifts_well(sample, whole.offset)
 
 
 def fit(
@@ -237,8 +241,8 @@ def fit(
     rng = np.random.default_rng(random_state)
     best = None
     try:
-        whole = _whole_x(X, None if chunks.source is not None else chunks)
-        chunks.prep = (whole.offset.astype(np.float64) / whole.scale, whole.scale)
+        whole, shift = _whole_x(X, None if chunks.source is not None else chunks)
+        chunks.prep = (whole.offset.astype(np.float64) / whole.scale, whole.scale, shift)
         with threadpool_limits(1, user_api="blas") if client is None else contextlib.nullcontext():
             for run in range(1 if engine.is_array(init) else n_init):
                 chosen = (
