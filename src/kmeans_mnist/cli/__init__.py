@@ -337,11 +337,11 @@ def on_scheduler(args: argparse.Namespace, run: Callable[[argparse.Namespace], i
                 cluster = stack.enter_context(
                     LocalCluster(dashboard_address=None, silence_logs=logging.ERROR)
                 )
-            stack.enter_context(Client(cluster))
+            client = stack.enter_context(Client(cluster))
         else:
             try:
                 _probe_scheduler(args.scheduler, SCHEDULER_TIMEOUT)
-                stack.enter_context(Client(args.scheduler, timeout=SCHEDULER_TIMEOUT))
+                client = stack.enter_context(Client(args.scheduler, timeout=SCHEDULER_TIMEOUT))
             except Exception as error:  # OSError, TimeoutError, ValueError for a malformed address
                 reason = str(error).splitlines()[0] if str(error) else type(error).__name__
                 raise UsageError(
@@ -351,6 +351,11 @@ def on_scheduler(args: argparse.Namespace, run: Callable[[argparse.Namespace], i
         # Closed first on the way out: the run has said its last line (results, `interrupted:`);
         # the scheduler's complaints about workers going away as the cluster closes are not news.
         stack.callback(dask_logs.setLevel, logging.CRITICAL + 1)
+        from ..engine.dask.cluster import cluster_line, describe_cluster
+
+        args.cluster = describe_cluster(client)  # recorded in each K's summary.json
+        if not args.quiet:
+            _say_always(cluster_line(args.cluster))
         return run(args)
 
 
@@ -561,6 +566,7 @@ def _sweep_settings(args: argparse.Namespace):
         seed=args.seed,
         repeats=args.repeats,
         scheduler=args.scheduler,
+        cluster=getattr(args, "cluster", None),
         samples=args.samples,
         export_members=args.export_members,
     )

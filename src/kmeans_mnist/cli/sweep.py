@@ -40,6 +40,7 @@ class Settings:
     seed: int = 0
     repeats: int = 1
     scheduler: str | None = None  # fit on the Dask cluster the command line connected to
+    cluster: dict | None = field(default=None, compare=False)  # that cluster (describe_cluster)
     samples: int = 64
     export_members: bool = False
 
@@ -234,6 +235,7 @@ class Sweep:
             "silhouette_sample": self._silhouette.size,
             "stability": stability(labelings),
             "runs": runs,
+            **({"dask_cluster": settings.cluster} if settings.cluster else {}),
         }
         params = {
             "init": settings.init,

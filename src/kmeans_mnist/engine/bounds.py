@@ -406,6 +406,10 @@ class BlockState:
     def farthest(self, centers: np.ndarray, m: int):
         """The m points farthest from their own centre: squared distances, labels, rows (float32)
         and weights (ones when unweighted). Points of weight 0 cannot fill a cluster: distance -1."""
+        return self.farthest_rows(centers, m)[:4]
+
+    def farthest_rows(self, centers: np.ndarray, m: int):
+        """farthest's answer, and which rows of the block those points are (ties: the lower row)."""
         far = np.empty(self.data.shape[0], dtype=np.float64)
         for rows in chunks(len(far)):
             far[rows] = sq_distances_to_own(self.data.block(rows), centers, self.labels[rows])
@@ -413,7 +417,7 @@ class BlockState:
             far[self.weights == 0] = -1.0
         order = np.argsort(-far, kind="stable")[:m]
         weights = np.ones(len(order), dtype=np.int64) if self.weights is None else self.weights[order]
-        return far[order], self.labels[order], self.data.block(order), weights
+        return far[order], self.labels[order], self.data.block(order), weights, order
 
 
 def update_centers(state: BlockState, centers: np.ndarray) -> tuple[np.ndarray, int]:

@@ -47,6 +47,8 @@ class Prepared:
     (new data against fitted centres, or one chunk of a larger X): then they are used as they are.
     `weights` (N float64, or None for all ones) go with the rows. Without `column_sums`, small
     whole numbers skip them (tol_abs then takes them from the cluster sums of a first assignment).
+    `shift`: whether compact rows are multiplied as stored (see lloyd_shift; decided here when
+    None, from X itself if the offset is not given, else no).
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class Prepared:
         scale: float | None = None,
         weights: np.ndarray | None = None,
         column_sums: bool = True,
+        shift: bool | None = None,
     ):
         n = X.shape[0]
         given_offset = offset
@@ -97,11 +100,9 @@ class Prepared:
         self.lloyd_shift = np.zeros(X.shape[1])
         self.offset_norm = 0.0
         offset64 = self.offset.astype(np.float64)
-        if (
-            compact
-            and given_offset is None
-            and offset64 @ offset64 <= SHIFT_MAX * _mean_sq_norm(X, self.offset)
-        ):
+        if shift is None:  # else given: part of a larger X, whose own decision it is
+            shift = compact and given_offset is None and shifts_well(X, self.offset)
+        if compact and shift:
             self.lloyd_shift = offset64
             self.offset_norm = math.sqrt(offset64 @ offset64)
         self._xn2 = np.empty(n, dtype=np.float64)
@@ -286,6 +287,12 @@ class Prepared:
 
     def restore_centers(self, centers: np.ndarray) -> np.ndarray:
         return (centers + self.offset) / self.scale
+
+
+def shifts_well(X: np.ndarray, offset: np.ndarray) -> bool:
+    """Whether compact rows of X may be multiplied as stored (see Prepared's lloyd_shift)."""
+    offset64 = offset.astype(np.float64)
+    return bool(offset64 @ offset64 <= SHIFT_MAX * _mean_sq_norm(X, offset))
 
 
 def _mean_sq_norm(X: np.ndarray, offset: np.ndarray) -> float:
