@@ -113,6 +113,7 @@ class Sweep:
     on_saved: Callable[[KResult], None] | None = None  # told as soon as each K is saved
     rows: list[dict] = field(default_factory=list)  # summary rows of the folder, once drawn
     drawn: bool = False  # the chart shows every saved K
+    features: object = None  # features.Features: the space K-means runs in (None: the pixels)
 
     def __post_init__(self) -> None:
         from ..results.experiment import Experiment, experiment_name
@@ -128,6 +129,7 @@ class Sweep:
             "max_iter": s.max_iter,
             "tol": s.tol,
             "repeats": s.repeats,
+            "features": self.features.space.text if self.features is not None else "pixels",
         }
         self.run_id = new_run_id()
         self.record = {
@@ -173,21 +175,28 @@ class Sweep:
             self.drawn = True
         return self.rows
 
+    @property
+    def points(self):
+        """What K-means clusters: the feature space's values, or the pixels."""
+        return self.features.values if self.features is not None else self.data.all_pixel
+
     def run_one(self, k: int) -> KResult:
         from ..results.history import FitHistory
         from ..results.metrics import SilhouetteSample, dispersion_scores, evaluate, stability
         from ..results.run import write_run
 
-        data, settings = self.data, self.settings
+        data, settings, points = self.data, self.settings, self.points
         fits, labelings = [], []
         for repeat in range(settings.repeats):
             seed = settings.seed + repeat
-            history = FitHistory(data.image_shape)  # for history.csv and evolution.gif
+            history = FitHistory(
+                data.image_shape, _to_pixels(self.features, data)
+            )  # history.csv, evolution.gif
             progress = self.progress(k, repeat) if self.progress else contextlib.nullcontext()
             with progress as callback:
                 started = time.perf_counter()
                 model = _fit(
-                    data.all_pixel,
+                    points,
                     k,
                     settings,
                     seed,
@@ -201,7 +210,7 @@ class Sweep:
                 "n_iter": int(model.n_iter_),
                 "converged": bool(model.converged_),
                 "fit_seconds": round(seconds, 4),
-                **dispersion_scores(data.all_pixel, model.labels_),
+                **dispersion_scores(points, model.labels_),
             }
             table = classes = None
             if data.labels is not None:
@@ -211,7 +220,7 @@ class Sweep:
             labelings.append(np.asarray(model.labels_))
         checkpoint("fitted", k)
         if self._silhouette is None:
-            self._silhouette = SilhouetteSample(data.all_pixel)
+            self._silhouette = SilhouetteSample(points)
         for (run, *_), value in zip(fits, self._silhouette.scores(labelings), strict=True):
             run["silhouette"] = value
         best_run, model, table, classes, history = min(fits, key=lambda fit: fit[0]["inertia"])
@@ -220,7 +229,8 @@ class Sweep:
             "run_id": self.run_id,
             "experiment": self.experiment.name,
             **{
-                name: self.record[name] for name in ("split", "limit", "keep_blank", "repeats", "data_digest")
+                name: self.record[name]
+                for name in ("split", "limit", "keep_blank", "repeats", "features", "data_digest")
             },
             "seed": settings.seed,
             "best_seed": best_run["seed"],
@@ -245,7 +255,7 @@ class Sweep:
                 data,
                 model,
                 params=params,
-                seconds={"load": self.load_seconds, "fit": extra["fit_seconds"]},
+                seconds={"load": self.load_seconds, **self._feature_seconds(), "fit": extra["fit_seconds"]},
                 metrics={name: best_run[name] for name in ("purity", "accuracy", "nmi", "ari")}
                 if table is not None
                 else None,
@@ -258,6 +268,7 @@ class Sweep:
                 target=target,
                 history=history,
                 progress=getattr(callback, "writing", None),
+                features=self.features,
             )
         except _UpdateFailed as failure:
             summary = self.folder / "summary.csv"
@@ -269,6 +280,10 @@ class Sweep:
         if self.on_saved is not None:
             self.on_saved(result)
         return result
+
+    def _feature_seconds(self) -> dict:
+        features = self.features
+        return {} if features is None or features.space.method == "pixels" else {"features": features.seconds}
 
     def _install(self, k: int, staging: Path, target: Path, swapped: list[bool]) -> None:
         """Swap the complete staging folder in and rebuild the summary, locked, signals held."""
@@ -330,6 +345,13 @@ class ReportFailed(Exception):
     def __init__(self, folder: Path, ks: list[int], error: OSError):
         super().__init__(f"could not write the pictures and report.html in {folder}: {error}")
         self.folder, self.ks, self.error = folder, ks, error
+
+
+def _to_pixels(features, data):
+    """How the GIF shows a feature space's centres as images (None: they are images already)."""
+    if features is None or features.space.method == "pixels":
+        return None
+    return lambda centers: features.centers_as_pixels(centers, data.all_pixel)
 
 
 def _together(*callbacks):

@@ -51,6 +51,7 @@ RESULT_KEYS = {
     "silhouette_sample",
     "stability",
     "runs",
+    "typical_members",
 }
 SCORE_NAMES = {"accuracy": "ACC", "nmi": "NMI", "purity": "purity", "ari": "ARI"}
 
@@ -137,7 +138,9 @@ def draw_sweep_pictures(folder: Path, runs: dict[int, dict]) -> list[Path]:
 def _representatives(path: Path) -> np.ndarray | None:
     try:
         with np.load(path, allow_pickle=False) as stored:
-            centers, shape = stored["cluster_centers"], tuple(int(n) for n in stored["image_shape"])
+            # a model fitted in a feature space keeps its clusters' mean images beside its centres
+            means = "pixel_means" if "pixel_means" in stored.files else "cluster_centers"
+            centers, shape = stored[means], tuple(int(n) for n in stored["image_shape"])
     except (OSError, ValueError, KeyError):
         return None
     return center_images(centers, shape)

@@ -33,8 +33,19 @@ class PredictError(ValueError):
 
 @dataclass(frozen=True)
 class SavedModel:
-    centers: np.ndarray  # K x D float64
+    centers: np.ndarray  # K x D float64 (K x N for a model fitted in an N-dimensional PCA space)
     image_shape: tuple[int, int]
+    features: str = "pixels"  # the space the model was fitted in ("pixels", "pca:50")
+    pca_mean: np.ndarray | None = None  # H*W float64: with pca_basis, pixels -> the model's space
+    pca_basis: np.ndarray | None = None  # H*W x N float64
+
+    def points(self, pixels: np.ndarray) -> np.ndarray:
+        """The images (N x H*W) in the model's space: the pixels, or their PCA coordinates."""
+        if self.pca_basis is None:
+            return pixels
+        from ..features import PCA
+
+        return PCA(self.pca_mean, self.pca_basis, np.zeros(self.pca_basis.shape[1])).transform(pixels)
 
 
 def read_model(path: Path) -> SavedModel:
@@ -54,6 +65,20 @@ def read_model(path: Path) -> SavedModel:
                 version = int(stored["format_version"])
                 centers = np.asarray(stored["cluster_centers"], dtype=np.float64)
                 shape = stored["image_shape"] if "image_shape" in stored.files else None
+                features = str(stored["features"]) if "features" in stored.files else "pixels"
+                if features.startswith("umap"):
+                    raise PredictError(
+                        f"{path} was fitted in the {features} feature space: a UMAP embedding cannot be "
+                        "saved without pickle, which kmeans-mnist never loads, so new images cannot be "
+                        "placed in it; fit with --features pca:50 (predict works) or cluster the new "
+                        "images together with the old in one run"
+                    )
+                pca = None
+                if features != "pixels":
+                    pca = (
+                        np.asarray(stored["pca_mean"], dtype=np.float64),
+                        np.asarray(stored["pca_basis"], dtype=np.float64),
+                    )
     except PredictError:
         raise
     except FileNotFoundError:
@@ -74,7 +99,17 @@ def read_model(path: Path) -> SavedModel:
         raise PredictError(
             f"{path} holds no usable representatives (cluster_centers {centers.shape}): {hint}"
         )
-    if shape is None or np.shape(shape) != (2,) or int(shape[0]) * int(shape[1]) != centers.shape[1]:
+    n_pixels = int(shape[0]) * int(shape[1]) if shape is not None and np.shape(shape) == (2,) else -1
+    if pca is not None:
+        mean, basis = pca
+        if (
+            mean.shape != (n_pixels,)
+            or basis.shape != (n_pixels, centers.shape[1])
+            or not (np.isfinite(mean).all() and np.isfinite(basis).all())
+        ):
+            raise PredictError(f"{path} holds a damaged {features} basis (pca_mean, pca_basis): {hint}")
+        return SavedModel(centers, (int(shape[0]), int(shape[1])), features, mean, basis)
+    if n_pixels != centers.shape[1]:
         raise PredictError(f"{path} does not say the size of its images (image_shape): {hint}")
     return SavedModel(centers, (int(shape[0]), int(shape[1])))
 

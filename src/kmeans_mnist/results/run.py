@@ -64,6 +64,7 @@ def write_run(
     target: Path | None = None,
     history=None,
     progress=None,
+    features=None,
 ) -> Path:
     """Write every file for one fitted K and return its folder.
 
@@ -74,7 +75,8 @@ def write_run(
     is told the number of pictures written so far. extra: more entries for summary.json.
     install(staging, target): what swaps the complete folder into place (default:
     _swap_into_place); the sweep's takes its lock and updates the summary too. target: the
-    folder to write (default root/<dataset>/k<K>; the sweep's experiment folder).
+    folder to write (default root/<dataset>/k<K>; the sweep's experiment folder). features: the
+    features.Features the model was fitted in (None: the pixels); the pictures stay in pixel space.
     """
     started = time.perf_counter()
     k = len(model.cluster_centers_)
@@ -92,7 +94,7 @@ def write_run(
 
             metrics, table, classes = evaluate(dataset.labels, model.labels_, k)
         matching = cluster_classes(dataset, table, classes) if table is not None else None
-        _write_files(
+        typical = _write_files(
             staging,
             dataset,
             model,
@@ -104,9 +106,11 @@ def write_run(
             export_members,
             history,
             progress,
+            features,
         )
         seconds = {**seconds, "write": time.perf_counter() - started}
         summary = {**_run_summary(dataset, model, params, seconds, metrics, table, matching), **(extra or {})}
+        summary.update(_feature_summary(features, typical))
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         (install or _swap_into_place)(staging, target)
     except BaseException:
@@ -144,7 +148,18 @@ def cluster_classes(dataset, table: np.ndarray, classes: np.ndarray) -> ClusterC
 
 
 def _write_files(
-    folder, dataset, model, params, metrics, table, matching, samples, export_members, history, progress
+    folder,
+    dataset,
+    model,
+    params,
+    metrics,
+    table,
+    matching,
+    samples,
+    export_members,
+    history,
+    progress,
+    features,
 ) -> None:
     centers = np.asarray(model.cluster_centers_, dtype=np.float64)
     clusters = np.asarray(model.labels_, dtype=np.int64)
@@ -153,13 +168,21 @@ def _write_files(
     images = np.asarray(dataset.images)
     if len(clusters) != len(images):
         raise ValueError(f"the model has {len(clusters)} labels for {len(images)} images")
-    distances = distances_to_centers(dataset.all_pixel, centers, clusters)
+    in_features = features is not None and features.space.method != "pixels"
+    points = features.values if in_features else dataset.all_pixel
+    distances = distances_to_centers(points, centers, clusters)  # "nearest": in the space fitted
     sizes = np.bincount(clusters, minlength=k)
-    representatives = center_images(centers, dataset.image_shape)
+    pixel_means = None
+    if in_features:  # a centre in feature space is no image: show the mean image of the members
+        from ..features import cluster_means
+
+        pixel_means = cluster_means(dataset.all_pixel, clusters, k)
+    representatives = center_images(centers if pixel_means is None else pixel_means, dataset.image_shape)
     title = run_title(dataset.name, k, len(images), metrics)
     total = (
         k  # centroids/
         + 3  # centroids.png, assignments.csv, model.npz
+        + (1 if k <= 100 else 0)  # typical.png
         + (k if samples > 0 else 0)
         + (len(images) if export_members else 0)
         + (1 if table is not None else 0)
@@ -192,6 +215,23 @@ def _write_files(
     step()
 
     members_by_cluster = _members_nearest_first(clusters, distances, k)
+    typical = np.array([members[0] if len(members) else -1 for members in members_by_cluster], dtype=np.int64)
+    if k <= 100:
+        typical_images = np.where(
+            (typical >= 0)[:, None, None], images[np.maximum(typical, 0)], np.uint8(255)
+        )
+        save_png(
+            centroid_sheet(
+                typical_images,
+                sizes,
+                title=title,
+                classes=captions,
+                note="each cluster's most typical member: the one nearest its centre"
+                + (f" in the {features.space.text} space" if in_features else ""),
+            ),
+            folder / "typical.png",
+        )
+        step()
     if samples > 0 or export_members:
         (folder / "clusters").mkdir()
     for number, members in enumerate(members_by_cluster, start=1):
@@ -211,6 +251,7 @@ def _write_files(
         image_shape=tuple(dataset.image_shape),
         init=_init_name(params.get("init")),
         seed=params.get("seed"),
+        **(_feature_arrays(features, pixel_means) if in_features else {}),
     )
     step()
     if table is not None:
@@ -223,6 +264,24 @@ def _write_files(
         step()
         history.write_gif(folder / "evolution.gif", centers, _evolution_title(dataset, k), k)
         step()
+    return typical
+
+
+def _feature_arrays(features, pixel_means: np.ndarray) -> dict:
+    """model.npz's record of the feature space: plain arrays only (never pickle). A PCA model
+    keeps its mean and basis, so predict can map new images; a UMAP model cannot be kept so."""
+    arrays = {"features": np.str_(features.space.text), "pixel_means": pixel_means}
+    if features.pca is not None:
+        arrays.update(pca_mean=features.pca.mean, pca_basis=features.pca.basis)
+    return arrays
+
+
+def _feature_summary(features, typical: np.ndarray) -> dict:
+    """summary.json's feature-space entries and each cluster's most typical member (its index in
+    the loaded data; -1 for an empty cluster)."""
+    info = features.record() if features is not None else {"features": "pixels"}
+    info["typical_members"] = typical.tolist()
+    return info
 
 
 def grid_members(
