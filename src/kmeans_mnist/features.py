@@ -120,12 +120,15 @@ class PCA:
     variance: np.ndarray  # n: the variance along each component, largest first
 
     def transform(self, pixels: np.ndarray, chunk: int = 16384) -> np.ndarray:
-        """N x n float32 coordinates (float32 products: about 1e-6 relative, ample for K-means)."""
-        mean32, basis32 = self.mean.astype(np.float32), self.basis.astype(np.float32)
+        """N x n float32 coordinates: pixels @ basis - mean @ basis, in float32 products (about
+        1e-6 relative, ample for K-means; one pass over the pixels, no centred copy)."""
+        basis32 = self.basis.astype(np.float32)
+        shift = (self.mean @ self.basis).astype(np.float32)
         out = np.empty((len(pixels), self.basis.shape[1]), dtype=np.float32)
         for start in range(0, len(pixels), chunk):
             rows = slice(start, start + chunk)
-            out[rows] = (np.asarray(pixels[rows], dtype=np.float32) - mean32) @ basis32
+            out[rows] = np.asarray(pixels[rows], dtype=np.float32) @ basis32
+            out[rows] -= shift
         return out
 
 
@@ -309,19 +312,39 @@ def _cached_hit(pixels, kind, params, seed, compute, cache_dir, use_cache):
 
 
 def _map_pca(pixels: np.ndarray) -> np.ndarray:
-    """The first two principal components of the images, fitted on a fixed sample (the map is a
-    picture: a sample of 5,000 gives the same axes to the eye, in a fraction of the time)."""
+    """The first two principal components of the images, for the map (a picture, not a model):
+    fitted on a fixed sample of 5,000 by randomized subspace iteration (a few thin products,
+    where the covariance and its full eigendecomposition take seconds on a busy machine)."""
     sample = pixels
     if len(pixels) > MAP_PCA_SAMPLE:
         rows = np.sort(np.random.default_rng(0).choice(len(pixels), MAP_PCA_SAMPLE, replace=False))
         sample = pixels[rows]
     if len(sample) < 3:
         return np.zeros((len(pixels), 2), dtype=np.float32)
-    pca = fit_pca(sample, 2, dtype=np.float32)
-    xy = pca.transform(pixels)
-    if xy.shape[1] < 2:
-        xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
-    return np.ascontiguousarray(xy, dtype=np.float32)
+    centred = np.asarray(sample, dtype=np.float32)
+    mean = centred.mean(axis=0, dtype=np.float64)
+    centred -= mean.astype(np.float32)
+    basis = top_axes(centred, 2)
+    return PCA(mean, basis, np.zeros(basis.shape[1])).transform(pixels)
+
+
+def top_axes(centred: np.ndarray, count: int, iterations: int = 8, seed: int = 0) -> np.ndarray:
+    """D x count: the leading principal axes of centred rows, by randomized subspace iteration
+    (Halko et al. 2011) with a fixed start and the fixed sign of fit_pca. Pads with zero axes
+    when the rows have fewer dimensions."""
+    d = centred.shape[1]
+    width = min(d, count + 8)
+    subspace = np.random.default_rng(seed).standard_normal((d, width)).astype(centred.dtype)
+    for _ in range(iterations):
+        subspace, _ = np.linalg.qr(centred.T @ (centred @ subspace))
+    small = (centred @ subspace).astype(np.float64)
+    _, _, vt = np.linalg.svd(small, full_matrices=False)
+    axes = subspace.astype(np.float64) @ vt[:count].T
+    signs = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])])
+    axes *= np.where(signs == 0, 1.0, signs)
+    if axes.shape[1] < count:
+        axes = np.pad(axes, ((0, 0), (0, count - axes.shape[1])))
+    return axes
 
 
 # --- UMAP --------------------------------------------------------------------------------------

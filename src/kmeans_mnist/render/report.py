@@ -6,8 +6,9 @@ of several K side by side, leave a folder whose pictures and page cover every K 
 once at the end of each run, under the folder's summary lock, and every file is replaced
 atomically.
 
-report.html is one self-contained page: relative links to the folder's own files, no script,
-no network, so it opens offline and from a copied folder.
+report.html is one self-contained page: relative links to the folder's own files, no network,
+no external script (only the interactive map's small inline one, render/map.py), so it opens
+offline and from a copied folder.
 """
 
 from __future__ import annotations
@@ -219,6 +220,9 @@ def report_html(folder: Path, runs: dict[int, dict]) -> str:
     parts += _settings_section(folder, runs)
     parts += _summary_section(folder)
     parts += _charts_section(folder)
+    from .map import map_section
+
+    parts += map_section(folder, runs)
     for k, run in runs.items():
         parts += _k_section(folder, k, run)
     parts.append("</body></html>")
@@ -436,9 +440,11 @@ def _k_section(folder: Path, k: int, run: dict) -> list[str]:
         ("centroids.png", "The representatives, captioned with cluster number, matched class and share"),
         ("confusion.png", "Clusters against the true classes"),
         ("evolution.gif", "The representatives, iteration by iteration"),
+        ("typical.png", "Each cluster's most typical member: the one nearest its centre"),
+        ("map.png", "The map: every image in 2-D, coloured by cluster (and by true class)"),
     ):
         if (base / name).is_file():
-            parts.append(_figure(f"{sub}/{name}", caption, chart=name == "confusion.png"))
+            parts.append(_figure(f"{sub}/{name}", caption, chart=name in ("confusion.png", "map.png")))
     grids = sorted((base / "clusters").glob("cluster_*.png")) if (base / "clusters").is_dir() else []
     if grids:
         parts.append("<h3>Each cluster: nearest, farthest and other-class members</h3>")

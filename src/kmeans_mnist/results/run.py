@@ -187,6 +187,7 @@ def _write_files(
         + (len(images) if export_members else 0)
         + (1 if table is not None else 0)
         + (2 if history is not None else 0)
+        + (1 if features is not None else 0)  # map.png (and map.npz)
     )
     done = 0
 
@@ -263,6 +264,22 @@ def _write_files(
         history.write_csv(folder / "history.csv")
         step()
         history.write_gif(folder / "evolution.gif", centers, _evolution_title(dataset, k), k)
+        step()
+    if features is not None:
+        from ..render.map import write_map
+
+        space = f" · features {features.space.text}" if in_features else ""
+        write_map(
+            folder,
+            features.map_xy,
+            clusters,
+            representatives,
+            images,
+            dataset.labels,
+            dataset.class_names,
+            title + space,
+            features.map_method,
+        )
         step()
     return typical
 
