@@ -244,3 +244,47 @@ def test_umap_clusters_of_real_mnist_beat_raw_pixels(mnist_pixels, shared_datase
     assert nmi["umap"] > nmi["pixels"] + 0.1, nmi
     again = compute_features(pixels, parse_space("umap:10"), seed=0, cache_dir=tmp_path)
     assert again.cached and np.array_equal(again.values, features.values)
+
+
+def test_umap_progress_lines_become_short_phases():
+    from kmeans_mnist.features import _UmapProgress
+
+    said: list[str] = []
+    stream = _UmapProgress(said.append)
+    stream.stage = "UMAP to 10 dimensions"
+    stream.write("UMAP(min_dist=0.0, n_components=10, random_state=0, verbose=True)\n")
+    stream.write("Mon Dec  7 04:51:45 2026 Finding Nearest Neighbors\n")
+    stream.write("\rEpochs completed:  45%| ####      90/200 [00:10]")
+    assert said == [
+        "UMAP to 10 dimensions: finding nearest neighbors",
+        "UMAP to 10 dimensions: layout, epoch 90/200",
+    ]
+
+
+def test_features_work_in_a_scikit_learn_pipeline():
+    """The Python API's other way: a scikit-learn pipeline of a reducer and this project's KMeans."""
+    from sklearn.decomposition import PCA as SkPCA
+    from sklearn.pipeline import make_pipeline
+
+    from kmeans_mnist import KMeans
+
+    rows, truth = blobs()
+    clusters = make_pipeline(SkPCA(n_components=5), KMeans(4, random_state=0)).fit_predict(rows)
+    ours = KMeans(4, random_state=0).fit(compute_features(rows, parse_space("pca:5"), use_cache=False).values)
+    from kmeans_mnist.results.metrics import evaluate
+
+    assert evaluate(truth, clusters, 4)[0]["nmi"] > 0.99
+    assert evaluate(truth, ours.labels_, 4)[0]["nmi"] > 0.99
+
+
+def test_captions_name_the_majority_class_where_the_match_is_another():
+    """Results that read right: a cluster matched one-to-one to class 1 but mostly of class 0 says so."""
+    from types import SimpleNamespace
+
+    from kmeans_mnist.results.run import cluster_classes
+
+    table = np.array([[48, 24], [50, 10]])  # the best one-to-one match gives cluster 1 class 1
+    matching = cluster_classes(SimpleNamespace(class_names={0: "zero", 1: "one"}), table, np.array([0, 1]))
+    assert matching.name == ["one", "zero"]
+    assert matching.caption(0) == "one · 33 % · mostly zero · 67 %"
+    assert matching.caption(1) == "zero · 83 %"

@@ -153,7 +153,13 @@ def _in_class_order(representatives: np.ndarray, run: dict) -> tuple:
     matching = (run.get("cluster_classes") or {}).get("clusters")
     if not matching or len(matching) != len(representatives):
         return representatives, None, None
-    try:
+    try:  # placed by what they are: the cluster's most frequent class (the matched one in older files)
+        matching = [
+            {**m, "class": m["majority_class"], "name": m["majority_name"], "share": m["majority_share"]}
+            if "majority_class" in m
+            else m
+            for m in matching
+        ]
         order = sorted(range(len(matching)), key=lambda i: (matching[i]["class"], -matching[i]["share"]))
         classes = [(int(matching[i]["class"]), str(matching[i]["name"])) for i in order]
         captions = [[f"#{matching[i]['cluster']} · {100 * matching[i]['share']:.0f} %"] for i in order]
@@ -165,7 +171,9 @@ def _in_class_order(representatives: np.ndarray, run: dict) -> tuple:
 def _side_by_side_title(name: str, runs: dict[int, dict]) -> str:
     ordered = any(run.get("cluster_classes") for run in runs.values())
     return f"{name}: the representatives for each K" + (
-        " under their class (captions: cluster, and the class's share of it)" if ordered else ""
+        " under their most frequent class (captions: cluster, and that class's share of it)"
+        if ordered
+        else ""
     )
 
 

@@ -131,10 +131,20 @@ class ClusterClasses(NamedTuple):
     share: np.ndarray  # K: share of the cluster's members in that class (0 for an empty cluster)
     method: str  # "hungarian" (K <= classes, one-to-one) or "majority"
     class_names: list[str]  # the table's columns, named
+    majority_value: np.ndarray | None = None  # K: the cluster's most frequent class (its label value)
+    majority_name: list[str] | None = None  # K: its name
+    majority_share: np.ndarray | None = None  # K: its share of the cluster
+
+    def differs(self, cluster: int) -> bool:
+        """Whether the cluster's most frequent class is another than its matched one."""
+        return self.majority_value is not None and self.majority_value[cluster] != self.value[cluster]
 
     def caption(self, cluster: int) -> str:
-        """'Trouser · 92 %'."""
-        return f"{self.name[cluster]} · {percent(self.share[cluster])}"
+        """'Trouser · 92 %', and the majority when it is another class: '5 · 24 % · mostly 0 · 48 %'."""
+        text = f"{self.name[cluster]} · {percent(self.share[cluster])}"
+        if self.differs(cluster):
+            text += f" · mostly {self.majority_name[cluster]} · {percent(self.majority_share[cluster])}"
+        return text
 
 
 def cluster_classes(dataset, table: np.ndarray, classes: np.ndarray) -> ClusterClasses:
@@ -142,8 +152,19 @@ def cluster_classes(dataset, table: np.ndarray, classes: np.ndarray) -> ClusterC
 
     column, share, method = matched_classes(table)
     class_names = _class_names(dataset, classes)
+    table = np.asarray(table)
+    majority = table.argmax(axis=1)
+    majority_share = table[np.arange(len(table)), majority] / np.maximum(table.sum(axis=1), 1)
     return ClusterClasses(
-        column, np.asarray(classes)[column], [class_names[c] for c in column], share, method, class_names
+        column,
+        np.asarray(classes)[column],
+        [class_names[c] for c in column],
+        share,
+        method,
+        class_names,
+        np.asarray(classes)[majority],
+        [class_names[c] for c in majority],
+        majority_share.astype(np.float64),
     )
 
 
@@ -204,7 +225,8 @@ def _write_files(
     note = None
     if matching is not None:
         note = (
-            "captions: cluster, its matched class (one-to-one, Hungarian) and that class's share of the cluster"
+            "captions: cluster, its matched class (one-to-one, Hungarian) and its share of the cluster; "
+            "the most frequent class too where that is another"
             if matching.method == "hungarian"
             else "captions: cluster, its majority class (K > classes: no one-to-one match) and its share"
         )
@@ -342,6 +364,10 @@ def _cluster_grid(dataset, title, number, members, samples, matching) -> np.ndar
     if matching is not None:
         how = "matched class" if matching.method == "hungarian" else "majority class"
         heading[1] += f" · {how}: {matching.name[index]} ({percent(matching.share[index])} of the cluster)"
+        if matching.differs(index):
+            heading[1] += (
+                f" · mostly {matching.majority_name[index]} ({percent(matching.majority_share[index])})"
+            )
     sections = []
     if not size:
         sections.append(("an empty cluster: no members", images[:0], None))
@@ -404,6 +430,9 @@ def _run_summary(dataset, model, params, seconds, metrics, table, matching) -> d
                     "class": int(matching.value[number - 1]),
                     "name": matching.name[number - 1],
                     "share": round(float(matching.share[number - 1]), 4),
+                    "majority_class": int(matching.majority_value[number - 1]),
+                    "majority_name": matching.majority_name[number - 1],
+                    "majority_share": round(float(matching.majority_share[number - 1]), 4),
                 }
                 for number in range(1, len(matching.name) + 1)
             ],
