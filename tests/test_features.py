@@ -288,3 +288,19 @@ def test_captions_name_the_majority_class_where_the_match_is_another():
     assert matching.name == ["one", "zero"]
     assert matching.caption(0) == "one · 33 % · mostly zero · 67 %"
     assert matching.caption(1) == "zero · 83 %"
+
+
+@pytest.mark.parametrize(
+    ("mean", "std", "shown"),
+    [
+        ("486.886", "0.000308837", "486.886 ± 0.00031"),
+        ("8.589664e+09", "8.199352e+02", "8.589664e+09 ± 820"),
+        ("0.5423", "0.0281", "0.542 ± 0.028"),
+        ("1234567.0", "52000", "1.235e+06 ± 52000"),
+        ("0.25", "0", "0.25 ± 0"),
+    ],
+)
+def test_report_numbers_have_sensible_digits(mean, std, shown):
+    from kmeans_mnist.render.report import plus_minus
+
+    assert plus_minus(mean, std) == shown

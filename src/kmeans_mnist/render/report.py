@@ -17,6 +17,7 @@ import contextlib
 import csv
 import html
 import json
+import math
 import os
 import re
 import time
@@ -251,7 +252,8 @@ figure { margin: 10px 0 18px; } figcaption { color: #555; font-size: 13px; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; image-rendering: pixelated; }
 img.chart { image-rendering: auto; }
 .grids { display: flex; flex-wrap: wrap; gap: 10px; }
-.grids a img { width: 240px; }
+.grids a img { width: 360px; }
+td.text { overflow-wrap: anywhere; max-width: 28em; }
 .wide { overflow-x: auto; }
 """
 
@@ -342,7 +344,7 @@ def _summary_section(folder: Path) -> list[str]:
             value = columns[name][number]
             text = _e(value)
             if name in spread and _nonzero(columns[f"{name}_std"][number]):
-                text += f" ± {_e(columns[f'{name}_std'][number])}"
+                text = _e(plus_minus(value, columns[f"{name}_std"][number]))
             if name == "k" and value.isdigit() and (folder / f"k{int(value)}").is_dir():
                 text = f'<a href="#k{int(value)}">{text}</a>'
             numeric = bool(re.fullmatch(r"[-+0-9.eE ]*", value))
@@ -366,6 +368,30 @@ def _summary_section(folder: Path) -> list[str]:
     if advice:
         lines += ["<h3>Choosing K</h3>", *(f"<p>{_e(line)}</p>" for line in advice)]
     return parts + lines
+
+
+def plus_minus(mean: str, std: str) -> str:
+    """ "mean ± std" with the std to two significant digits and the mean to the same place (never
+    more digits than summary.csv holds): "486.886 ± 0.00031", "8.589664e+09 ± 820"."""
+    try:
+        m, s = float(mean), float(std)
+    except ValueError:
+        return f"{mean} ± {std}"
+    if not (math.isfinite(m) and math.isfinite(s)) or s <= 0:
+        return f"{mean} ± {std}"
+    place = math.floor(math.log10(s))  # the std's leading digit
+    std_text = f"{s:.{max(0, 1 - place)}f}" if -5 <= place < 5 else f"{s:.1e}"
+    if "." in std_text and "e" not in std_text:
+        std_text = std_text.rstrip("0").rstrip(".")  # 0.010 -> 0.01
+    given = re.fullmatch(r"[-+]?\d*\.?(\d*)(?:[eE]([-+]?\d+))?", mean.strip())
+    if given is None:
+        return f"{mean} ± {std_text}"
+    decimals, exponent = len(given.group(1)), given.group(2)
+    if exponent is not None or abs(m) >= 1e5:  # scientific: mantissa digits down to the std's place
+        lead = math.floor(math.log10(abs(m))) if m else 0
+        digits = max(0, min(lead - place + 1, decimals if exponent is not None else 6))
+        return f"{m:.{digits}e} ± {std_text}"
+    return f"{m:.{max(0, min(1 - place, decimals))}f} ± {std_text}"
 
 
 def _nonzero(text: str) -> bool:
