@@ -304,3 +304,41 @@ def test_report_numbers_have_sensible_digits(mean, std, shown):
     from kmeans_mnist.render.report import plus_minus
 
     assert plus_minus(mean, std) == shown
+
+
+def k_rows(scores: dict[int, tuple[float, float, float, float | None]], repeats: int = 1) -> list[dict]:
+    """summary rows: K -> (silhouette, Calinski-Harabasz, Davies-Bouldin, stability)."""
+    return [
+        {
+            "k": str(k),
+            "inertia": "",
+            "silhouette": str(s),
+            "calinski_harabasz": str(ch),
+            "davies_bouldin": str(db),
+            "stability": "" if st is None else str(st),
+            "repeats": str(repeats),
+        }
+        for k, (s, ch, db, st) in scores.items()
+    ]
+
+
+def test_k_advice_settles_on_one_k_or_none_with_reasons():
+    from kmeans_mnist.results.kchoice import recommend
+
+    # CH picks the smallest K (an end: says little); silhouette and DB agree on K=5
+    agree = k_rows({3: (0.1, 500, 2.9, None), 5: (0.2, 400, 2.5, None), 7: (0.15, 300, 2.7, None)})
+    verdict = recommend(agree)[1]
+    assert verdict.startswith("Recommendation: K=5 (silhouette, Davies-Bouldin)")
+    assert "Calinski-Harabasz picks K=3, an end of the range tried" in verdict
+    # split between two inner K: none, and why
+    split = k_rows(
+        {3: (0.1, 500, 2.9, None), 4: (0.2, 450, 2.9, None), 5: (0.1, 400, 2.5, None), 7: (0.1, 1, 2.8, None)}
+    )
+    assert recommend(split)[1].startswith("Recommendation: none (the scores split: K=4 (silhouette); K=5")
+    # with repeats: an unstable K cannot be recommended, and the steadiest inner K votes
+    unstable = k_rows(
+        {3: (0.1, 500, 2.9, 0.99), 5: (0.2, 400, 2.5, 0.6), 6: (0.15, 390, 2.6, 0.95), 7: (0.1, 1, 2.8, 0.9)},
+        3,
+    )
+    verdict = recommend(unstable)[1]
+    assert verdict.startswith("Recommendation: K=6 (stability 0.95)") and "K=5 not stable" in verdict
