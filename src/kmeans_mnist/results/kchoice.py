@@ -153,7 +153,7 @@ def _verdict(ks: list[int], by_k: dict[int, dict], picks: list[tuple[str, int, s
     if (
         ranked
         and (len(ranked) == 1 or len(ranked[0][1]) > len(ranked[1][1]))
-        and len(ranked[0][1]) >= min(2, len(voting))
+        and len(ranked[0][1]) >= min(2, sum(len(names) for _, names in ranked))
     ):
         k, names = ranked[0]
         if k in stability and not any(name.startswith("stability") for name in names):
