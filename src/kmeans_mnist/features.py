@@ -32,7 +32,7 @@ import io
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,7 +41,8 @@ DEFAULT_DIMS = {"pca": 50, "umap": 10}
 UMAP_PCA_DIMS = 50  # PCA before UMAP's neighbour search (see the module docstring)
 UMAP_PARAMS = {"n_neighbors": 15, "min_dist": 0.0, "metric": "euclidean"}
 MAP_UMAP_PARAMS = {"n_neighbors": 15, "min_dist": 0.1}  # the 2-D map: a little spread, to be seen
-MAP_PCA_SAMPLE = 5000  # rows that fit the map's 2-D PCA of raw pixels (a picture, not a model)
+MAP_PCA_SAMPLE = 2000  # rows that fit the map's 2-D PCA of raw pixels (a picture, not a model)
+MAP_POINTS = 20000  # images placed on the map of raw pixels: a fixed sample (readable, cheap)
 INSTALL_EMBED = 'pip install "kmeans-mnist[embed]"'
 FEATURES_VERSION = 1  # bump when a cached embedding changes meaning
 
@@ -168,8 +169,9 @@ class Features:
 
     values: N x d (the uint8 pixels themselves for `pixels`, float32 otherwise).
     pca: the fitted PCA of a `pca` space (stored in model.npz, so predict can use it).
-    map_xy: N x 2 float32, the 2-D layout of the map (UMAP's own 2-D for `umap`, else PCA's
-    first two components); map_method says which.
+    map_xy: M x 2 float32, the 2-D layout of the map (UMAP's own 2-D for `umap`, else PCA's
+    first two components); map_method says which. map_index: which images those M rows are
+    (None: all N; the map of raw pixels places a fixed sample of 20,000).
     seconds: how long computing them took (0 when read from the cache); cached: whether they were.
     """
 
@@ -181,7 +183,7 @@ class Features:
     seconds: float = 0.0
     cached: bool = False
     seed: int = 0
-    extra: dict = field(default_factory=dict)
+    map_index: np.ndarray | None = None
 
     def centers_as_pixels(self, centers: np.ndarray, pixels: np.ndarray) -> np.ndarray:
         """Centres of this space shown as pixel rows (K x D float64): PCA's reconstruction
@@ -259,7 +261,8 @@ def compute_features(
     started = time.perf_counter()
     if space.method == "pixels":
         # not cached: the map's sampled PCA costs about what hashing the images would
-        return Features(space, pixels, _map_pca(pixels), "pca", seed=seed)
+        index = _map_sample(len(pixels))
+        return Features(space, pixels, _map_pca(pixels, index), "pca", seed=seed, map_index=index)
     if space.method == "pca":
 
         def compute_pca() -> dict[str, np.ndarray]:
@@ -270,7 +273,7 @@ def compute_features(
         arrays, hit = _cached_hit(pixels, "pca", space.params(), 0, compute_pca, cache_dir, use_cache)
         pca = PCA(arrays["mean"], arrays["basis"], arrays["variance"])
         values = pca.transform(pixels)
-        map_xy = np.ascontiguousarray(values[:, :2]) if values.shape[1] >= 2 else _map_pca(pixels)
+        map_xy = np.ascontiguousarray(values[:, :2]) if values.shape[1] >= 2 else _map_pca(pixels, None)
         return Features(
             space, values, map_xy, "pca", pca=pca, seconds=time.perf_counter() - started, cached=hit, seed=0
         )
@@ -311,24 +314,40 @@ def _cached_hit(pixels, kind, params, seed, compute, cache_dir, use_cache):
     return arrays, not computed
 
 
-def _map_pca(pixels: np.ndarray) -> np.ndarray:
-    """The first two principal components of the images, for the map (a picture, not a model):
-    fitted on a fixed sample of 5,000 by randomized subspace iteration (a few thin products,
-    where the covariance and its full eigendecomposition take seconds on a busy machine)."""
+def _map_sample(n: int) -> np.ndarray | None:
+    """The fixed sample of images the map of raw pixels places (None: all of them)."""
+    if n <= MAP_POINTS:
+        return None
+    return np.sort(np.random.default_rng(0).choice(n, MAP_POINTS, replace=False))
+
+
+def _map_pca(pixels: np.ndarray, index: np.ndarray | None) -> np.ndarray:
+    """The first two principal components of the images `index` (None: all), for the map (a
+    picture, not a model): fitted on a fixed sample of 2,000 by randomized subspace iteration (a
+    few thin products, where the covariance's full eigendecomposition takes seconds on a busy
+    machine)."""
     sample = pixels
     if len(pixels) > MAP_PCA_SAMPLE:
         rows = np.sort(np.random.default_rng(0).choice(len(pixels), MAP_PCA_SAMPLE, replace=False))
         sample = pixels[rows]
     if len(sample) < 3:
-        return np.zeros((len(pixels), 2), dtype=np.float32)
+        return np.zeros((len(pixels) if index is None else len(index), 2), dtype=np.float32)
+    from threadpoolctl import threadpool_limits
+
+    # thin products: BLAS threads only wait for each other (20x slower on a busy 2-core machine)
+    with threadpool_limits(1, user_api="blas"):
+        return _map_pca_fit(sample, pixels, index)
+
+
+def _map_pca_fit(sample: np.ndarray, pixels: np.ndarray, index: np.ndarray | None) -> np.ndarray:
     centred = np.asarray(sample, dtype=np.float32)
     mean = centred.mean(axis=0, dtype=np.float64)
     centred -= mean.astype(np.float32)
     basis = top_axes(centred, 2)
-    return PCA(mean, basis, np.zeros(basis.shape[1])).transform(pixels)
+    return PCA(mean, basis, np.zeros(basis.shape[1])).transform(pixels if index is None else pixels[index])
 
 
-def top_axes(centred: np.ndarray, count: int, iterations: int = 8, seed: int = 0) -> np.ndarray:
+def top_axes(centred: np.ndarray, count: int, iterations: int = 5, seed: int = 0) -> np.ndarray:
     """D x count: the leading principal axes of centred rows, by randomized subspace iteration
     (Halko et al. 2011) with a fixed start and the fixed sign of fit_pca. Pads with zero axes
     when the rows have fewer dimensions."""

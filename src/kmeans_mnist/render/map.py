@@ -61,22 +61,17 @@ def density_panel(where: np.ndarray, groups: np.ndarray, size: int = PANEL) -> n
     """size x size x 3 uint8: 2x2 dots coloured by group, averaged where they overlap, the
     colour's strength growing with the number of points on the pixel."""
     colours = PALETTE[np.asarray(groups) % len(PALETTE)]
-    pixel = where[:, 1] * size + where[:, 0]  # each point's top-left pixel; the dot spreads below
-    one = np.empty((4, size, size))
-    one[0] = np.bincount(pixel, minlength=size * size).reshape(size, size)
+    pixel = where[:, 1] * size + where[:, 0]  # each point's top-left pixel; the dot covers 2x2
+    dots = np.concatenate([pixel, pixel + 1, pixel + size, pixel + size + 1])
+    counts = np.bincount(dots, minlength=size * size)
+    occupied = np.flatnonzero(counts)  # only these pixels are computed: most of the panel is white
+    image = np.full((size * size, 3), 255, dtype=np.uint8)
+    strength = 1 - np.exp(-counts[occupied] / 1.5)  # one point: 49 %, three: 86 %
     for channel in range(3):
-        one[channel + 1] = np.bincount(pixel, weights=colours[:, channel], minlength=size * size).reshape(
-            size, size
-        )
-    spread = one.copy()
-    spread[:, 1:, :] += one[:, :-1, :]
-    spread[:, :, 1:] += one[:, :, :-1]
-    spread[:, 1:, 1:] += one[:, :-1, :-1]
-    counts = spread[0].reshape(-1)
-    mean = spread[1:].reshape(3, -1).T / np.maximum(counts, 1)[:, None]
-    strength = (1 - np.exp(-counts / 1.5))[:, None]  # one point: 49 %, three: 86 %
-    image = 255 * (1 - strength) + mean * strength
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8).reshape(size, size, 3)
+        sums = np.bincount(dots, weights=np.tile(colours[:, channel], 4), minlength=size * size)
+        mean = sums[occupied] / counts[occupied]
+        image[occupied, channel] = np.rint(255 * (1 - strength) + mean * strength).astype(np.uint8)
+    return image.reshape(size, size, 3)
 
 
 def _panel(
@@ -134,10 +129,15 @@ def write_map(
     label_names: dict[int, str] | None = None,
     title: str = "",
     method: str = "pca",
+    index: np.ndarray | None = None,
 ) -> None:
     """map.png and map.npz in folder (see the module docstring). representatives: K x H x W uint8
-    (the members' mean images); images: the loaded images (for map.npz's sample)."""
-    clusters = np.asarray(clusters, dtype=np.int64)
+    (the members' mean images); images: the loaded images (for map.npz's sample). xy places the
+    images `index` (None: all); clusters and labels are those of all the images."""
+    n_images = len(clusters)
+    index = np.arange(n_images) if index is None else np.asarray(index)
+    clusters = np.asarray(clusters, dtype=np.int64)[index]
+    labels = None if labels is None else np.asarray(labels)[index]
     k = len(representatives)
     where = to_panel(xy)
     order = np.random.default_rng(SAMPLE_SEED).permutation(len(where))  # no cluster always on top
@@ -178,12 +178,15 @@ def write_map(
     for column in columns:
         body.paste(column, (left, 0))
         left += column.width + 16
-    note = f"{len(clusters):,} images, each a dot; where dots pile up the colour is their average, darker"
+    shown = f"{n_images:,} images"
+    if len(index) < n_images:
+        shown = f"a fixed sample of {len(index):,} of the {n_images:,} images"
+    note = f"{shown}, each a dot; where dots pile up the colour is their average, darker"
     save_png(stack([text_block([(title, 14), (note, 11)]), body]), folder / "map.png")
-    _write_sample(folder / "map.npz", xy, clusters, images, labels, label_names, method)
+    _write_sample(folder / "map.npz", xy, clusters, images, labels, label_names, method, index)
 
 
-def _write_sample(path: Path, xy, clusters, images, labels, label_names, method: str) -> None:
+def _write_sample(path: Path, xy, clusters, images, labels, label_names, method: str, where) -> None:
     """A fixed sample of points (the same for every K of the data) with their images, for the
     report's interactive map. Plain arrays only."""
     pixels = int(np.prod(images.shape[1:]))
@@ -195,10 +198,10 @@ def _write_sample(path: Path, xy, clusters, images, labels, label_names, method:
         else np.arange(count)
     )
     arrays = {
-        "index": index,
+        "index": where[index],  # in the loaded data
         "xy": np.asarray(xy, dtype=np.float32)[index],
         "cluster": clusters[index] + 1,
-        "images": np.asarray(images[index], dtype=np.uint8),
+        "images": np.asarray(images[where[index]], dtype=np.uint8),
         "method": np.str_(method),
     }
     if labels is not None:

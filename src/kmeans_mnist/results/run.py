@@ -301,6 +301,7 @@ def _write_files(
             dataset.class_names,
             title + space,
             features.map_method,
+            features.map_index,
         )
         step()
     return typical
