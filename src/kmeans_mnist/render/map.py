@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 from .pictures import put_text, save_png, stack, text_block, upscale
 
-PANEL = 600  # pixels a side
+PANEL = 460  # pixels a side (the PNG encoding is most of the cost)
 MARGIN = 36  # room for the representatives at the edges
 INTERACTIVE_POINTS = 1500  # points of map.npz (the report's interactive map)
 INTERACTIVE_BYTES = 1_500_000  # at most this many pixel bytes of images in map.npz
@@ -45,13 +45,15 @@ def colour(index: int) -> tuple[int, int, int]:
 
 def to_panel(xy: np.ndarray, size: int = PANEL, margin: int = MARGIN) -> np.ndarray:
     """Map coordinates -> pixel positions (N x 2 int, column then row) filling the panel; the
-    0.5 % most outlying points on each side are pinned to its border rather than shrink the rest."""
+    0.2 % most outlying points on each side may be pinned to its border rather than shrink the rest."""
     xy = np.asarray(xy, dtype=np.float32)
     if not len(xy):
         return np.zeros((0, 2), dtype=np.int64)
     some = xy[:: max(1, len(xy) // 20000)]  # the bounds from at most 20,000 points: ample for a picture
-    low, high = np.percentile(some, 0.5, axis=0), np.percentile(some, 99.5, axis=0)
+    low, high = np.percentile(some, 0.2, axis=0), np.percentile(some, 99.8, axis=0)
     span = np.where(high - low > 0, high - low, 1.0)
+    low, high = low - 0.04 * span, high + 0.04 * span  # room around the bulk; the rare rest is pinned
+    span = high - low
     unit = (np.clip(xy, low, high) - low) / span
     unit[:, 1] = 1 - unit[:, 1]  # y upwards, as in a plot
     return np.rint(margin + unit * (size - 2 * margin - 2)).astype(np.int64)
@@ -143,7 +145,8 @@ def write_map(
     order = np.random.default_rng(SAMPLE_SEED).permutation(len(where))  # no cluster always on top
     sizes = np.bincount(clusters, minlength=k)
     places, tiles, numbers = [], [], []
-    scale = 2 if max(representatives.shape[1:]) <= 32 else 1
+    # doubled where clusters lie apart (UMAP); native size where they overlap (PCA of pixels)
+    scale = 2 if method == "umap" and max(representatives.shape[1:]) <= 32 else 1
     for cluster in np.argsort(-sizes, kind="stable")[: min(k, 40)]:  # at most 40 pictures on the map
         members = where[clusters == cluster]
         if len(members):
@@ -155,7 +158,7 @@ def write_map(
         _panel(
             where[order],
             clusters[order],
-            f"coloured by cluster; each cluster's mean image at its median place ({axes})",
+            "coloured by cluster; each cluster's mean image at its median place",
             places,
             tiles,
             numbers,
@@ -169,7 +172,7 @@ def write_map(
     if labels is not None:
         classes, codes = np.unique(labels, return_inverse=True)
         names = [(label_names or {}).get(int(value), str(value)) for value in classes]
-        panels.append(_panel(where[order], codes[order], "the same points coloured by their true class"))
+        panels.append(_panel(where[order], codes[order], "the same images coloured by their true class"))
         legends.append(_legend(names[:20], "classes" + (" (colours repeat)" if len(names) > 20 else "")))
     columns = [stack([panel, legend]) for panel, legend in zip(panels, legends, strict=True)]
     width = sum(column.width for column in columns) + 16 * (len(columns) - 1)
@@ -181,7 +184,7 @@ def write_map(
     shown = f"{n_images:,} images"
     if len(index) < n_images:
         shown = f"a fixed sample of {len(index):,} of the {n_images:,} images"
-    note = f"{shown}, each a dot; where dots pile up the colour is their average, darker"
+    note = f"{shown}, each a dot placed by {axes}; where dots pile up the colour is their average, darker"
     save_png(stack([text_block([(title, 14), (note, 11)]), body]), folder / "map.png")
     _write_sample(folder / "map.npz", xy, clusters, images, labels, label_names, method, index)
 
