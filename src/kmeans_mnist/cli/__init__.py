@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--tol", type=float, default=1e-4, help="stop when the centres move less than this (relative)"
     )
+    fit.add_argument(
+        "--features",
+        default="pixels",
+        metavar="SPACE",
+        help="the space K-means runs in: pixels, pca[:N] (default N=50) or umap[:N] (default N=10; needs "
+        'pip install "kmeans-mnist[embed]"); embeddings are cached, pictures stay in pixels',
+    )
     fit.add_argument("--seed", type=int, default=0, help="random seed: same seed, same results")
     fit.add_argument(
         "--repeats",
@@ -172,7 +179,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "--split does not apply to usps: its five sheets have no train/test split; leave --split out"
         )
     _check_data_options(args, args.dataset)
+    args.features = _parse_features(args.features)
     return args
+
+
+def _parse_features(text: str):
+    """--features as a features.FeatureSpace; a space whose extra is missing is refused here,
+    before anything is loaded or written."""
+    from ..features import FeatureError, check_available, parse_space
+
+    try:
+        space = parse_space(text)
+        check_available(space)
+    except FeatureError as error:
+        raise UsageError(str(error)) from None
+    return space
 
 
 def _parse_whole(text: str, name: str) -> int:
@@ -430,6 +451,8 @@ def run(args: argparse.Namespace) -> int:
         f"loaded {len(data):,} images of {data.image_shape[0]}x{data.image_shape[1]} from {data.source}{blank} ({load_seconds:.2f}s)"
     )
 
+    features = _features(args, data, terminal)
+
     from ..results.experiment import SummaryError
     from .sweep import ReportFailed, SummaryFailed, Sweep, WriteFailed, signals_held
 
@@ -452,6 +475,7 @@ def run(args: argparse.Namespace) -> int:
         load_seconds=load_seconds,
         progress=lambda k, repeat: terminal.fit(k, repeat, args.repeats),
         on_saved=table,
+        features=features,
     )
     try:
         sweep.check(args.k)  # a folder that cannot take these results: say so before any fit
@@ -506,6 +530,30 @@ def run(args: argparse.Namespace) -> int:
             _silence_stdout()
             return EXIT_BROKEN_PIPE
     return 0
+
+
+def _features(args: argparse.Namespace, data, terminal):
+    """The data in the --features space (from the cache when it was computed before), with its
+    progress on the terminal; the map's coordinates come with it."""
+    from ..features import FeatureError, compute_features
+
+    space = args.features
+    started = time.perf_counter()
+    label = f"embedding {len(data):,} images with {space.text}"
+    try:
+        features = compute_features(
+            data.all_pixel,
+            space,
+            seed=args.seed,
+            progress=lambda text: terminal.phase(f"{label}: {text} ({time.perf_counter() - started:.0f}s)"),
+        )
+    except FeatureError as error:
+        raise UsageError(str(error)) from None
+    terminal.done()
+    if space.method != "pixels":
+        how = "read from the cache" if features.cached else "computed and cached"
+        terminal.say(f"features {space.text}: {how} ({time.perf_counter() - started:.2f}s)")
+    return features
 
 
 def _k_list(ks) -> str:
@@ -569,6 +617,7 @@ def _sweep_settings(args: argparse.Namespace):
         cluster=getattr(args, "cluster", None),
         samples=args.samples,
         export_members=args.export_members,
+        features=args.features.text,
     )
     return settings, Selection(split=args.split, limit=args.limit, keep_blank=args.keep_blank)
 
@@ -653,7 +702,7 @@ def run_predict(args: argparse.Namespace) -> int:
                 f"{args.source} holds {data.image_shape[0]}x{data.image_shape[1]} images: use a model fitted "
                 "on images of that size"
             )
-        clusters, distances = assign(data.all_pixel, model.centers)
+        clusters, distances = assign(model.points(data.all_pixel), model.centers)
         write_predictions(output, data.labels, clusters, distances, written, held=signals_held)
     except (DatasetError, PredictError) as error:
         raise UsageError(str(error)) from None
