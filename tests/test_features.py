@@ -204,7 +204,7 @@ def test_bad_features_option_is_one_error_line(tmp_path):
 
 def test_a_umap_model_is_refused_by_predict_without_unpickling(tmp_path):
     from kmeans_mnist.engine.estimator import KMeans
-    from kmeans_mnist.results.run import save_model
+    from kmeans_mnist.results.model import save_model
 
     rows, _ = blobs(n=50, d=256)
     model = KMeans(3, random_state=0).fit(rows[:, :10].astype(np.float64))
