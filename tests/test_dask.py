@@ -14,8 +14,12 @@ import time
 import numpy as np
 import pytest
 
-da = pytest.importorskip("dask.array")
-distributed = pytest.importorskip("distributed")
+da = pytest.importorskip(
+    "dask.array", reason='the Dask tests need the dask extra: pip install -e ".[test,dask]"'
+)
+distributed = pytest.importorskip(
+    "distributed", reason='the Dask tests need the dask extra: pip install -e ".[test,dask]"'
+)
 
 from kmeans_mnist.engine import lloyd as engine  # noqa: E402
 from kmeans_mnist.engine.dask import fit as dask_engine  # noqa: E402

@@ -260,7 +260,7 @@ def fit(
     return FitResult(
         cluster_centers_=whole.restore_centers(best.centers),
         labels_=_labels_array(chunks, best.labels),
-        inertia_=best.inertia / whole.scale**2,
+        inertia_=prepared.unscaled_sum_of_squares(best.inertia, whole.scale),
         n_iter_=best.n_iter,
         converged_=best.converged,
         n_empty_reseeds_=best.n_reseeds,
