@@ -356,7 +356,9 @@ def on_scheduler(args: argparse.Namespace, run: Callable[[argparse.Namespace], i
         if args.scheduler == "local":
             with _workers_ignore_interrupts():
                 cluster = stack.enter_context(
-                    LocalCluster(dashboard_address=None, silence_logs=logging.ERROR)
+                    LocalCluster(
+                        dashboard_address=":0", silence_logs=logging.ERROR
+                    )  # a free port: 8787 may be taken
                 )
             client = stack.enter_context(Client(cluster))
         else:
