@@ -119,8 +119,21 @@ def _add_data_options(group) -> None:
     group.add_argument(
         "--size",
         metavar="HxW",
-        help="files: resize every image of a folder to HxW pixels (or NxN for N); without it all images "
-        "must have one size",
+        help="files: fit every image of a folder to HxW pixels, height x width (or NxN for N), as --resize "
+        "says; without it all images must have one size",
+    )
+    group.add_argument(
+        "--resize",
+        choices=("stretch", "pad", "crop"),
+        default=None,
+        help="files, with --size: how an image of another size is fitted: stretch to HxW (the default; "
+        "the aspect ratio is lost), pad (scaled to fit inside, black borders) or crop (scaled to cover, "
+        "the centre kept)",
+    )
+    group.add_argument(
+        "--grey",
+        action="store_true",
+        help="files: cluster colour images in grey (colour images are clustered in RGB by default)",
     )
     group.add_argument(
         "--shape", metavar="HxW", help="files: the image shape of flat rows (.npy N x D, CSV); default square"
@@ -184,13 +197,15 @@ def _parse_whole(text: str, name: str) -> int:
 
 def _check_data_options(args: argparse.Namespace, dataset: str) -> None:
     """Turn --size/--shape/--keys into values, refusing them where they mean nothing."""
-    own = ("--size", args.size), ("--shape", args.shape), ("--keys", args.keys)
-    for name, value in (*own, ("--skip-unreadable", args.skip_unreadable)):
+    own = ("--size", args.size), ("--shape", args.shape), ("--keys", args.keys), ("--resize", args.resize)
+    for name, value in (*own, ("--skip-unreadable", args.skip_unreadable), ("--grey", args.grey)):
         if value and dataset != "files":
             raise UsageError(f"{name} applies only to your own files (--dataset files), not to {dataset}")
     if dataset == "files" and args.data_dir is None:
         raise UsageError(f"--dataset files needs --data-dir PATH: {OWN_FILES_HELP}")
     args.size = _parse_height_width(args.size, "--size")
+    if args.resize is not None and args.size is None:
+        raise UsageError(f"--resize {args.resize} needs --size HxW: the size to fit the images to")
     args.shape = _parse_height_width(args.shape, "--shape")
     if args.keys is not None:
         names = [name.strip() for name in args.keys.split(",")]
@@ -224,6 +239,8 @@ def _load_options(args: argparse.Namespace) -> dict:
         "shape": args.shape,
         "keys": args.keys,
         "skip_unreadable": args.skip_unreadable,
+        "grey": args.grey,
+        "resize": args.resize or "stretch",
     }
 
 
@@ -352,12 +369,7 @@ def run(args: argparse.Namespace) -> int:
     load_seconds = time.perf_counter() - started
     terminal.done()
     check_k_fits(args, data)
-    blank = f", {data.n_blank_skipped} all-black skipped" if data.n_blank_skipped else ""
-    if data.n_unreadable_skipped:
-        blank += f", {data.n_unreadable_skipped} unreadable files skipped"
-    say(
-        f"loaded {len(data):,} images of {data.image_shape[0]}x{data.image_shape[1]} from {data.source}{blank} ({load_seconds:.2f}s)"
-    )
+    say(f"loaded {loaded_words(data)} ({load_seconds:.2f}s)")
 
     from ..results.experiment import SummaryError
     from .sweep import ReportFailed, Selection, Settings, SummaryFailed, Sweep, WriteFailed, signals_held
@@ -445,6 +457,21 @@ def run(args: argparse.Namespace) -> int:
             _silence_stdout()
             return EXIT_BROKEN_PIPE
     return 0
+
+
+def loaded_words(data) -> str:
+    """'456 images of 64x64, colour, from photos: ..., 1 non-image file skipped': what was loaded."""
+    kind = ", colour" if data.channels == 3 else ", converted to grey" if data.converted_to_grey else ""
+    if data.resize is not None:
+        kind += f", fitted by {data.resize}"
+    skipped = f", {data.n_blank_skipped:,} all-black skipped" if data.n_blank_skipped else ""
+    if data.n_unreadable_skipped:
+        skipped += f", {data.n_unreadable_skipped:,} unreadable files skipped"
+    if data.n_not_images_skipped:
+        count = data.n_not_images_skipped
+        skipped += f", {count:,} non-image file{'s' if count != 1 else ''} skipped"
+    height, width = data.image_shape
+    return f"{len(data):,} images of {height}x{width}{kind}{',' if kind else ''} from {data.source}{skipped}"
 
 
 def _k_list(ks) -> str:
