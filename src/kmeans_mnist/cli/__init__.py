@@ -601,16 +601,26 @@ def run_predict(args: argparse.Namespace) -> int:
         if args.output is not None:
             check_output(Path(args.output))
         model = read_model(Path(args.model))
-        data = load_dataset(args.dataset, keep_blank=True, **_load_options(args))
+        options = _load_options(args)
+        if args.size is None and args.dataset == "files" and _is_image_folder(Path(args.data_dir)):
+            # images of another size are fitted to the model's, as the fit fitted its own
+            options.update(size=model.image_shape, resize=args.resize or model.resize or "stretch")
+        data = load_dataset(args.dataset, keep_blank=True, **options)
         if data.image_shape != model.image_shape:
             raise UsageError(
-                f"{args.model} is a model of {model.image_shape[0]}x{model.image_shape[1]} images, but "
+                f"{args.model} is a model of {model.image_shape[0]}x{model.image_shape[1]} images (HxW), but "
                 f"{args.source} holds {data.image_shape[0]}x{data.image_shape[1]} images: use a model fitted "
                 "on images of that size"
             )
+        if data.channels != model.channels:
+            raise UsageError(_channels_mismatch(args, model.channels, data.channels))
         clusters, distances = assign(data.all_pixel, model.centers)
         write_predictions(
-            None if args.output is None else Path(args.output), data.labels, clusters, distances
+            None if args.output is None else Path(args.output),
+            data.labels,
+            clusters,
+            distances,
+            data.paths,
         )
     except (DatasetError, PredictError) as error:
         raise UsageError(str(error)) from None
@@ -624,6 +634,25 @@ def run_predict(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _is_image_folder(path: Path) -> bool:
+    """Whether path is a folder of image files (where --size applies), not one of IDX files."""
+    from ..data.sources import _idx_files
+
+    return path.is_dir() and not _idx_files(path)
+
+
+def _channels_mismatch(args: argparse.Namespace, model_channels: int, data_channels: int) -> str:
+    if model_channels == 1:
+        return (
+            f"{args.model} is a model of grey images, but {args.source} holds colour images: add --grey "
+            "to assign them in grey, or use a model fitted in colour"
+        )
+    return (
+        f"{args.model} is a model of colour (RGB) images, but {args.source} holds grey images"
+        f"{' (--grey)' if args.grey else ''}: use a model fitted on grey images (--grey)"
+    )
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ class PredictError(ValueError):
 class SavedModel:
     centers: np.ndarray  # K x D float64
     image_shape: tuple[int, int]
+    channels: int = 1  # 3: fitted on colour (RGB) images, D = 3*H*W
+    resize: str | None = None  # how the fit fitted images of another size (--resize), if it did
 
 
 def read_model(path: Path) -> SavedModel:
@@ -54,6 +56,8 @@ def read_model(path: Path) -> SavedModel:
                 version = int(stored["format_version"])
                 centers = np.asarray(stored["cluster_centers"], dtype=np.float64)
                 shape = stored["image_shape"] if "image_shape" in stored.files else None
+                channels = int(stored["channels"]) if "channels" in stored.files else 1
+                resize = str(stored["resize"]) if "resize" in stored.files else None
     except PredictError:
         raise
     except FileNotFoundError:
@@ -74,9 +78,16 @@ def read_model(path: Path) -> SavedModel:
         raise PredictError(
             f"{path} holds no usable representatives (cluster_centers {centers.shape}): {hint}"
         )
-    if shape is None or np.shape(shape) != (2,) or int(shape[0]) * int(shape[1]) != centers.shape[1]:
-        raise PredictError(f"{path} does not say the size of its images (image_shape): {hint}")
-    return SavedModel(centers, (int(shape[0]), int(shape[1])))
+    if (
+        shape is None
+        or np.shape(shape) != (2,)
+        or channels not in (1, 3)
+        or int(shape[0]) * int(shape[1]) * channels != centers.shape[1]
+    ):
+        raise PredictError(f"{path} does not say the size of its images (image_shape, channels): {hint}")
+    if resize not in (None, "stretch", "pad", "crop"):
+        raise PredictError(f"{path} records an unknown resize mode {resize!r}: {hint}")
+    return SavedModel(centers, (int(shape[0]), int(shape[1])), channels, resize)
 
 
 def assign(pixels: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,27 +118,43 @@ def check_output(path: Path) -> None:
 
 
 def write_predictions(
-    path: Path | None, labels: np.ndarray | None, clusters: np.ndarray, distances: np.ndarray
+    path: Path | None,
+    labels: np.ndarray | None,
+    clusters: np.ndarray,
+    distances: np.ndarray,
+    paths: np.ndarray | None = None,
 ) -> None:
-    """index,label,cluster,distance rows (clusters 1..K, label empty if unknown), as assignments.csv.
+    """index,label,cluster,distance rows (clusters 1..K, label empty if unknown), as assignments.csv;
+    index,path,label,... when the images came from files (paths: Dataset.paths, quoted as CSV needs).
 
     To `path` through a temporary file renamed into place (never half a file), or to stdout.
     """
+    from .run import _csv_field, text_safe
+
     numbers = (clusters + 1).tolist()
     label_texts = [""] * len(numbers) if labels is None else labels.tolist()
-    rows = zip(label_texts, numbers, distances.tolist(), strict=True)
-    text = "index,label,cluster,distance\n" + "".join(
-        f"{index},{label},{number},{distance:.6g}\n" for index, (label, number, distance) in enumerate(rows)
+    path_texts = (
+        [""] * len(numbers) if paths is None else [_csv_field(text_safe(str(p))) + "," for p in paths]
+    )
+    rows = zip(path_texts, label_texts, numbers, distances.tolist(), strict=True)
+    header = f"index,{'path,' if paths is not None else ''}label,cluster,distance\n"
+    text = header + "".join(
+        f"{index},{file}{label},{number},{distance:.6g}\n"
+        for index, (file, label, number, distance) in enumerate(rows)
     )
     if path is None:
-        sys.stdout.write(text)
+        sys.stdout.flush()
+        if hasattr(sys.stdout, "buffer"):  # UTF-8 whatever the locale: file names may be any text
+            sys.stdout.buffer.write(text.encode("utf-8"))
+        else:
+            sys.stdout.write(text)
         sys.stdout.flush()
         return
     handle, temporary = tempfile.mkstemp(
         dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp"
     )
     try:
-        with os.fdopen(handle, "w", encoding="ascii", newline="\n") as file:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
             file.write(text)
         os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)

@@ -1,0 +1,164 @@
+"""Results of your own images: file names in assignments.csv, predict's output and the cluster
+grids; colour pictures for colour data; the model records channels and resize, and predict
+refuses the other kind and fits other sizes as the fit did."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from kmeans_mnist import cli
+
+AWKWARD = [
+    "a,b.png",
+    'say "hi".png',
+    "new\nline.png",
+    "ünïcødé 字.png",
+    "<img src=x onerror=alert(1)>.png",
+    "semi;colon 'quote'.png",
+]
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KMEANS_MNIST_CACHE", str(tmp_path / "parsed-cache"))
+
+
+def two_colours(root, per_class: int = 12, side: int = 8, seed: int = 0, names=None):
+    """Two class folders of colour tiles: reddish and bluish noise of the same brightness."""
+    rng = np.random.default_rng(seed)
+    written = []
+    for label, folder in enumerate(("reds", "blues")):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            tile = rng.normal(128, 30, (side, side, 3))
+            tile[..., 0 if label == 0 else 2] += 60
+            tile[..., 2 if label == 0 else 0] -= 60
+            name = names[index % len(names)] if names and index < len(names) else f"{index:03d}.png"
+            Image.fromarray(np.clip(tile, 0, 255).astype(np.uint8)).save(root / folder / name)
+            written.append(f"{folder}/{name}")
+    return written
+
+
+def main(*args: str) -> int:
+    return cli.main([*args, "--quiet"] if args[0] != "predict" else list(args))
+
+
+def test_colour_folder_with_awkward_names_end_to_end(tmp_path, capsys):
+    written = two_colours(tmp_path / "photos", names=AWKWARD)
+    assert main("2", "--dataset", "files", "--data-dir", "photos", "--output", "out") == 0
+    k2 = tmp_path / "out" / "photos" / "k2"
+
+    text = (k2 / "assignments.csv").read_text(encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert sorted(row["path"] for row in rows) == sorted(written)
+    assert [int(row["index"]) for row in rows] == list(range(len(written)))
+    frame = pd.read_csv(k2 / "assignments.csv", keep_default_na=False)
+    assert list(frame.columns[:3]) == ["index", "path", "label"]
+    assert sorted(frame["path"]) == sorted(written)
+    by_path = {row["path"]: row["label"] for row in rows}
+    assert all(by_path[path] == ("1" if path.startswith("reds/") else "0") for path in written)
+    assert len({row["cluster"] for row in rows if row["path"].startswith("reds/")}) == 1  # colour separates
+
+    with Image.open(k2 / "centroids.png") as sheet:
+        assert sheet.mode == "RGB"
+    with Image.open(k2 / "centroids" / "centroid_01.png") as centroid:
+        assert centroid.mode == "RGB" and centroid.size == (8, 8)
+        pixels = np.asarray(centroid, dtype=int)
+    assert abs(pixels[..., 0].mean() - pixels[..., 2].mean()) > 60  # a red or a blue representative
+    with Image.open(k2 / "clusters" / "cluster_01.png") as grid:
+        colours = np.asarray(grid.convert("RGB"), dtype=int)
+        assert np.abs(colours[..., 0] - colours[..., 2]).max() > 60
+    with Image.open(k2 / "evolution.gif") as gif:
+        frame_rgb = np.asarray(gif.convert("RGB"), dtype=int)
+        assert np.abs(frame_rgb[..., 0] - frame_rgb[..., 2]).max() > 60
+    with Image.open(tmp_path / "out" / "photos" / "representatives_by_k.png") as side:
+        side_rgb = np.asarray(side.convert("RGB"), dtype=int)
+        assert np.abs(side_rgb[..., 0] - side_rgb[..., 2]).max() > 60
+
+    with np.load(k2 / "model.npz") as model:
+        assert int(model["channels"]) == 3 and model["cluster_centers"].shape == (2, 8 * 8 * 3)
+        assert "resize" not in model.files  # no --size: nothing was fitted
+    assert json.loads((k2 / "summary.json").read_text())["channels"] == 3
+    report = (tmp_path / "out" / "photos" / "report.html").read_text(encoding="utf-8")
+    assert "<img src=x" not in report
+
+    capsys.readouterr()
+    assert main("predict", str(k2 / "model.npz"), "photos", "--output", "new.csv") == 0
+    predicted = pd.read_csv("new.csv", keep_default_na=False)
+    assert list(predicted.columns) == ["index", "path", "label", "cluster", "distance"]
+    assert list(predicted["path"]) == list(frame["path"])
+    assert list(predicted["cluster"]) == list(frame["cluster"])  # the fit's own clusters
+    capsys.readouterr()
+
+    assert main("predict", str(k2 / "model.npz"), "photos", "--grey", "--output", "grey.csv") == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "model of colour (RGB) images" in error and "grey" in error
+    assert not (tmp_path / "grey.csv").exists()
+
+
+def test_grey_model_refuses_colour_images_and_grey_flag_fits(tmp_path, capsys):
+    two_colours(tmp_path / "photos")
+    assert main("2", "--dataset", "files", "--data-dir", "photos", "--grey", "--output", "out") == 0
+    model = tmp_path / "out" / "photos-grey" / "k2" / "model.npz"
+    with np.load(model) as stored:
+        assert int(stored["channels"]) == 1
+    assert main("predict", str(model), "photos") == 2
+    error = capsys.readouterr().err.strip()
+    assert "model of grey images" in error and "add --grey" in error and "\n" not in error
+    assert main("predict", str(model), "photos", "--grey", "--output", "p.csv") == 0
+
+
+def test_loading_line_says_colour_or_grey(tmp_path, capsys):
+    two_colours(tmp_path / "photos")
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    assert cli.main(["2", "--dataset", "files", "--data-dir", "photos", "--output", "out"]) == 0
+    err = capsys.readouterr().err
+    assert "loaded 24 images of 8x8, colour, from photos" in err and "1 non-image file skipped" in err
+    assert cli.main(["2", "--dataset", "files", "--data-dir", "photos", "--grey", "--output", "out"]) == 0
+    assert "loaded 24 images of 8x8, converted to grey, from photos" in capsys.readouterr().err
+
+
+def test_named_dataset_has_no_path_column(tmp_path):
+    assert main("3", "--dataset", "usps", "--limit", "60", "--samples", "0", "--output", "out") == 0
+    header = (tmp_path / "out" / "usps-limit60" / "k3" / "assignments.csv").read_text().splitlines()[0]
+    assert header == "index,label,cluster,distance,matched_class,matched_name"
+    with np.load(tmp_path / "out" / "usps-limit60" / "k3" / "model.npz") as stored:
+        assert int(stored["channels"]) == 1
+
+
+def test_predict_fits_other_sizes_as_the_fit_did(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    (tmp_path / "train").mkdir()
+    for index in range(10):  # 12 tall, 24 wide: --size 12x12 --resize pad gives black bands
+        tile = np.zeros((12, 24), np.uint8)
+        tile[:, 6 * (index % 2) : 6 * (index % 2) + 12] = rng.integers(100, 256, (12, 12))
+        Image.fromarray(tile).save(tmp_path / "train" / f"{index}.png")
+    Image.fromarray(np.full((12, 12), 200, np.uint8)).save(tmp_path / "train" / "square.png")
+    args = ["2", "--dataset", "files", "--data-dir", "train", "--size", "12x12", "--resize", "pad"]
+    assert main(*args, "--output", "out") == 0
+    k2 = tmp_path / "out" / "train-pad" / "k2"
+    with np.load(k2 / "model.npz") as stored:
+        assert str(stored["resize"]) == "pad"
+    assert main("predict", str(k2 / "model.npz"), "train", "--output", "p.csv") == 0
+    fitted = pd.read_csv(k2 / "assignments.csv", keep_default_na=False)
+    predicted = pd.read_csv("p.csv", keep_default_na=False)
+    assert list(predicted["path"]) == list(fitted["path"])
+    np.testing.assert_allclose(predicted["distance"], fitted["distance"], rtol=1e-5)
+    stretched = ["predict", str(k2 / "model.npz"), "train", "--resize", "stretch", "--output", "s.csv"]
+    assert main(*stretched) == 2  # --resize needs --size, in predict too
+    assert "--resize stretch needs --size" in capsys.readouterr().err
+
+
+def test_resize_without_size_and_grey_on_a_named_dataset_are_refused(tmp_path, capsys):
+    assert cli.main(["2", "--dataset", "usps", "--grey"]) == 2
+    assert "--grey applies only to your own files" in capsys.readouterr().err
+    assert cli.main(["2", "--dataset", "files", "--data-dir", ".", "--resize", "pad"]) == 2
+    assert "--resize pad needs --size HxW" in capsys.readouterr().err
