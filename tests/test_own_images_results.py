@@ -162,3 +162,108 @@ def test_resize_without_size_and_grey_on_a_named_dataset_are_refused(tmp_path, c
     assert "--grey applies only to your own files" in capsys.readouterr().err
     assert cli.main(["2", "--dataset", "files", "--data-dir", ".", "--resize", "pad"]) == 2
     assert "--resize pad needs --size HxW" in capsys.readouterr().err
+
+
+# --- --export-members link|copy ------------------------------------------------------------------
+
+
+def many_small_files(root, count: int) -> list[str]:
+    """count 4x4 grey PNGs in two class folders, the same names in both (clashes once clustered)."""
+    rng = np.random.default_rng(9)
+    names = []
+    for label, folder in enumerate(("dark", "light")):
+        (root / folder).mkdir(parents=True)
+        for index in range(count // 2):
+            tile = rng.integers(0, 100, (4, 4)) + 150 * label + 1
+            Image.fromarray(tile.astype(np.uint8)).save(root / folder / f"{index:04d}.png")
+            names.append(f"{folder}/{index:04d}.png")
+    return names
+
+
+def snapshot(root) -> dict[str, tuple]:
+    return {
+        str(path.relative_to(root)): (path.stat().st_mtime_ns, path.stat().st_ino, path.read_bytes())
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.mark.parametrize("how", ["link", "copy"])
+def test_export_members_puts_the_original_files_in_their_clusters(tmp_path, how):
+    names = many_small_files(tmp_path / "pics", 2000)
+    before = snapshot(tmp_path / "pics")
+    assert (
+        main(
+            "1",
+            "--dataset",
+            "files",
+            "--data-dir",
+            "pics",
+            "--samples",
+            "0",
+            "--export-members",
+            how,
+            "--output",
+            "out",
+        )
+        == 0
+    )
+    assert snapshot(tmp_path / "pics") == before  # originals never touched
+    exported = sorted((tmp_path / "out" / "pics" / "k1" / "clusters" / "01").iterdir())
+    assert len(exported) == len(names)  # the clashing names (dark/0001.png, light/0001.png) both kept
+    assert {path.name for path in exported if "~" not in path.name} == {name.split("/")[1] for name in names}
+    assert sum("~2" in path.name for path in exported) == len(names) // 2
+    assert all(path.is_symlink() == (how == "link") for path in exported)
+    if how == "link":
+        assert {str(path.resolve().relative_to(tmp_path / "pics")) for path in exported} == set(names)
+    originals = sorted(entry[2] for entry in before.values())
+    assert sorted(path.read_bytes() for path in exported) == originals  # every file, none lost
+    rows = pd.read_csv(tmp_path / "out" / "pics" / "k1" / "assignments.csv", keep_default_na=False)
+    assert sorted(rows["path"]) == sorted(names)
+
+
+def test_export_members_links_fall_back_to_copies(tmp_path, monkeypatch):
+    many_small_files(tmp_path / "pics", 20)
+
+    def no_links(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("os.symlink", no_links)
+    assert (
+        main(
+            "2",
+            "--dataset",
+            "files",
+            "--data-dir",
+            "pics",
+            "--samples",
+            "0",
+            "--export-members",
+            "--output",
+            "out",
+        )
+        == 0
+    )
+    exported = list((tmp_path / "out" / "pics" / "k2" / "clusters").rglob("*.png"))
+    assert len(exported) == 20 and not any(path.is_symlink() for path in exported)
+
+
+def test_export_members_of_a_named_dataset_stays_png_by_index(tmp_path):
+    assert (
+        main(
+            "2",
+            "--dataset",
+            "usps",
+            "--limit",
+            "30",
+            "--samples",
+            "0",
+            "--export-members",
+            "link",
+            "--output",
+            "out",
+        )
+        == 0
+    )
+    exported = sorted((tmp_path / "out" / "usps-limit30" / "k2" / "clusters").rglob("*.png"))
+    assert len(exported) == 30 and all(path.stem.isdigit() and not path.is_symlink() for path in exported)

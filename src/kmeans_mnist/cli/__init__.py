@@ -95,7 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="results go to DIR/<experiment>/k<K>/ (<experiment>: the dataset, then any non-default settings)",
     )
     out.add_argument("--samples", type=int, default=64, metavar="N", help="members shown per cluster grid")
-    out.add_argument("--export-members", action="store_true", help="also write every member as its own PNG")
+    out.add_argument(
+        "--export-members",
+        nargs="?",
+        const="auto",
+        default=None,
+        choices=("auto", "png", "link", "copy"),
+        metavar="HOW",
+        help="also put every member of cluster NN into k<K>/clusters/NN/: link (symbolic links to your "
+        "original files, under their own names; copies where links cannot be made), copy (copies of "
+        "them), png (each image as a PNG named by its index); without HOW: link for your own files, png "
+        "for the named datasets (which have no files of their own); originals are never changed",
+    )
     out.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     return parser
@@ -383,7 +394,7 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         scheduler=args.scheduler,
         samples=args.samples,
-        export_members=args.export_members,
+        export_members=_export_mode(args.export_members),
     )
     from ..results.kchoice import ResultsTable, print_choice
 
@@ -457,6 +468,11 @@ def run(args: argparse.Namespace) -> int:
             _silence_stdout()
             return EXIT_BROKEN_PIPE
     return 0
+
+
+def _export_mode(how: str | None) -> bool | str:
+    """--export-members as write_run takes it: False, True (auto) or png/link/copy."""
+    return False if how is None else True if how == "auto" else how
 
 
 def loaded_words(data) -> str:

@@ -117,6 +117,7 @@ class Dataset:
     # for images read from files: each one's path relative to data_dir (str, "/" between
     # folders), an object array aligned with images; None for named datasets and single files
     paths: np.ndarray | None = None
+    paths_root: Path | None = None  # the absolute folder the paths are relative to
     converted_to_grey: bool = False  # colour images turned grey on request (grey=True)
     n_not_images_skipped: int = 0  # files of a folder that are not images (notes.txt), skipped
     resize: str | None = None  # how images of another size were fitted (size given), else None
@@ -218,7 +219,7 @@ def load_dataset(
                 )
 
     n_unreadable = n_not_images = 0
-    paths = None
+    paths = paths_root = None
     converted = False
     if name == "files":
         from .sources import read_source
@@ -238,7 +239,7 @@ def load_dataset(
         )
         images, labels, class_names, source = found.images, found.labels, found.class_names, found.source
         name, n_unreadable, n_not_images = found.name, found.n_unreadable, found.n_not_images
-        paths, converted = found.paths, found.converted_to_grey
+        paths, converted, paths_root = found.paths, found.converted_to_grey, found.root
         # other images, other experiment folder: the grey or padded/cropped version of a folder
         # is not mixed with its colour or stretched results (see experiment_name)
         name += "-grey" if converted else ""
@@ -275,6 +276,7 @@ def load_dataset(
         n_blank_skipped=n_blank,
         n_unreadable_skipped=n_unreadable,
         paths=paths,
+        paths_root=paths_root,
         converted_to_grey=converted,
         n_not_images_skipped=n_not_images,
         resize=resize if size is not None else None,

@@ -59,6 +59,7 @@ class Found:
     source: str
     n_unreadable: int = 0
     paths: np.ndarray | None = None  # object array of str: each image's file, relative to the folder
+    root: Path | None = None  # the folder the paths are relative to (absolute)
     converted_to_grey: bool = False
     n_not_images: int = 0
 
@@ -273,6 +274,7 @@ def _read_image_folder(
         where,
         len(bad),
         paths=relative,
+        root=folder.resolve(),
         converted_to_grey=converted,
         n_not_images=n_other,
     )

@@ -58,7 +58,7 @@ def write_run(
     table: np.ndarray | None = None,
     classes: np.ndarray | None = None,
     samples: int = 64,
-    export_members: bool = False,
+    export_members: bool | str = False,
     extra: dict | None = None,
     install=None,
     target: Path | None = None,
@@ -192,6 +192,7 @@ def _write_files(
     step()
 
     members_by_cluster = _members_nearest_first(clusters, distances, k)
+    export = _member_exporter(dataset, images, export_members) if export_members else None
     if samples > 0 or export_members:
         (folder / "clusters").mkdir()
     for number, members in enumerate(members_by_cluster, start=1):
@@ -199,8 +200,8 @@ def _write_files(
             grid = _cluster_grid(dataset, title, number, members, samples, matching)
             save_png(grid, folder / "clusters" / f"cluster_{number:0{width}d}.png")
             step()
-        if export_members:
-            _export_members(images, members, folder / "clusters" / f"{number:0{width}d}", step)
+        if export:
+            export(members, folder / "clusters" / f"{number:0{width}d}", step)
 
     _write_assignments(
         folder / "assignments.csv", dataset.labels, clusters, distances, matching, _paths(dataset)
@@ -438,6 +439,58 @@ def _members_nearest_first(clusters: np.ndarray, distances: np.ndarray, k: int) 
     order = np.lexsort((distances, clusters))
     boundaries = np.cumsum(np.bincount(clusters, minlength=k))[:-1]
     return np.split(order, boundaries)
+
+
+EXPORT_MODES = ("png", "link", "copy")
+
+
+def _member_exporter(dataset, images: np.ndarray, mode):
+    """export(members, folder, step) for --export-members MODE (True: link for files, else png).
+
+    link/copy put each member's original file under its own name (symbolic links to the
+    absolute original path, or copies where links cannot be made); a dataset without files (a
+    named one, an .npy...) writes PNGs by index, as png does.
+    """
+    paths, root = _paths(dataset), getattr(dataset, "paths_root", None)
+    mode = "link" if mode is True else mode
+    if mode not in EXPORT_MODES:
+        raise ValueError(f"export_members must be one of {', '.join(EXPORT_MODES)} (or True), got {mode!r}")
+    if mode == "png" or paths is None or root is None:
+        return lambda members, folder, step: _export_members(images, members, folder, step)
+    can_link = [mode == "link"]
+
+    def export(members: np.ndarray, folder: Path, step=None) -> None:
+        folder.mkdir()
+        taken: set[str] = set()
+        for index in members:
+            relative = str(paths[index])
+            name = _free_name(relative.rsplit("/", 1)[-1], taken)
+            source, target = Path(root) / relative, folder / name
+            if can_link[0]:
+                try:
+                    os.symlink(source, target)
+                except OSError:  # no links on this file system (or not for this user): copies
+                    can_link[0] = False
+            if not can_link[0]:
+                shutil.copy2(source, target, follow_symlinks=True)
+            if step is not None:
+                step()
+
+    return export
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    """name, or name~2, name~3... (before the extension) when a member of the cluster already has
+    it; compared ignoring case, for file systems that do."""
+    stem, dot, suffix = name.rpartition(".")
+    if not stem:
+        stem, dot, suffix = name, "", ""
+    candidate, number = name, 1
+    while candidate.lower() in taken:
+        number += 1
+        candidate = f"{stem}~{number}{dot}{suffix}"
+    taken.add(candidate.lower())
+    return candidate
 
 
 def _export_members(images: np.ndarray, members: np.ndarray, folder: Path, step=None) -> None:
