@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -267,3 +268,29 @@ def test_export_members_of_a_named_dataset_stays_png_by_index(tmp_path):
     )
     exported = sorted((tmp_path / "out" / "usps-limit30" / "k2" / "clusters").rglob("*.png"))
     assert len(exported) == 30 and all(path.stem.isdigit() and not path.is_symlink() for path in exported)
+
+
+# --- --replace -----------------------------------------------------------------------------------
+
+
+def test_replace_moves_the_old_experiment_aside_and_only_when_asked(tmp_path, capsys):
+    many_small_files(tmp_path / "digits", 20)
+    args = ["2", "--dataset", "files", "--data-dir", "digits", "--samples", "0", "--output", "out"]
+    assert main(*args) == 0
+    old = (tmp_path / "out" / "digits" / "k2" / "assignments.csv").read_text()
+    (tmp_path / "digits" / "dark" / "0003.png").unlink()  # the folder changed: other data
+    capsys.readouterr()
+    assert main(*args) == 2
+    error = capsys.readouterr().err.strip()
+    assert "other data or settings" in error and "--replace" in error and "\n" not in error
+    assert (tmp_path / "out" / "digits" / "k2" / "assignments.csv").read_text() == old  # refused: untouched
+    assert main(*args, "--replace") == 0
+    said = capsys.readouterr().err
+    [aside] = [path for path in (tmp_path / "out").iterdir() if path.name.startswith("digits.replaced-")]
+    assert f"moved it to {Path('out') / aside.name}" in said
+    assert (aside / "k2" / "assignments.csv").read_text() == old  # the old results, whole
+    assert (aside / "summary.csv").is_file()
+    new = pd.read_csv(tmp_path / "out" / "digits" / "k2" / "assignments.csv", keep_default_na=False)
+    assert len(new) == 19 and "dark/0003.png" not in set(new["path"])
+    assert main(*args, "--replace") == 0  # same data now: nothing is moved
+    assert len([path for path in (tmp_path / "out").iterdir() if ".replaced-" in path.name]) == 1

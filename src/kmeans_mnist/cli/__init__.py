@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         "them), png (each image as a PNG named by its index); without HOW: link for your own files, png "
         "for the named datasets (which have no files of their own); originals are never changed",
     )
+    out.add_argument(
+        "--replace",
+        action="store_true",
+        help="when the experiment folder holds results made with other data or settings, move it aside "
+        "to <folder>.replaced-<time> (never deleted) and start it anew, instead of refusing",
+    )
     out.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     return parser
@@ -382,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
     check_k_fits(args, data)
     say(f"loaded {loaded_words(data)} ({load_seconds:.2f}s)")
 
-    from ..results.experiment import SummaryError
+    from ..results.experiment import SettingsMismatch, SummaryError
     from .sweep import ReportFailed, Selection, Settings, SummaryFailed, Sweep, WriteFailed, signals_held
 
     settings = Settings(
@@ -416,7 +422,17 @@ def run(args: argparse.Namespace) -> int:
         on_saved=table,
     )
     try:
-        sweep.check(args.k)  # a folder that cannot take these results: say so before any fit
+        try:
+            sweep.check(args.k)  # a folder that cannot take these results: say so before any fit
+        except SettingsMismatch:
+            if not args.replace:
+                raise
+            aside = _move_aside(sweep.folder)
+            _say_always(
+                f"--replace: {sweep.folder} held results made with other data or settings; "
+                f"moved it to {aside} (nothing deleted)"
+            )
+            sweep.check(args.k)
     except SummaryError as error:
         raise UsageError(_with_output_hint(error)) from None
     except OSError as error:
@@ -506,7 +522,26 @@ def _saved_before(sweep) -> str:
 def _with_output_hint(error: Exception) -> str:
     from ..results.experiment import SettingsMismatch
 
-    return f"{error} or choose another --output" if isinstance(error, SettingsMismatch) else str(error)
+    if isinstance(error, SettingsMismatch):
+        return f"{error}, choose another --output, or add --replace to have it moved aside"
+    return str(error)
+
+
+def _move_aside(folder: Path) -> Path:
+    """Rename folder to <folder>.replaced-<UTC time>[-N] beside it, holding its lock (no run is
+    updating it meanwhile); nothing is deleted. Returns the new path."""
+    from datetime import datetime, timezone
+
+    from ..results.experiment import locked
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    with locked(folder):
+        aside, number = folder.with_name(f"{folder.name}.replaced-{stamp}"), 1
+        while os.path.lexists(aside):
+            number += 1
+            aside = folder.with_name(f"{folder.name}.replaced-{stamp}-{number}")
+        os.rename(folder, aside)
+    return aside
 
 
 def _interrupted(sweep, ks: list[int], interrupt: BaseException, signals_held) -> str:
