@@ -294,3 +294,19 @@ def test_replace_moves_the_old_experiment_aside_and_only_when_asked(tmp_path, ca
     assert len(new) == 19 and "dark/0003.png" not in set(new["path"])
     assert main(*args, "--replace") == 0  # same data now: nothing is moved
     assert len([path for path in (tmp_path / "out").iterdir() if ".replaced-" in path.name]) == 1
+
+
+def test_predict_stretches_other_sizes_for_a_model_fitted_without_size(tmp_path):
+    two_colours(tmp_path / "photos")
+    assert main("2", "--dataset", "files", "--data-dir", "photos", "--output", "out") == 0
+    (tmp_path / "bigger").mkdir()
+    for name in ("reds", "blues"):
+        with Image.open(tmp_path / "photos" / name / "000.png") as tile:
+            tile.resize((16, 24), Image.Resampling.NEAREST).save(tmp_path / "bigger" / f"{name}.png")
+    model = tmp_path / "out" / "photos" / "k2" / "model.npz"
+    assert main("predict", str(model), "bigger", "--output", "p.csv") == 0
+    predicted = pd.read_csv("p.csv", keep_default_na=False).set_index("path")["cluster"]
+    fitted = pd.read_csv(model.parent / "assignments.csv", keep_default_na=False).set_index("path")["cluster"]
+    assert (
+        predicted["reds.png"] == fitted["reds/000.png"] and predicted["blues.png"] == fitted["blues/000.png"]
+    )

@@ -652,10 +652,10 @@ def run_predict(args: argparse.Namespace) -> int:
         if args.output is not None:
             check_output(Path(args.output))
         model = read_model(Path(args.model))
-        options = _load_options(args)
+        options = {**_load_options(args), "resize": args.resize or model.resize or "stretch"}
         if args.size is None and args.dataset == "files" and _is_image_folder(Path(args.data_dir)):
             # images of another size are fitted to the model's, as the fit fitted its own
-            options.update(size=model.image_shape, resize=args.resize or model.resize or "stretch")
+            options["size"] = model.image_shape
         data = load_dataset(args.dataset, keep_blank=True, **options)
         if data.image_shape != model.image_shape:
             raise UsageError(
