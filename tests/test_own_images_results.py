@@ -53,7 +53,7 @@ def main(*args: str) -> int:
 
 
 def test_colour_folder_with_awkward_names_end_to_end(tmp_path, capsys):
-    written = two_colours(tmp_path / "photos", names=AWKWARD)
+    written = two_colours(tmp_path / "photos", per_class=8, names=AWKWARD)  # 8: all in the tooltips
     assert main("2", "--dataset", "files", "--data-dir", "photos", "--output", "out") == 0
     k2 = tmp_path / "out" / "photos" / "k2"
 
@@ -89,7 +89,14 @@ def test_colour_folder_with_awkward_names_end_to_end(tmp_path, capsys):
         assert "resize" not in model.files  # no --size: nothing was fitted
     assert json.loads((k2 / "summary.json").read_text())["channels"] == 3
     report = (tmp_path / "out" / "photos" / "report.html").read_text(encoding="utf-8")
-    assert "<img src=x" not in report
+    assert "<img src=x" not in report  # the awkward name is text, escaped
+    assert "&lt;img src=x onerror=alert(1)&gt;.png" in report and 'title="nearest: ' in report
+    nearest = json.loads((k2 / "summary.json").read_text())["nearest_files"]
+    assert len(nearest) == 2 and all(len(names) == 8 for names in nearest)
+    assert {name.split("/")[0] for name in nearest[0]} | {name.split("/")[0] for name in nearest[1]} == {
+        "reds",
+        "blues",
+    }
 
     capsys.readouterr()
     assert main("predict", str(k2 / "model.npz"), "photos", "--output", "new.csv") == 0

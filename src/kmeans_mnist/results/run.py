@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 MODEL_FORMAT_VERSION = 1
 ASSIGNMENT_BLOCK_ROWS = 65_536  # rows of assignments.csv formatted at a time
+NEAREST_FILES = 8  # file names per cluster in summary.json (report.html's tooltips)
 
 
 def run_dir(root: Path, dataset_name: str, k: int) -> Path:
@@ -92,7 +93,7 @@ def write_run(
 
             metrics, table, classes = evaluate(dataset.labels, model.labels_, k)
         matching = cluster_classes(dataset, table, classes) if table is not None else None
-        _write_files(
+        nearest_files = _write_files(
             staging,
             dataset,
             model,
@@ -107,6 +108,8 @@ def write_run(
         )
         seconds = {**seconds, "write": time.perf_counter() - started}
         summary = {**_run_summary(dataset, model, params, seconds, metrics, table, matching), **(extra or {})}
+        if nearest_files is not None:  # report.html's tooltips on the cluster grids
+            summary["nearest_files"] = nearest_files
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         (install or _swap_into_place)(staging, target)
     except BaseException:
@@ -145,7 +148,9 @@ def cluster_classes(dataset, table: np.ndarray, classes: np.ndarray) -> ClusterC
 
 def _write_files(
     folder, dataset, model, params, metrics, table, matching, samples, export_members, history, progress
-) -> None:
+) -> list[list[str]] | None:
+    """Every file of the k folder but summary.json; returns, for images from files, each
+    cluster's NEAREST_FILES nearest members' paths (None otherwise)."""
     centers = np.asarray(model.cluster_centers_, dtype=np.float64)
     clusters = np.asarray(model.labels_, dtype=np.int64)
     k = len(centers)
@@ -228,6 +233,10 @@ def _write_files(
         step()
         history.write_gif(folder / "evolution.gif", centers, _evolution_title(dataset, k), k)
         step()
+    paths = _paths(dataset)
+    if paths is None:
+        return None
+    return [[text_safe(str(paths[i])) for i in members[:NEAREST_FILES]] for members in members_by_cluster]
 
 
 def grid_members(
