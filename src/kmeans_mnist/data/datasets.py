@@ -574,7 +574,9 @@ def _read_usps_sheets(folder: Path) -> tuple[np.ndarray, np.ndarray, str]:
             sheet = read_grey_image(path)
         height, width = sheet.shape
         if height % USPS_TILE or width % USPS_TILE:
-            raise DatasetError(f"{path} is {width}x{height} px, not a grid of {USPS_TILE}x{USPS_TILE} tiles")
+            raise DatasetError(
+                f"{path} is {height}x{width} px (HxW), not a grid of {USPS_TILE}x{USPS_TILE} tiles"
+            )
         grid = sheet.reshape(height // USPS_TILE, USPS_TILE, width // USPS_TILE, USPS_TILE)
         column_major = grid.transpose(2, 0, 1, 3).reshape(-1, USPS_TILE, USPS_TILE)
         tiles.append(column_major)
