@@ -54,7 +54,9 @@ def photos(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     )
     light = 0.35 + 0.5 * fractal_noise(rng, SIDE)
     leaves = fractal_noise(rng, SIDE)
-    cool = np.stack([light * (0.35 + 0.2 * leaves), light * (0.85 - 0.1 * leaves) + 0.05, light * 0.6], axis=2)
+    cool = np.stack(
+        [light * (0.35 + 0.2 * leaves), light * (0.85 - 0.1 * leaves) + 0.05, light * 0.6], axis=2
+    )
     return tuple(np.clip(picture * 255, 0, 255).astype(np.uint8) for picture in (warm, cool))
 
 

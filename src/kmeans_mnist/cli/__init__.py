@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .preflight import UsageError, check_k_fits, check_output
+from .preflight import UsageError, check_k_fits, check_output, planned_memory
 
 DATASET_CHOICES = ("mnist", "fashion", "usps", "files")
 OWN_FILES_HELP = "a folder of images (sub-folders name classes), IDX files, a .npy/.npz file or a CSV file"
@@ -271,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
             return on_scheduler(parse_args(argv), run)
         except UsageError as error:
             return _fail(str(error))
+        except MemoryError as error:  # what the memory checks did not foresee: still one line
+            reason = (str(error).splitlines() or ["an allocation failed"])[0]
+            return _fail(
+                f"out of memory ({reason}); use --limit to cluster fewer images, a smaller K or smaller images"
+            )
         except KeyboardInterrupt as interrupt:  # before any K was saved; run() words the rest
             _handled(interrupt)
             _clear_progress()
@@ -380,12 +385,22 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     terminal.phase(f"loading {args.dataset}")
     try:
-        data = load_dataset(args.dataset, limit=args.limit, keep_blank=args.keep_blank, **_load_options(args))
+        data = load_dataset(
+            args.dataset,
+            limit=args.limit,
+            keep_blank=args.keep_blank,
+            plan=planned_memory(args),  # refuses images or a fit that cannot fit, before reading them
+            **_load_options(args),
+        )
     except DatasetError as error:
         raise UsageError(str(error)) from None
     load_seconds = time.perf_counter() - started
     terminal.done()
     check_k_fits(args, data)
+    from .sigbus import mapped_file, say_on_sigbus
+
+    if mapped_file(data.images):  # a file cut short while mapped: one line, not a silent SIGBUS
+        say_on_sigbus(mapped_file(data.images), EXIT_USAGE)
     say(f"loaded {loaded_words(data)} ({load_seconds:.2f}s)")
 
     from ..results.experiment import SettingsMismatch, SummaryError
@@ -402,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
         samples=args.samples,
         export_members=_export_mode(args.export_members),
     )
-    from ..results.kchoice import ResultsTable, print_choice
+    from .results_table import ResultsTable, print_choice
 
     table = ResultsTable(
         terminal,

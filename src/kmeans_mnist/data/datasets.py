@@ -20,12 +20,17 @@ import contextlib
 import hashlib
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import cache
+
+if TYPE_CHECKING:
+    from .sources import Planned
 
 DATASETS = ("mnist", "fashion", "usps", "files")
 SPLITS = ("train", "test", "all")
@@ -171,6 +176,7 @@ def load_dataset(
     skip_unreadable: bool = False,
     grey: bool = False,
     resize: str = "stretch",
+    plan: Callable[[Planned], None] | None = None,
 ) -> Dataset:
     """Load one of `DATASETS`: parse (or read the cache), split, drop all-black images, limit.
 
@@ -186,10 +192,12 @@ def load_dataset(
     files: your own images at data_dir (a folder of images, IDX files, .npy/.npz, a CSV file),
     see sources.py; size (height, width) resizes images of a folder, shape (height, width)
     reads flat rows, keys (images, labels) picks the arrays of an .npz, skip_unreadable skips
-    (and counts) unreadable image files instead of refusing them. resize says how images of
-    another size are fitted to size: "stretch", "pad" or "crop" (see images.py). Colour images
-    (a folder, or an .npy/.npz N x H x W x 3) stay colour (images N x H x W x 3) unless grey;
-    images from a folder keep their paths (relative to data_dir) in Dataset.paths.
+    (and counts) unreadable image files instead of refusing them; plan(Planned) is called with
+    what the reading will hold in memory, from the files' headers, before the images are read,
+    and may raise to refuse it (the command line refuses what cannot fit). resize says how
+    images of another size are fitted to size: "stretch", "pad" or "crop" (see images.py).
+    Colour images (a folder, or an .npy/.npz N x H x W x 3) stay colour (images N x H x W x 3)
+    unless grey; images from a folder keep their paths (relative to data_dir) in Dataset.paths.
 
     keep_blank=False drops the images whose pixels are all exactly 0 (n_blank_skipped counts them).
 
@@ -201,8 +209,19 @@ def load_dataset(
         raise DatasetError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
-    if limit is not None and limit < 1:
-        raise DatasetError(f"limit must be at least 1, got {limit}")
+    if limit is not None and (not _is_whole(limit) or limit < 1):
+        raise DatasetError(f"limit must be a whole number of images, at least 1, got {limit!r}")
+    for option, value in (("size", size), ("shape", shape)):
+        if value is not None and not (
+            isinstance(value, tuple | list)
+            and len(value) == 2
+            and all(_is_whole(side) and side >= 1 for side in value)
+        ):
+            raise DatasetError(
+                f"{option} must be (height, width) in pixels, two whole numbers of at least 1, got {value!r}"
+            )
+    size = None if size is None else (int(size[0]), int(size[1]))
+    shape = None if shape is None else (int(shape[0]), int(shape[1]))
     if resize not in ("stretch", "pad", "crop"):  # images.RESIZE_MODES (not imported: it needs no Pillow)
         raise DatasetError(f"unknown resize {resize!r}: choose one of stretch, pad, crop")
     if name != "files":
@@ -236,6 +255,7 @@ def load_dataset(
             cache_dir=cache_dir,
             grey=grey,
             resize=resize,
+            plan=plan,
         )
         images, labels, class_names, source = found.images, found.labels, found.class_names, found.source
         name, n_unreadable, n_not_images = found.name, found.n_unreadable, found.n_not_images
@@ -262,7 +282,7 @@ def load_dataset(
             labels = None if labels is None else labels[~blank]
             paths = None if paths is None else paths[~blank]
     if limit is not None and limit < len(images):
-        keep = _smallest_digests(images, labels, limit)
+        keep = _smallest_digests(images, labels, int(limit))
         images = images[keep]
         labels = None if labels is None else labels[keep]
         paths = None if paths is None else paths[keep]
@@ -281,6 +301,11 @@ def load_dataset(
         n_not_images_skipped=n_not_images,
         resize=resize if size is not None else None,
     )
+
+
+def _is_whole(value: object) -> bool:
+    """An int or a NumPy integer, not a bool (True is no number of images) and not a float."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
 def _blank_rows(images: np.ndarray) -> np.ndarray:

@@ -233,7 +233,8 @@ def estimate(
 
     Memory is O(N x (min(K, 32) + 2 + ln K)) for the bounds and the k-means++ trials, O(K x D)
     for the centres and their sums, and blocks of rows whose size shrinks as K grows; plus a
-    float32 copy of X unless X is large data of small whole numbers (read block by block).
+    float32 copy of X unless X is large data of small whole numbers (read block by block, into a
+    float32 buffer of up to CHUNK_ROWS x D per thread: what very wide images make large).
     """
     n, d, k = int(n_samples), int(n_features), int(n_clusters)
     dtype = np.dtype(dtype)
@@ -252,6 +253,10 @@ def estimate(
         + 4 * groups * k
         + 3 * 8 * min(k * k, bounds.GAP_VALUES)  # centre-to-centre half gaps, in blocks
         + in_flight * rows * (3 * 4 * k + 2 * 4 * d + 8 * k)  # blocks: distances, rows, moves
+        + in_flight * 2 * 8 * d  # a near tie's row and centre in float64 (a row at least, however wide)
+        # compact rows are converted into a float32 buffer of each thread's, kept between blocks:
+        # the blocks above count `rows` of it, a pass in blocks of CHUNK_ROWS may need more
+        + (compact and (prepared.THREADS + 1) * max(0, min(prepared.CHUNK_ROWS, n) - rows) * 4 * d)
     )
     per_run_init = 2.0 * n * d * trials * k if init == "k-means++" else 0.0
     per_run = 2.0 * n * d * k * FULL_PASSES + 2.0 * k * k * d * min(max_iter, TYPICAL_ITERATIONS)

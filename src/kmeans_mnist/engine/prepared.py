@@ -178,7 +178,9 @@ class Prepared:
             return raw.astype(np.float32)
         buffer = getattr(self._local, "buffer", None)
         if buffer is None or len(buffer) < len(raw):
-            buffer = self._local.buffer = np.empty((max(len(raw), CHUNK_ROWS), raw.shape[1]), np.float32)
+            # CHUNK_ROWS rows, not more than X has: a few very wide images must not cost 1,024 rows
+            rows = max(len(raw), min(CHUNK_ROWS, self.shape[0]))
+            buffer = self._local.buffer = np.empty((rows, raw.shape[1]), np.float32)
         values = buffer[: len(raw)]
         np.copyto(values, raw, casting="unsafe")
         return values

@@ -27,7 +27,6 @@ GRID_NAMED_TILE_PIXELS = 96  # cluster grids of files: cells this wide, for the 
 GRID_GAP = 2
 CONFUSION_MAX_ROWS = 60  # beyond this, clusters are merged by majority class
 SIDE_BY_SIDE_MAX_TILES = 40  # per K row
-EVOLUTION_MAX_TILES = 100
 EVOLUTION_TILE_PIXELS = 84
 EVOLUTION_FRAME_MS = 150
 EVOLUTION_LAST_FRAME_MS = 2000
@@ -159,15 +158,6 @@ def percent(share: float) -> str:
 
 
 # --- images --------------------------------------------------------------------------------
-
-
-def center_images(centers: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
-    """Centres as K x H x W uint8 images (K x H x W x 3 for colour centres, whose rows hold
-    3*H*W values, RGB per pixel): rounded, clipped to 0..255."""
-    pixels = np.clip(np.rint(np.asarray(centers, dtype=np.float64)), 0, 255).astype(np.uint8)
-    height, width = image_shape
-    channels = pixels.shape[1] // (height * width) if height * width else 1
-    return pixels.reshape(len(pixels), height, width, *([channels] if channels != 1 else []))
 
 
 def save_png(pixels: np.ndarray | Image.Image, path: Path) -> None:

@@ -129,13 +129,11 @@ def write_predictions(
 
     To `path` through a temporary file renamed into place (never half a file), or to stdout.
     """
-    from .run import _csv_field, text_safe
+    from .csvfile import field
 
     numbers = (clusters + 1).tolist()
     label_texts = [""] * len(numbers) if labels is None else labels.tolist()
-    path_texts = (
-        [""] * len(numbers) if paths is None else [_csv_field(text_safe(str(p))) + "," for p in paths]
-    )
+    path_texts = [""] * len(numbers) if paths is None else [field(str(p)) + "," for p in paths]
     rows = zip(path_texts, label_texts, numbers, distances.tolist(), strict=True)
     header = f"index,{'path,' if paths is not None else ''}label,cluster,distance\n"
     text = header + "".join(
