@@ -552,7 +552,7 @@ def test_unreadable_csv(monkeypatch, mnist_dir):
 def test_usps_sheet_not_a_grid_of_tiles(tmp_path):
     folder = write_sheets(tmp_path / "sheets")
     Image.fromarray(np.full((32, 50), 90, dtype=np.uint8)).save(folder / "usps_2.jpg")
-    with pytest.raises(DatasetError, match=r"usps_2.jpg is 50x32 px, not a grid of 16x16 tiles"):
+    with pytest.raises(DatasetError, match=r"usps_2.jpg is 32x50 px \(HxW\), not a grid of 16x16 tiles"):
         load_dataset("usps", data_dir=folder)
 
 

@@ -28,7 +28,7 @@ from PIL import Image
 from cli_support import isolated_env, run_cli
 from kmeans_mnist import cli
 from kmeans_mnist.cli import preflight
-from kmeans_mnist.data import cache, csvparse, datasets, sources
+from kmeans_mnist.data import cache, csvparse, images, sources
 from kmeans_mnist.data.datasets import DatasetError, load_dataset
 
 
@@ -344,9 +344,9 @@ def test_a_huge_size_is_refused_before_any_image_is_read(tmp_path, size):
 def fake_memory(monkeypatch, available: int) -> list:
     """available_memory() gives `available`; returns the list of images decoded (none, hopefully)."""
     decoded = []
-    real = datasets.read_grey_image
+    real = images.decode_image  # what a folder's images are decoded by (sources imports it when reading)
     monkeypatch.setattr(preflight, "available_memory", lambda: available)
-    monkeypatch.setattr(sources, "read_grey_image", lambda *a: decoded.append(a[0]) or real(*a))
+    monkeypatch.setattr(images, "decode_image", lambda *a: decoded.append(a[0]) or real(*a))
     return decoded
 
 

@@ -67,15 +67,20 @@ def test_class_folders_give_labels_and_class_names(tmp_path):
     assert "3 class folders" in data.source
 
 
-def test_flat_folder_has_no_labels_and_colour_becomes_grey(tmp_path):
+def test_flat_folder_has_no_labels_and_colour_stays_colour_unless_grey(tmp_path):
     rng = np.random.default_rng(1)
     colour = rng.integers(0, 256, (4, 9, 7, 3), dtype=np.uint8)
     for index, image in enumerate(colour):
         Image.fromarray(image).save(tmp_path / f"img{index}.bmp")
     data = files(tmp_path)
     assert data.labels is None and data.class_names is None and data.image_shape == (9, 7)
+    assert data.channels == 3 and data.all_pixel.shape == (4, 9 * 7 * 3) and not data.converted_to_grey
+    np.testing.assert_array_equal(data.images, colour)
+    assert list(data.paths) == [f"img{index}.bmp" for index in range(4)]
+    grey = files(tmp_path, grey=True)
     expected = [np.array(Image.fromarray(image).convert("L")) for image in colour]
-    np.testing.assert_array_equal(data.images, np.stack(expected))
+    np.testing.assert_array_equal(grey.images, np.stack(expected))
+    assert grey.channels == 1 and grey.converted_to_grey
 
 
 def test_mixed_sizes_are_refused_unless_resized(tmp_path):
@@ -83,7 +88,7 @@ def test_mixed_sizes_are_refused_unless_resized(tmp_path):
     root = write_class_folders(tmp_path / "mixed", images, labels)
     odd = root / "dog" / "zz-big.png"
     Image.fromarray(np.full((20, 16), 9, dtype=np.uint8)).save(odd)
-    refused(root, "differ in size", "6 of 7 are 12x12", str(odd), "is 16x20", "--size 12x12")
+    refused(root, "differ in size (HxW)", "6 of 7 are 12x12", str(odd), "is 20x16", "--size 12x12")
     data = files(root, size=(8, 10))
     assert data.image_shape == (8, 10) and len(data) == 7
 
@@ -250,8 +255,8 @@ def test_npy_flat_rows_and_conversions(tmp_path):
     refused(tmp_path / "big.npy", "0..255")
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     refused(tmp_path / "objects.npy", "Python objects")
-    np.save(tmp_path / "colour.npy", np.zeros((2, 4, 4, 3), dtype=np.uint8))
-    refused(tmp_path / "colour.npy", "N x H x W")
+    np.save(tmp_path / "rgba.npy", np.zeros((2, 4, 4, 4), dtype=np.uint8))
+    refused(tmp_path / "rgba.npy", "N x H x W x 3")
     (tmp_path / "garbage.npy").write_bytes(b"\x93NUMPY garbage")
     refused(tmp_path / "garbage.npy", "garbage.npy")
 

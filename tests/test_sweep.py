@@ -309,7 +309,7 @@ def test_other_data_in_the_same_folder_is_refused(small, capsys):
     [line] = capsys.readouterr().err.splitlines()
     assert line == (
         "error: out/mnist (see settings.json) holds results made with other data or settings: number of "
-        "images 60 there, 65 in this run; never mixed: move out/mnist away or choose another --output"
+        "images 60 there, 65 in this run; never mixed: move out/mnist away, choose another --output, or add --replace to have it moved aside"
     )
     assert snapshot(small / "out") == before
 

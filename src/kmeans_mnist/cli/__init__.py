@@ -103,7 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="results go to DIR/<experiment>/k<K>/ (<experiment>: the dataset, then any non-default settings)",
     )
     out.add_argument("--samples", type=int, default=64, metavar="N", help="members shown per cluster grid")
-    out.add_argument("--export-members", action="store_true", help="also write every member as its own PNG")
+    out.add_argument(
+        "--export-members",
+        nargs="?",
+        const="auto",
+        default=None,
+        choices=("auto", "png", "link", "copy"),
+        metavar="HOW",
+        help="also put every member of cluster NN into k<K>/clusters/NN/: link (symbolic links to your "
+        "original files, under their own names; copies where links cannot be made), copy (copies of "
+        "them), png (each image as a PNG named by its index); without HOW: link for your own files, png "
+        "for the named datasets (which have no files of their own); originals are never changed",
+    )
+    out.add_argument(
+        "--replace",
+        action="store_true",
+        help="when the experiment folder holds results made with other data or settings, move it aside "
+        "to <folder>.replaced-<time> (never deleted) and start it anew, instead of refusing",
+    )
     out.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     return parser
@@ -127,8 +144,21 @@ def _add_data_options(group) -> None:
     group.add_argument(
         "--size",
         metavar="HxW",
-        help="files: resize every image of a folder to HxW pixels (or NxN for N); without it all images "
-        "must have one size",
+        help="files: fit every image of a folder to HxW pixels, height x width (or NxN for N), as --resize "
+        "says; without it all images must have one size",
+    )
+    group.add_argument(
+        "--resize",
+        choices=("stretch", "pad", "crop"),
+        default=None,
+        help="files, with --size: how an image of another size is fitted: stretch to HxW (the default; "
+        "the aspect ratio is lost), pad (scaled to fit inside, black borders) or crop (scaled to cover, "
+        "the centre kept)",
+    )
+    group.add_argument(
+        "--grey",
+        action="store_true",
+        help="files: cluster colour images in grey (colour images are clustered in RGB by default)",
     )
     group.add_argument(
         "--shape", metavar="HxW", help="files: the image shape of flat rows (.npy N x D, CSV); default square"
@@ -210,13 +240,15 @@ def _parse_whole(text: str, name: str) -> int:
 
 def _check_data_options(args: argparse.Namespace, dataset: str) -> None:
     """Turn --size/--shape/--keys into values, refusing them where they mean nothing."""
-    own = ("--size", args.size), ("--shape", args.shape), ("--keys", args.keys)
-    for name, value in (*own, ("--skip-unreadable", args.skip_unreadable)):
+    own = ("--size", args.size), ("--shape", args.shape), ("--keys", args.keys), ("--resize", args.resize)
+    for name, value in (*own, ("--skip-unreadable", args.skip_unreadable), ("--grey", args.grey)):
         if value and dataset != "files":
             raise UsageError(f"{name} applies only to your own files (--dataset files), not to {dataset}")
     if dataset == "files" and args.data_dir is None:
         raise UsageError(f"--dataset files needs --data-dir PATH: {OWN_FILES_HELP}")
     args.size = _parse_height_width(args.size, "--size")
+    if args.resize is not None and args.size is None:
+        raise UsageError(f"--resize {args.resize} needs --size HxW: the size to fit the images to")
     args.shape = _parse_height_width(args.shape, "--shape")
     if args.keys is not None:
         names = [name.strip() for name in args.keys.split(",")]
@@ -250,6 +282,8 @@ def _load_options(args: argparse.Namespace) -> dict:
         "shape": args.shape,
         "keys": args.keys,
         "skip_unreadable": args.skip_unreadable,
+        "grey": args.grey,
+        "resize": args.resize or "stretch",
     }
 
 
@@ -446,16 +480,11 @@ def run(args: argparse.Namespace) -> int:
 
     if mapped_file(data.images):  # a file cut short while mapped: one line, not a silent SIGBUS
         say_on_sigbus(mapped_file(data.images), EXIT_USAGE)
-    blank = f", {data.n_blank_skipped} all-black skipped" if data.n_blank_skipped else ""
-    if data.n_unreadable_skipped:
-        blank += f", {data.n_unreadable_skipped} unreadable files skipped"
-    say(
-        f"loaded {len(data):,} images of {data.image_shape[0]}x{data.image_shape[1]} from {data.source}{blank} ({load_seconds:.2f}s)"
-    )
+    say(f"loaded {loaded_words(data)} ({load_seconds:.2f}s)")
 
     features = _features(args, data, terminal)
 
-    from ..results.experiment import SummaryError
+    from ..results.experiment import SettingsMismatch, SummaryError
     from .sweep import ReportFailed, SummaryFailed, Sweep, WriteFailed, signals_held
 
     settings, selection = _sweep_settings(args)
@@ -480,7 +509,17 @@ def run(args: argparse.Namespace) -> int:
         features=features,
     )
     try:
-        sweep.check(args.k)  # a folder that cannot take these results: say so before any fit
+        try:
+            sweep.check(args.k)  # a folder that cannot take these results: say so before any fit
+        except SettingsMismatch:
+            if not args.replace:
+                raise
+            aside = _move_aside(sweep.folder)
+            _say_always(
+                f"--replace: {sweep.folder} held results made with other data or settings; "
+                f"moved it to {aside} (nothing deleted)"
+            )
+            sweep.check(args.k)
     except SummaryError as error:
         raise UsageError(_with_output_hint(error)) from None
     except OSError as error:
@@ -558,6 +597,26 @@ def _features(args: argparse.Namespace, data, terminal):
     return features
 
 
+def _export_mode(how: str | None) -> bool | str:
+    """--export-members as write_run takes it: False, True (auto) or png/link/copy."""
+    return False if how is None else True if how == "auto" else how
+
+
+def loaded_words(data) -> str:
+    """'456 images of 64x64, colour, from photos: ..., 1 non-image file skipped': what was loaded."""
+    kind = ", colour" if data.channels == 3 else ", converted to grey" if data.converted_to_grey else ""
+    if data.resize is not None:
+        kind += f", fitted by {data.resize}"
+    skipped = f", {data.n_blank_skipped:,} all-black skipped" if data.n_blank_skipped else ""
+    if data.n_unreadable_skipped:
+        skipped += f", {data.n_unreadable_skipped:,} unreadable files skipped"
+    if data.n_not_images_skipped:
+        count = data.n_not_images_skipped
+        skipped += f", {count:,} non-image file{'s' if count != 1 else ''} skipped"
+    height, width = data.image_shape
+    return f"{len(data):,} images of {height}x{width}{kind}{',' if kind else ''} from {data.source}{skipped}"
+
+
 def _k_list(ks) -> str:
     return ", ".join(map(str, ks))
 
@@ -574,7 +633,26 @@ def _saved_before(sweep) -> str:
 def _with_output_hint(error: Exception) -> str:
     from ..results.experiment import SettingsMismatch
 
-    return f"{error} or choose another --output" if isinstance(error, SettingsMismatch) else str(error)
+    if isinstance(error, SettingsMismatch):
+        return f"{error}, choose another --output, or add --replace to have it moved aside"
+    return str(error)
+
+
+def _move_aside(folder: Path) -> Path:
+    """Rename folder to <folder>.replaced-<UTC time>[-N] beside it, holding its lock (no run is
+    updating it meanwhile); nothing is deleted. Returns the new path."""
+    from datetime import datetime, timezone
+
+    from ..results.experiment import locked
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    with locked(folder):
+        aside, number = folder.with_name(f"{folder.name}.replaced-{stamp}"), 1
+        while os.path.lexists(aside):
+            number += 1
+            aside = folder.with_name(f"{folder.name}.replaced-{stamp}-{number}")
+        os.rename(folder, aside)
+    return aside
 
 
 def _interrupted(sweep, ks: list[int], interrupt: BaseException, signals_held) -> str:
@@ -618,7 +696,7 @@ def _sweep_settings(args: argparse.Namespace):
         scheduler=args.scheduler,
         cluster=getattr(args, "cluster", None),
         samples=args.samples,
-        export_members=args.export_members,
+        export_members=_export_mode(args.export_members),
         features=args.features.text,
     )
     return settings, Selection(split=args.split, limit=args.limit, keep_blank=args.keep_blank)
@@ -697,15 +775,23 @@ def run_predict(args: argparse.Namespace) -> int:
     try:
         output = check_output(args.output, _predict_inputs(args))
         model = read_model(Path(args.model))
-        data = load_dataset(args.dataset, keep_blank=True, **_load_options(args))
+        options = {**_load_options(args), "resize": args.resize or model.resize or "stretch"}
+        if args.size is None and args.dataset == "files" and _is_image_folder(Path(args.data_dir)):
+            # images of another size are fitted to the model's, as the fit fitted its own
+            options["size"] = model.image_shape
+        data = load_dataset(args.dataset, keep_blank=True, **options)
         if data.image_shape != model.image_shape:
             raise UsageError(
-                f"{args.model} is a model of {model.image_shape[0]}x{model.image_shape[1]} images, but "
+                f"{args.model} is a model of {model.image_shape[0]}x{model.image_shape[1]} images (HxW), but "
                 f"{args.source} holds {data.image_shape[0]}x{data.image_shape[1]} images: use a model fitted "
                 "on images of that size"
             )
+        if data.channels != model.channels:
+            raise UsageError(_channels_mismatch(args, model.channels, data.channels))
         clusters, distances = assign(model.points(data.all_pixel), model.centers)
-        write_predictions(output, data.labels, clusters, distances, written, held=signals_held)
+        write_predictions(
+            output, data.labels, clusters, distances, written, held=signals_held, paths=data.paths
+        )
     except (DatasetError, PredictError) as error:
         raise UsageError(str(error)) from None
     except BrokenPipeError:  # the reader of stdout went away (| head): nothing more to say to it
@@ -748,6 +834,25 @@ def _predict_inputs(args: argparse.Namespace) -> list[Path]:
     else:
         inputs.append(Path(os.environ.get("KAGGLEHUB_CACHE") or Path.home() / ".cache" / "kagglehub"))
     return inputs
+
+
+def _is_image_folder(path: Path) -> bool:
+    """Whether path is a folder of image files (where --size applies), not one of IDX files."""
+    from ..data.sources import _idx_files
+
+    return path.is_dir() and not _idx_files(path)
+
+
+def _channels_mismatch(args: argparse.Namespace, model_channels: int, data_channels: int) -> str:
+    if model_channels == 1:
+        return (
+            f"{args.model} is a model of grey images, but {args.source} holds colour images: add --grey "
+            "to assign them in grey, or use a model fitted in colour"
+        )
+    return (
+        f"{args.model} is a model of colour (RGB) images, but {args.source} holds grey images"
+        f"{' (--grey)' if args.grey else ''}: use a model fitted on grey images (--grey)"
+    )
 
 
 if __name__ == "__main__":

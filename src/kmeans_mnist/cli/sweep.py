@@ -42,7 +42,7 @@ class Settings:
     scheduler: str | None = None  # fit on the Dask cluster the command line connected to
     cluster: dict | None = field(default=None, compare=False)  # that cluster (describe_cluster)
     samples: int = 64
-    export_members: bool = False
+    export_members: bool | str = False  # True, "png", "link" or "copy" (see render/kfolder.py)
     features: str = "pixels"  # the feature space's text (--features), part of the experiment
 
 
@@ -380,7 +380,7 @@ def write_k_files(
     table: np.ndarray | None = None,
     classes: np.ndarray | None = None,
     samples: int = 64,
-    export_members: bool = False,
+    export_members: bool | str = False,
     extra: dict | None = None,
     history=None,
     progress=None,
@@ -445,13 +445,16 @@ def write_k_files(
         features=features,
         pixel_means=pixel_means,
     )
-    run.write_assignments(folder / "assignments.csv", dataset.labels, clusters, distances, matching)
+    paths = run.image_paths(dataset)
+    run.write_assignments(folder / "assignments.csv", dataset.labels, clusters, distances, matching, paths)
     step()
     save_model(
         folder / "model.npz",
         model,
         dataset=dataset.name,
         image_shape=tuple(dataset.image_shape),
+        channels=run.channels(dataset),
+        resize=getattr(dataset, "resize", None),
         init=run.init_name(params.get("init")),
         seed=params.get("seed"),
         **(run.feature_arrays(features, pixel_means) if in_features else {}),
@@ -463,6 +466,9 @@ def write_k_files(
     seconds = {**seconds, "write": time.perf_counter() - started}
     record = {**run.run_record(dataset, model, params, seconds, metrics, table, matching), **(extra or {})}
     record.update(run.feature_summary(features, typical))
+    nearest = run.nearest_files(dataset, run.members_nearest_first(clusters, distances, k))
+    if nearest is not None:  # report.html's tooltips on the cluster grids
+        record["nearest_files"] = nearest
     run.write_record(folder, record)
     return record
 

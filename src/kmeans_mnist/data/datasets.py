@@ -112,21 +112,36 @@ class Dataset:
     """
 
     name: str  # a short slug: the dataset's name, or the stem of your folder or file
-    images: np.ndarray  # uint8, N x H x W, C-contiguous (a memory map for a .npy source)
+    # uint8, C-contiguous (a memory map for a .npy source): N x H x W grey, N x H x W x 3 colour
+    images: np.ndarray
     labels: np.ndarray | None  # int64 (N,), or None if unknown
     class_names: dict[int, str] | None  # label value -> name
     source: str  # where the data came from, for people
     n_blank_skipped: int  # all-black images dropped
     n_unreadable_skipped: int = 0  # files that were not readable images, skipped on request
+    # for images read from files: each one's path relative to data_dir (str, "/" between
+    # folders), an object array aligned with images; None for named datasets and single files
+    paths: np.ndarray | None = None
+    paths_root: Path | None = None  # the absolute folder the paths are relative to
+    converted_to_grey: bool = False  # colour images turned grey on request (grey=True)
+    n_not_images_skipped: int = 0  # files of a folder that are not images (notes.txt), skipped
+    resize: str | None = None  # how images of another size were fitted (size given), else None
 
     @property
     def all_pixel(self) -> np.ndarray:
-        """The images as rows of N x (H*W) pixels: a view, not a copy."""
+        """The images as rows of N x D pixels (D = H*W, or 3*H*W in colour, RGB per pixel): a
+        view, not a copy."""
         return self.images.reshape(len(self.images), -1)
 
     @property
     def image_shape(self) -> tuple[int, int]:
+        """(height, width), in grey and in colour alike (see channels)."""
         return (int(self.images.shape[1]), int(self.images.shape[2]))
+
+    @property
+    def channels(self) -> int:
+        """1 for grey images, 3 for colour (RGB) ones."""
+        return int(self.images.shape[3]) if self.images.ndim == 4 else 1
 
     def __len__(self) -> int:
         return len(self.images)
@@ -140,8 +155,9 @@ class Dataset:
         skipped = f", {self.n_blank_skipped:,} all-black skipped" if self.n_blank_skipped else ""
         if self.n_unreadable_skipped:
             skipped += f", {self.n_unreadable_skipped:,} unreadable skipped"
+        colour = ", colour" if self.channels == 3 else ""
         return (
-            f"Dataset({self.name!r}: {len(self):,} images of {height}x{width} {self.images.dtype}, "
+            f"Dataset({self.name!r}: {len(self):,} images of {height}x{width}{colour} {self.images.dtype}, "
             f"{labels}{skipped}, from {self.source!r})"
         )
 
@@ -158,6 +174,8 @@ def load_dataset(
     shape: tuple[int, int] | None = None,
     keys: tuple[str, str | None] | None = None,
     skip_unreadable: bool = False,
+    grey: bool = False,
+    resize: str = "stretch",
     plan: Callable[[Planned], None] | None = None,
 ) -> Dataset:
     """Load one of `DATASETS`: parse (or read the cache), split, drop all-black images, limit.
@@ -176,7 +194,10 @@ def load_dataset(
     reads flat rows, keys (images, labels) picks the arrays of an .npz, skip_unreadable skips
     (and counts) unreadable image files instead of refusing them; plan(Planned) is called with
     what the reading will hold in memory, from the files' headers, before the images are read,
-    and may raise to refuse it (the command line refuses what cannot fit).
+    and may raise to refuse it (the command line refuses what cannot fit). resize says how
+    images of another size are fitted to size: "stretch", "pad" or "crop" (see images.py).
+    Colour images (a folder, or an .npy/.npz N x H x W x 3) stay colour (images N x H x W x 3)
+    unless grey; images from a folder keep their paths (relative to data_dir) in Dataset.paths.
 
     keep_blank=False drops the images whose pixels are all exactly 0 (n_blank_skipped counts them).
 
@@ -201,19 +222,24 @@ def load_dataset(
             )
     size = None if size is None else (int(size[0]), int(size[1]))
     shape = None if shape is None else (int(shape[0]), int(shape[1]))
+    if resize not in ("stretch", "pad", "crop"):  # images.RESIZE_MODES (not imported: it needs no Pillow)
+        raise DatasetError(f"unknown resize {resize!r}: choose one of stretch, pad, crop")
     if name != "files":
         for option, value in (
             ("size", size),
             ("shape", shape),
             ("keys", keys),
             ("skip_unreadable", skip_unreadable),
+            ("grey", grey),
         ):
             if value:
                 raise DatasetError(
                     f"{option} applies only to your own files (dataset 'files'), not to {name}"
                 )
 
-    n_unreadable = 0
+    n_unreadable = n_not_images = 0
+    paths = paths_root = None
+    converted = False
     if name == "files":
         from .sources import read_source
 
@@ -227,10 +253,17 @@ def load_dataset(
             keys=keys,
             skip_unreadable=skip_unreadable,
             cache_dir=cache_dir,
+            grey=grey,
+            resize=resize,
             plan=plan,
         )
         images, labels, class_names, source = found.images, found.labels, found.class_names, found.source
-        name, n_unreadable = found.name, found.n_unreadable
+        name, n_unreadable, n_not_images = found.name, found.n_unreadable, found.n_not_images
+        paths, converted, paths_root = found.paths, found.converted_to_grey, found.root
+        # other images, other experiment folder: the grey or padded/cropped version of a folder
+        # is not mixed with its colour or stretched results (see experiment_name)
+        name += "-grey" if converted else ""
+        name += f"-{resize}" if size is not None and resize != "stretch" else ""
     elif name == "usps":
         if split != "all":
             raise DatasetError(f"usps has no train/test split: use split 'all', not {split!r}")
@@ -247,10 +280,12 @@ def load_dataset(
         if n_blank:  # a copy; with nothing blank a memory-mapped source stays mapped
             images = images[~blank]
             labels = None if labels is None else labels[~blank]
+            paths = None if paths is None else paths[~blank]
     if limit is not None and limit < len(images):
         keep = _smallest_digests(images, labels, int(limit))
         images = images[keep]
         labels = None if labels is None else labels[keep]
+        paths = None if paths is None else paths[keep]
 
     return Dataset(
         name=name,
@@ -260,6 +295,11 @@ def load_dataset(
         source=source,
         n_blank_skipped=n_blank,
         n_unreadable_skipped=n_unreadable,
+        paths=paths,
+        paths_root=paths_root,
+        converted_to_grey=converted,
+        n_not_images_skipped=n_not_images,
+        resize=resize if size is not None else None,
     )
 
 
@@ -559,7 +599,9 @@ def _read_usps_sheets(folder: Path) -> tuple[np.ndarray, np.ndarray, str]:
             sheet = read_grey_image(path)
         height, width = sheet.shape
         if height % USPS_TILE or width % USPS_TILE:
-            raise DatasetError(f"{path} is {width}x{height} px, not a grid of {USPS_TILE}x{USPS_TILE} tiles")
+            raise DatasetError(
+                f"{path} is {height}x{width} px (HxW), not a grid of {USPS_TILE}x{USPS_TILE} tiles"
+            )
         grid = sheet.reshape(height // USPS_TILE, USPS_TILE, width // USPS_TILE, USPS_TILE)
         column_major = grid.transpose(2, 0, 1, 3).reshape(-1, USPS_TILE, USPS_TILE)
         tiles.append(column_major)
@@ -578,30 +620,9 @@ def pillow_warnings_off():
 
 
 def read_grey_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """One image file as a 2-D uint8 array of grey levels, resized to size (height, width) if given.
+    """One image file as a 2-D uint8 array of grey levels, resized (stretched) to size (height,
+    width) if given: images.read_image with grey=True (every mode by its real range). Every
+    failure is a DatasetError naming the file. Call it inside `pillow_warnings_off`."""
+    from .images import read_image
 
-    Pillow (imported only here) converts any mode to grey with convert("L"). Every failure is a
-    DatasetError naming the file: not an image, damaged or cut off, beyond Pillow's
-    decompression-bomb limit, not a regular file. Call it inside `pillow_warnings_off`.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with cache.open_regular(path) as file, Image.open(file) as image:
-            grey = image if image.mode == "L" else image.convert("L")
-            if size is not None and grey.size != (size[1], size[0]):
-                grey = grey.resize((size[1], size[0]), Image.Resampling.LANCZOS)
-            return np.array(grey, dtype=np.uint8)
-    except UnidentifiedImageError as error:
-        raise DatasetError(f"{path} is not an image that Pillow can read") from error
-    except Image.DecompressionBombError as error:
-        raise DatasetError(
-            f"{path} has more pixels than Pillow's decompression-bomb limit "
-            f"({2 * (Image.MAX_IMAGE_PIXELS or 0):,}): use a smaller image"
-        ) from error
-    except cache.NotRegularFile as error:
-        raise DatasetError(f"{error}: put the image file itself there") from error
-    except OSError as error:
-        raise DatasetError(f"cannot read {path}: {error.strerror or error}") from error
-    except (ValueError, SyntaxError) as error:  # some damaged files make Pillow's plugins raise these
-        raise DatasetError(f"{path} is damaged: {error}") from error
+    return read_image(path, size, grey=True)

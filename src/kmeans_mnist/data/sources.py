@@ -7,11 +7,16 @@ What a path holds is told by what it is:
 - a folder holding IDX files (`*-images-idx3-ubyte[.gz]`, as MNIST, Fashion-MNIST, EMNIST and
   KMNIST ship): the images, with the matching `*-labels-idx1-ubyte[.gz]` when present; names
   with "train" come before names with "t10k"/"test", and `split` picks one of them;
-- any other folder: its images (whatever Pillow reads), in grey; sub-folders name the classes,
-  as torchvision's ImageFolder does (sorted, labels 0..C-1), and without sub-folders there are
-  no labels. Every image must have one size unless `size` resizes them all;
+- any other folder: its images (whatever Pillow reads, see images.py), in colour when any of
+  them has colour (N x H x W x 3, RGB; grey ones repeated in the three channels) unless
+  `grey`, else grey; sub-folders name the classes, as torchvision's ImageFolder does (sorted,
+  labels 0..C-1), and without sub-folders there are no labels. Each image keeps its path
+  relative to the folder (Found.paths). Files that are not images (by their suffix) are
+  skipped and counted; hidden files and folders are left out. Every image must have one size
+  unless `size` fits them all (`resize`: stretch, pad or crop);
 - an IDX file (its labels file beside it is found as in a folder);
-- `.npy`: N x H x W (or N x D with `shape`, or D a square), memory-mapped, never copied when it
+- `.npy`: N x H x W (or N x D with `shape`, or D a square), or N x H x W x 3 colour (grey with
+  `grey`, and grey when its three channels are equal), memory-mapped, never copied when it
   holds uint8; `.npz`: images and optional labels by key (`keys`, or the usual names);
 - `.csv`: rows of `label,pixel,...` or `pixel,...`, a header line or none (column numbers
   0,1,2,..., as pandas writes them, are a header too); the image is square unless `shape` says
@@ -39,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cache
-from .datasets import DATASETS, DatasetError, pillow_warnings_off, read_grey_image, require_file
+from .datasets import DATASETS, DatasetError, pillow_warnings_off, require_file
 
 KINDS = "a folder of images, IDX files, a .npy/.npz file or a CSV file"
 IDX_IMAGES = re.compile(r"^(?P<head>.*)images(?P<sep>[-.])idx3-ubyte(?P<gz>\.gz)?$")
@@ -53,11 +58,15 @@ class Found:
     """What read_source found: the arrays, and words for people."""
 
     name: str
-    images: np.ndarray  # uint8 N x H x W (a memory map for an uncompressed uint8 source)
+    images: np.ndarray  # uint8 N x H x W, or N x H x W x 3 (a memory map for an uncompressed uint8 source)
     labels: np.ndarray | None  # int64 N
     class_names: dict[int, str] | None
     source: str
     n_unreadable: int = 0
+    paths: np.ndarray | None = None  # object array of str: each image's file, relative to the folder
+    root: Path | None = None  # the folder the paths are relative to (absolute)
+    converted_to_grey: bool = False
+    n_not_images: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,10 +79,12 @@ class Planned:
     image_shape: tuple[int, int]  # height, width
     load_bytes: int  # held at the peak of the reading, at least
     resident_bytes: int  # held by the images once read (0: memory-mapped, in the page cache)
+    channels: int = 1  # 3 for colour images
 
     @property
     def pixels(self) -> int:
-        return self.image_shape[0] * self.image_shape[1]
+        """Values per image (D): H*W, or 3*H*W in colour."""
+        return self.image_shape[0] * self.image_shape[1] * self.channels
 
 
 class PlanRefused(DatasetError):
@@ -107,6 +118,8 @@ def read_source(
     keys: tuple[str, str | None] | None = None,
     skip_unreadable: bool = False,
     cache_dir: str | Path | None = None,
+    grey: bool = False,
+    resize: str = "stretch",
     plan: Callable[[Planned], None] | None = None,
 ) -> Found:
     """Read the images at `path` (see the module docstring); options that do not apply are refused.
@@ -135,13 +148,13 @@ def read_source(
     try:
         plan = _passed_through(plan)
         if kind == "images":
-            found = _read_image_folder(path, size, skip_unreadable, plan)
+            found = _read_image_folder(path, size, skip_unreadable, plan, grey, resize)
         elif kind == "idx":
             found = _read_idx_source(path, split, plan)
         elif kind == "npy":
-            found = _read_npy(path, shape, plan)
+            found = _read_npy(path, shape, plan, grey)
         elif kind == "npz":
-            found = _read_npz(path, split, shape, keys, plan)
+            found = _read_npz(path, split, shape, keys, plan, grey)
         else:
             found = _read_csv(path, shape, cache_dir)
     except PlanRefused as refused:  # the caller's own exception, as it raised it
@@ -225,48 +238,61 @@ def _image_suffixes() -> set[str]:
     return {suffix.lower() for suffix in Image.registered_extensions()}
 
 
-def _images_under(folder: Path, suffixes: set[str]) -> list[Path]:
-    """The image files under folder, at any depth, sorted; hidden files and folders are left out."""
-    found = []
+def _images_under(folder: Path, suffixes: set[str]) -> tuple[list[Path], int]:
+    """The image files under folder, at any depth, sorted, and how many other files there are;
+    hidden files and folders are left out (and not counted)."""
+    found, others = [], 0
     for root, folders, files in os.walk(folder):
         folders[:] = sorted(name for name in folders if not name.startswith("."))
-        found += [
-            Path(root) / name
-            for name in sorted(files)
-            if not name.startswith(".") and Path(name).suffix.lower() in suffixes
-        ]
-    return found
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            if Path(name).suffix.lower() in suffixes:
+                found.append(Path(root) / name)
+            else:
+                others += 1
+    return found, others
 
 
-def _image_shape(path: Path) -> tuple[int, int] | None:
-    """(height, width) from an image file's header (Pillow reads no pixels), or None if unreadable."""
+def _image_shape(path: Path) -> tuple[int, int, int] | None:
+    """(height, width, channels) from an image file's header (Pillow reads no pixels), or None if
+    unreadable; channels 3 unless the mode is a grey one (a guess for the whole folder: the plan
+    is for the worst case of colour)."""
     from PIL import Image
 
     try:
         with pillow_warnings_off(), cache.open_regular(path) as file, Image.open(file) as image:
-            return image.height, image.width
+            grey = image.mode in ("1", "L", "LA", "La", "I", "F") or image.mode.startswith("I;16")
+            return image.height, image.width, 1 if grey else 3
     except Exception:  # the decoding says what is wrong with it
         return None
 
 
 def _read_image_folder(
-    folder: Path, size: tuple[int, int] | None, skip_unreadable: bool, plan: Callable[[Planned], None]
+    folder: Path,
+    size: tuple[int, int] | None,
+    skip_unreadable: bool,
+    plan: Callable[[Planned], None],
+    grey: bool = False,
+    resize: str = "stretch",
 ) -> Found:
+    from .images import decode_image
+
     suffixes = _image_suffixes()
     try:
         entries = sorted(folder.iterdir())
     except OSError as error:
         raise DatasetError(f"cannot read {folder}: {error.strerror or error}") from error
-    top = [
-        path
-        for path in entries
-        if path.suffix.lower() in suffixes and not path.name.startswith(".") and not path.is_dir()
-    ]
-    classes = {
-        path.name: images
-        for path in entries
-        if path.is_dir() and not path.name.startswith(".") and (images := _images_under(path, suffixes))
-    }
+    visible = [path for path in entries if not path.name.startswith(".")]
+    top = [path for path in visible if path.suffix.lower() in suffixes and not path.is_dir()]
+    n_other = sum(1 for path in visible if path.suffix.lower() not in suffixes and not path.is_dir())
+    classes = {}
+    for path in visible:
+        if path.is_dir():
+            images, others = _images_under(path, suffixes)
+            n_other += others
+            if images:
+                classes[path.name] = images
     if not top and not classes:
         what = "is empty" if not entries else "holds no image files (PNG, JPEG, BMP, GIF, TIFF...)"
         raise DatasetError(f"{folder} {what}: --data-dir wants {KINDS}")
@@ -277,14 +303,16 @@ def _read_image_folder(
         )
     paths = top or [path for images in classes.values() for path in images]
     labels = None if top else np.repeat(np.arange(len(classes)), [len(images) for images in classes.values()])
-    image_shape = size or _image_shape(paths[0])
+    header = _image_shape(paths[0])
+    image_shape = size or (header[:2] if header else None)
     if image_shape is not None:  # decoded one by one, then stacked: twice the images at the peak
-        total = len(paths) * image_shape[0] * image_shape[1]
-        plan(Planned(folder, len(paths), image_shape, 2 * total, total))
+        channels = 1 if grey or (header is not None and header[2] == 1) else 3
+        total = len(paths) * image_shape[0] * image_shape[1] * channels
+        plan(Planned(folder, len(paths), image_shape, 2 * total, total, channels))
 
-    def decode(path: Path) -> np.ndarray | DatasetError:
+    def decode(path: Path) -> tuple[np.ndarray, bool] | DatasetError:
         try:
-            return read_grey_image(path, size)
+            return decode_image(path, size, resize, grey)
         except DatasetError as error:
             return error
 
@@ -300,17 +328,40 @@ def _read_image_folder(
         labels = None if labels is None else labels[keep]
     if not decoded:
         raise DatasetError(f"{folder} holds no readable image ({len(bad):,} unreadable files skipped)")
-    shapes = Counter(image.shape for image in decoded)
+    converted = grey and any(had_colour for _, had_colour in decoded)
+    decoded = [image for image, _ in decoded]
+    shapes = Counter(image.shape[:2] for image in decoded)
     if len(shapes) > 1:
         (common, count), (other, _) = shapes.most_common(2)
-        example = paths[next(i for i, image in enumerate(decoded) if image.shape == other)]
+        example = paths[next(i for i, image in enumerate(decoded) if image.shape[:2] == other)]
         raise DatasetError(
-            f"the images in {folder} differ in size: {count:,} of {len(decoded):,} are {common[1]}x{common[0]} "
-            f"but {example} is {other[1]}x{other[0]}; use --size {common[0]}x{common[1]} (HxW) to resize them all"
+            f"the images in {folder} differ in size (HxW): {count:,} of {len(decoded):,} are {common[0]}x{common[1]} "
+            f"but {example} is {other[0]}x{other[1]}; use --size {common[0]}x{common[1]} to fit them all "
+            "(--resize stretch, pad or crop)"
         )
+    # grey images of a colour folder: the same grey in the three channels
+    if any(image.ndim == 3 for image in decoded):
+        images = np.stack(
+            [image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2) for image in decoded]
+        )
+    else:
+        images = np.stack(decoded)
     classes_found = None if top else dict(enumerate(classes))
     where = f"{folder}: {len(paths):,} images" + (f" in {len(classes)} class folders" if classes else "")
-    return Found(slug(folder, "images"), np.stack(decoded), labels, classes_found, where, len(bad))
+    relative = np.empty(len(paths), dtype=object)
+    relative[:] = [path.relative_to(folder).as_posix() for path in paths]
+    return Found(
+        slug(folder, "images"),
+        images,
+        labels,
+        classes_found,
+        where,
+        len(bad),
+        paths=relative,
+        root=folder.resolve(),
+        converted_to_grey=converted,
+        n_not_images=n_other,
+    )
 
 
 # --- IDX files ---------------------------------------------------------------------------------
@@ -503,7 +554,9 @@ def _cut_off(path: Path, expected: int, found: int) -> DatasetError:
 # --- NumPy files -------------------------------------------------------------------------------
 
 
-def _read_npy(path: Path, shape: tuple[int, int] | None, plan: Callable[[Planned], None]) -> Found:
+def _read_npy(
+    path: Path, shape: tuple[int, int] | None, plan: Callable[[Planned], None], grey: bool = False
+) -> Found:
     """A .npy file, memory-mapped after its header is checked: a file cut short is refused here,
     not met as a crash (SIGBUS) when the engine reads the pages that are not there."""
     try:
@@ -520,7 +573,8 @@ def _read_npy(path: Path, shape: tuple[int, int] | None, plan: Callable[[Planned
     except Exception as error:
         raise DatasetError(f"{path} is not a NumPy .npy file that can be read ({error})") from error
     images = _as_images(array, path, "the array", shape)
-    return Found(slug(path, "npy"), images, None, None, f"{path}")
+    images, converted = _colour_or_grey(images, grey)
+    return Found(slug(path, "npy"), images, None, None, f"{path}", converted_to_grey=converted)
 
 
 def _plan_array(
@@ -555,7 +609,8 @@ def _plan_array(
     )
     joined = total if len(sizes) > 1 else 0
     n_images = sum(dims[0] for _, dims in images)
-    plan(Planned(path, n_images, image_shape, results + transient + joined, joined or results))
+    channels = dims[3] if len(dims) == 4 else 1
+    plan(Planned(path, n_images, image_shape, results + transient + joined, joined or results, channels))
 
 
 def npy_header(path: Path, file, what: str = "") -> tuple[np.dtype, tuple[int, ...], int]:
@@ -585,6 +640,7 @@ def _read_npz(
     shape: tuple[int, int] | None,
     keys: tuple[str, str | None] | None,
     plan: Callable[[Planned], None],
+    grey: bool = False,
 ) -> Found:
     import zipfile
 
@@ -631,9 +687,36 @@ def _read_npz(
     labels = None
     if label_parts:
         labels, class_names = _labels_from(np.concatenate(label_parts), path)
+    if len({part[1].ndim for part in parts}) > 1:
+        raise DatasetError(
+            f"{path}: some arrays hold colour images and some grey ones: use --keys to pick one"
+        )
     images = np.concatenate([part[1] for part in parts]) if len(parts) > 1 else parts[0][1]
+    images, converted = _colour_or_grey(images, grey)
     used = " + ".join(f"'{key}'" for pair in pairs for key in pair if key)
-    return Found(slug(path, "npz"), images, labels, class_names, f"{path}: {used}")
+    return Found(
+        slug(path, "npz"), images, labels, class_names, f"{path}: {used}", converted_to_grey=converted
+    )
+
+
+def _colour_or_grey(images: np.ndarray, grey: bool) -> tuple[np.ndarray, bool]:
+    """N x H x W x 3 stays colour unless grey is asked for (Pillow's luma formula) or its three
+    channels are equal everywhere; returns the images and whether colour was turned grey."""
+    if images.ndim != 4:
+        return images, False
+    from .images import to_grey
+
+    same = all(
+        np.array_equal(block[..., 0], block[..., 1]) and np.array_equal(block[..., 1], block[..., 2])
+        for block in (images[start : start + 4096] for start in range(0, len(images), 4096))
+    )
+    if same:
+        return np.ascontiguousarray(images[..., 0]), False
+    if grey:
+        return np.concatenate(
+            [to_grey(images[start : start + 4096]) for start in range(0, len(images), 4096)]
+        ), True
+    return images, False
 
 
 def _npz_member_header(path: Path, archive, key: str) -> tuple[np.dtype, tuple[int, ...]]:
@@ -691,6 +774,12 @@ def _as_images(array: np.ndarray, path: Path, what: str, shape: tuple[int, int] 
         raise DatasetError(f"{path}: {what} has shape {array.shape}: its images have no pixels")
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
+    if array.ndim == 4 and array.shape[3] == 3:
+        if shape is not None and tuple(array.shape[1:3]) != tuple(shape):
+            raise DatasetError(
+                f"{path}: {what} holds images of {array.shape[1]}x{array.shape[2]}, not {shape[0]}x{shape[1]}: leave --shape out"
+            )
+        return _as_uint8(array, path, what)
     if array.ndim == 2:
         height, width = shape or _square(array.shape[1], path, what)
         if height * width != array.shape[1]:
@@ -704,7 +793,8 @@ def _as_images(array: np.ndarray, path: Path, what: str, shape: tuple[int, int] 
         )
     if array.ndim != 3:
         raise DatasetError(
-            f"{path}: {what} has shape {array.shape}: expected N x H x W grey images (or N x D rows with --shape HxW)"
+            f"{path}: {what} has shape {array.shape}: expected N x H x W grey images, N x H x W x 3 colour "
+            "ones (RGB), or N x D rows with --shape HxW"
         )
     return _as_uint8(array, path, what)
 

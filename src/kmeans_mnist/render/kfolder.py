@@ -4,12 +4,15 @@ evolution.gif, and the members exported as images; drawn from what results/run.p
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
+from ..results.csvfile import text_safe
 from ..results.history import EVOLUTION_MAX_TILES
-from ..results.run import center_images, cluster_number_width, members_nearest_first
+from ..results.run import center_images, cluster_number_width, image_paths, members_nearest_first
 from .pictures import (
     centroid_sheet,
     cluster_grid,
@@ -24,7 +27,7 @@ TYPICAL_MAX_K = 100  # typical.png beyond would be a sheet of thumbnails nobody 
 
 
 def picture_count(
-    k: int, n_images: int, samples: int, export_members: bool, labelled: bool, history, features=None
+    k: int, n_images: int, samples: int, export_members: bool | str, labelled: bool, history, features=None
 ) -> int:
     """How many pictures draw_k_pictures writes (for the progress bar)."""
     return (
@@ -50,7 +53,7 @@ def draw_k_pictures(
     metrics: dict | None = None,
     table: np.ndarray | None = None,
     samples: int = 64,
-    export_members: bool = False,
+    export_members: bool | str = False,
     history=None,
     step=None,
     features=None,
@@ -107,6 +110,7 @@ def draw_k_pictures(
             folder / "typical.png",
         )
         step()
+    export = _member_exporter(dataset, images, export_members) if export_members else None
     if samples > 0 or export_members:
         (folder / "clusters").mkdir()
     for number, members in enumerate(members_by_cluster, start=1):
@@ -114,8 +118,8 @@ def draw_k_pictures(
             grid = _cluster_grid(dataset, title, number, members, samples, matching)
             save_png(grid, folder / "clusters" / f"cluster_{number:0{width}d}.png")
             step()
-        if export_members:
-            _export_members(images, members, folder / "clusters" / f"{number:0{width}d}", step)
+        if export:
+            export(members, folder / "clusters" / f"{number:0{width}d}", step)
     if table is not None:
         draw_confusion(
             folder / "confusion.png", table, matching.class_names, matching.column, matching.method, title
@@ -177,6 +181,21 @@ def grid_members(
     return {"nearest": nearest, "farthest": farthest, "other": other}
 
 
+def _file_captions(dataset, indices: np.ndarray, classes: list[str] | None = None) -> list[list[str]] | None:
+    """Caption lines of grid tiles: the file's name (not its folders: the class folder is in the
+    heading or the class line), under the class when given; None without file names."""
+    paths = image_paths(dataset)
+    if paths is None:
+        return None if classes is None else [[name] for name in classes]
+    names = [_printable(text_safe(str(paths[index])).rsplit("/", 1)[-1]) for index in indices]
+    return [[names[i]] if classes is None else [classes[i], names[i]] for i in range(len(names))]
+
+
+def _printable(text: str) -> str:
+    """A line break or other control character in a file name, written as \\n...: one caption line."""
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
 def _cluster_grid(dataset, title, number, members, samples, matching) -> np.ndarray:
     labels = dataset.labels if matching is not None else None
     index = number - 1
@@ -197,14 +216,29 @@ def _cluster_grid(dataset, title, number, members, samples, matching) -> np.ndar
     if not size:
         sections.append(("an empty cluster: no members", images[:0], None))
     elif not len(shown["farthest"]) and len(shown["nearest"]) == size:
-        sections.append((f"all {size:,} members, nearest to the representative first", images[members], None))
-    else:
         sections.append(
-            (f"the {len(shown['nearest'])} nearest to the representative", images[shown["nearest"]], None)
+            (
+                f"all {size:,} members, nearest to the representative first",
+                images[members],
+                _file_captions(dataset, members),
+            )
         )
-        if len(shown["farthest"]):
+    else:
+        nearest, farthest = shown["nearest"], shown["farthest"]
+        sections.append(
+            (
+                f"the {len(nearest)} nearest to the representative",
+                images[nearest],
+                _file_captions(dataset, nearest),
+            )
+        )
+        if len(farthest):
             sections.append(
-                (f"the {len(shown['farthest'])} farthest (farthest last)", images[shown["farthest"]], None)
+                (
+                    f"the {len(farthest)} farthest (farthest last)",
+                    images[farthest],
+                    _file_captions(dataset, farthest),
+                )
             )
     if matching is not None and size:
         strangers = int(np.count_nonzero(labels[members] != matched))
@@ -218,7 +252,7 @@ def _cluster_grid(dataset, title, number, members, samples, matching) -> np.ndar
                     f"{len(other)} of the {strangers:,} members of other classes than "
                     f"{matching.name[index]}, from nearest to farthest",
                     images[other],
-                    captions,
+                    _file_captions(dataset, other, captions),
                 )
             )
     return cluster_grid(heading, sections)
@@ -226,6 +260,58 @@ def _cluster_grid(dataset, title, number, members, samples, matching) -> np.ndar
 
 def _evolution_title(dataset, k: int) -> str:
     return f"{dataset.name} · K={k} · the representatives, iteration by iteration"
+
+
+EXPORT_MODES = ("png", "link", "copy")
+
+
+def _member_exporter(dataset, images: np.ndarray, mode):
+    """export(members, folder, step) for --export-members MODE (True: link for files, else png).
+
+    link/copy put each member's original file under its own name (symbolic links to the
+    absolute original path, or copies where links cannot be made); a dataset without files (a
+    named one, an .npy...) writes PNGs by index, as png does.
+    """
+    paths, root = image_paths(dataset), getattr(dataset, "paths_root", None)
+    mode = "link" if mode is True else mode
+    if mode not in EXPORT_MODES:
+        raise ValueError(f"export_members must be one of {', '.join(EXPORT_MODES)} (or True), got {mode!r}")
+    if mode == "png" or paths is None or root is None:
+        return lambda members, folder, step: _export_members(images, members, folder, step)
+    can_link = [mode == "link"]
+
+    def export(members: np.ndarray, folder: Path, step=None) -> None:
+        folder.mkdir()
+        taken: set[str] = set()
+        for index in members:
+            relative = str(paths[index])
+            name = _free_name(relative.rsplit("/", 1)[-1], taken)
+            source, target = Path(root) / relative, folder / name
+            if can_link[0]:
+                try:
+                    os.symlink(source, target)
+                except OSError:  # no links on this file system (or not for this user): copies
+                    can_link[0] = False
+            if not can_link[0]:
+                shutil.copy2(source, target, follow_symlinks=True)
+            if step is not None:
+                step()
+
+    return export
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    """name, or name~2, name~3... (before the extension) when a member of the cluster already has
+    it; compared ignoring case, for file systems that do."""
+    stem, dot, suffix = name.rpartition(".")
+    if not stem:
+        stem, dot, suffix = name, "", ""
+    candidate, number = name, 1
+    while candidate.lower() in taken:
+        number += 1
+        candidate = f"{stem}~{number}{dot}{suffix}"
+    taken.add(candidate.lower())
+    return candidate
 
 
 def _export_members(images: np.ndarray, members: np.ndarray, folder: Path, step=None) -> None:

@@ -23,6 +23,7 @@ SHEET_COLUMNS = 10
 SHEET_MAX_TILES = 2500  # beyond this, centroids.png shows the largest clusters (all are in centroids/)
 GRID_TILE_PIXELS = 48  # cluster grids: each member upscaled to about this size (28 px x2, 16 px x3)
 GRID_COLUMNS = 8
+GRID_NAMED_TILE_PIXELS = 96  # cluster grids of files: cells this wide, for the file names under them
 GRID_GAP = 2
 CONFUSION_MAX_ROWS = 60  # beyond this, clusters are merged by majority class
 SIDE_BY_SIDE_MAX_TILES = 40  # per K row
@@ -57,6 +58,19 @@ def fitted_size(text: str, width: int, size: int, smallest: int = 8) -> int:
     while size > smallest and text_width(text, size) > width:
         size -= 1
     return size
+
+
+def shortened(text: str, width: int, size: int) -> str:
+    """text, or its start and end around "..." when it is wider than width px at size px (a long
+    file name keeps its extension and the number it often ends with)."""
+    if text_width(text, size) <= width or len(text) < 5:
+        return text
+    keep = len(text) - 1
+    while (
+        keep > 2 and text_width(f"{text[: (keep + 1) // 2]}...{text[len(text) - keep // 2 :]}", size) > width
+    ):
+        keep -= 1
+    return f"{text[: (keep + 1) // 2]}...{text[len(text) - keep // 2 :]}"
 
 
 def text_block(
@@ -147,7 +161,7 @@ def percent(share: float) -> str:
 
 
 def save_png(pixels: np.ndarray | Image.Image, path: Path) -> None:
-    """A 2-D uint8 array (mode "L") or a Pillow image, as PNG."""
+    """A 2-D uint8 array (mode "L"), an H x W x 3 one (RGB) or a Pillow image, as PNG."""
     image = (
         pixels if isinstance(pixels, Image.Image) else Image.fromarray(np.ascontiguousarray(pixels, np.uint8))
     )
@@ -155,23 +169,33 @@ def save_png(pixels: np.ndarray | Image.Image, path: Path) -> None:
 
 
 def upscale(tiles: np.ndarray, target: int) -> np.ndarray:
-    """Tiles (n x h x w) enlarged by a whole factor (nearest neighbour) to about target px."""
-    scale = max(1, round(target / max(tiles.shape[1:])))
+    """Tiles (n x h x w, or n x h x w x 3) enlarged by a whole factor (nearest neighbour) to about target px."""
+    scale = max(1, round(target / max(tiles.shape[1:3])))
     return tiles.repeat(scale, axis=1).repeat(scale, axis=2) if scale > 1 else tiles
 
 
 def widen(tiles: np.ndarray, width: int) -> np.ndarray:
     """Tiles centred on white cells at least width px wide, to leave room for their captions."""
     extra = max(0, width - tiles.shape[2])
-    return np.pad(tiles, ((0, 0), (0, 0), (extra // 2, extra - extra // 2)), constant_values=WHITE)
+    return np.pad(
+        tiles, ((0, 0), (0, 0), (extra // 2, extra - extra // 2), *_channel_pad(tiles)), constant_values=WHITE
+    )
+
+
+def _channel_pad(tiles: np.ndarray) -> list[tuple[int, int]]:
+    """np.pad's entry for the channel axis of colour tiles (none for grey ones)."""
+    return [(0, 0)] * (tiles.ndim - 3)
 
 
 def image_grid(tiles: np.ndarray, columns: int, gap: int = GRID_GAP, background: int = WHITE) -> np.ndarray:
-    """Tiles (n x h x w uint8) laid out row by row with a gap around each; an empty grid for n=0."""
-    count, height, width = tiles.shape
+    """Tiles (n x h x w uint8, or n x h x w x 3 in colour) laid out row by row with a gap around
+    each; an empty grid for n=0."""
+    count, height, width = tiles.shape[:3]
     columns = max(1, min(columns, count))
     rows = max(1, math.ceil(count / columns))
-    grid = np.full((gap + rows * (height + gap), gap + columns * (width + gap)), background, np.uint8)
+    grid = np.full(
+        (gap + rows * (height + gap), gap + columns * (width + gap), *tiles.shape[3:]), background, np.uint8
+    )
     for position, tile in enumerate(tiles):
         top = gap + (position // columns) * (height + gap)
         left = gap + (position % columns) * (width + gap)
@@ -184,9 +208,9 @@ def captioned_grid(
 ) -> Image.Image:
     """Tiles in a grid, each with up to two lines of caption under it (shrunk to the tile's width)."""
     n_lines = max((len(lines) for lines in captions), default=0) if captions else 0
-    _, height, cell_width = tiles.shape
+    _, height, cell_width = tiles.shape[:3]
     caption_height = round(size * 1.3) * n_lines + (2 if n_lines else 0)
-    padded = np.pad(tiles, ((0, 0), (0, caption_height), (0, 0)), constant_values=WHITE)
+    padded = np.pad(tiles, ((0, 0), (0, caption_height), (0, 0), *_channel_pad(tiles)), constant_values=WHITE)
     grid = Image.fromarray(image_grid(padded, columns, gap=gap))
     if n_lines:
         columns = max(1, min(columns, len(tiles)))
@@ -194,6 +218,7 @@ def captioned_grid(
             left = gap + (position % columns) * (cell_width + gap)
             top = gap + (position // columns) * (padded.shape[1] + gap) + height + 1
             for number, line in enumerate(lines):
+                line = shortened(line, cell_width, size)
                 rendered = _line_image(line, fitted_size(line, cell_width, size), INK)
                 grid.paste(
                     rendered.crop((0, 0, min(rendered.width, cell_width), rendered.height)),
@@ -247,18 +272,21 @@ def centroid_sheet(
 
 def cluster_grid(
     title_lines: Sequence[str],
-    sections: Sequence[tuple[str, np.ndarray, Sequence[str] | None]],
+    sections: Sequence[tuple[str, np.ndarray, Sequence[str | Sequence[str]] | None]],
 ) -> np.ndarray:
     """One cluster's members: for each section a heading, then its tiles (upscaled), captioned
-    with their class when a caption list is given."""
+    when a caption list is given: a class name (a str), or lines (the class and the file name);
+    tiles captioned with lines are widened so that a file name can be read."""
     blocks = [text_block([(title_lines[0], 13), *[(line, 11) for line in title_lines[1:]]])]
+    named = any(not isinstance(c, str) for _, _, captions in sections for c in captions or [])
     for heading, tiles, captions in sections:
         blocks.append(text_block([(heading, 11)], pad=3))
         if len(tiles):
             big = upscale(tiles, GRID_TILE_PIXELS)
-            blocks.append(
-                captioned_grid(big, GRID_COLUMNS, [[c] for c in captions] if captions else None, size=10)
-            )
+            lines = [[c] if isinstance(c, str) else list(c) for c in captions] if captions else None
+            if named:
+                big = widen(big, GRID_NAMED_TILE_PIXELS)
+            blocks.append(captioned_grid(big, GRID_COLUMNS, lines, size=10))
     return np.asarray(stack(blocks))
 
 
@@ -387,14 +415,15 @@ def save_evolution_gif(path: Path, frames: Sequence[tuple[str, np.ndarray]], tit
     first = widen(upscale(frames[0][1], EVOLUTION_TILE_PIXELS), 40)
     numbers = [[f"#{number}"] for number in range(1, len(first) + 1)]
     grid = np.asarray(captioned_grid(first, SHEET_COLUMNS, numbers, size=11, gap=3))
-    heading = np.asarray(text_block([(title, 12)]))
+    colour = first.shape[3:]  # (3,) for colour tiles: the frames are RGB
+    heading = _with_channels(np.asarray(text_block([(title, 12)])), colour)
     line_height = round(11 * 1.35) + 4
     width = max(grid.shape[1], heading.shape[1], max(text_width(c, 11) + 8 for c, _ in frames))
-    template = np.full((heading.shape[0] + line_height + grid.shape[0], width), WHITE, np.uint8)
+    template = np.full((heading.shape[0] + line_height + grid.shape[0], width, *colour), WHITE, np.uint8)
     template[: heading.shape[0], : heading.shape[1]] = heading
     top = heading.shape[0] + line_height
     template[top:, : grid.shape[1]] = grid
-    _, tile_height, tile_width = first.shape
+    _, tile_height, tile_width = first.shape[:3]
     columns = min(SHEET_COLUMNS, len(first))
     cell_height = tile_height + round(11 * 1.3) + 2
     pictures = []
@@ -405,7 +434,9 @@ def save_evolution_gif(path: Path, frames: Sequence[tuple[str, np.ndarray]], tit
             y = top + 3 + (position // columns) * (cell_height + 3)
             x = 3 + (position % columns) * (tile_width + 3)
             picture[y : y + tile_height, x : x + tile_width] = tile
-        line = np.asarray(_render_line(caption, 11, GREY))  # a new text each frame: not cached
+        line = _with_channels(
+            np.asarray(_render_line(caption, 11, GREY)), colour
+        )  # new each frame: not cached
         picture[heading.shape[0] - 2 : heading.shape[0] - 2 + line.shape[0], 4 : 4 + line.shape[1]] = line
         pictures.append(Image.fromarray(picture))
     durations = [EVOLUTION_FRAME_MS] * (len(pictures) - 1) + [EVOLUTION_LAST_FRAME_MS]
@@ -418,6 +449,11 @@ def save_evolution_gif(path: Path, frames: Sequence[tuple[str, np.ndarray]], tit
         loop=0,
         optimize=False,
     )
+
+
+def _with_channels(pixels: np.ndarray, channels: tuple[int, ...]) -> np.ndarray:
+    """A grey H x W array as H x W x 3 when channels is (3,) (colour pictures), else as it is."""
+    return np.repeat(pixels[..., None], channels[0], axis=2) if channels and pixels.ndim == 2 else pixels
 
 
 # --- the sweep: K side by side -------------------------------------------------------------
@@ -434,12 +470,12 @@ def side_by_side(
     gives it the most clusters, headed by its name: the same class lines up down the sheet.
     Otherwise (or when that would be wider than SIDE_BY_SIDE_MAX_TILES) the rows are plain.
     """
-    height, width = rows[0][1].shape[1:]
+    tile_shape = rows[0][1].shape[1:]  # H x W, or H x W x 3 in colour
     groups = _class_columns(rows)
     slots = sum(groups.values()) if groups else max(min(len(r[1]), SIDE_BY_SIDE_MAX_TILES) for r in rows)
     tile = GRID_TILE_PIXELS if slots <= 20 else GRID_TILE_PIXELS // 2
     cell = max(64 if tile >= GRID_TILE_PIXELS else tile, upscale(rows[0][1][:1], tile).shape[2])
-    blank = np.full((height, width), WHITE, np.uint8)
+    blank = np.full(tile_shape, WHITE, np.uint8)
     blocks = [text_block([(title, 14)])]
     if groups:
         blocks.append(_class_header(groups, cell, gap=4, left=0))

@@ -403,6 +403,20 @@ def _figure(src: str, caption: str, *, chart: bool = False, link: bool = True) -
     return f"<figure>{image}<figcaption>{_e(caption)}</figcaption></figure>"
 
 
+def _nearest_tip(nearest: list, stem: str) -> str:
+    """A title attribute (tooltip) naming a cluster's nearest files (summary.json's nearest_files),
+    escaped; empty for named datasets."""
+    number = stem.removeprefix("cluster_")
+    if (
+        not number.isdigit()
+        or not 0 < int(number) <= len(nearest)
+        or not isinstance(nearest[int(number) - 1], list)
+    ):
+        return ""
+    names = [str(name) for name in nearest[int(number) - 1]]
+    return f' title="{_e("nearest: " + ", ".join(names))}"' if names else ""
+
+
 def _k_section(folder: Path, k: int, run: dict) -> list[str]:
     sub = run["folder"]
     base = folder / sub
@@ -435,9 +449,11 @@ def _k_section(folder: Path, k: int, run: dict) -> list[str]:
         parts.append("<h3>Each cluster: nearest, farthest and other-class members</h3>")
         shown = grids[:REPORT_MAX_GRIDS]
         parts.append('<div class="grids">')
+        nearest = run.get("nearest_files") if isinstance(run.get("nearest_files"), list) else []
         for grid in shown:
             src = _href(f"{sub}/clusters/{grid.name}")
-            parts.append(f'<a href="{src}"><img src="{src}" alt="{_e(grid.stem)}"></a>')
+            tip = _nearest_tip(nearest, grid.stem)
+            parts.append(f'<a href="{src}"><img src="{src}" alt="{_e(grid.stem)}"{tip}></a>')
         parts.append("</div>")
         if len(grids) > len(shown):
             parts.append(

@@ -48,8 +48,10 @@ def field(value: str) -> str:
     """One cell as CSV text (neutralised, then quoted by the csv module where it needs it); for
     writers that format the numeric columns of millions of rows themselves."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow([safe_cell(value)])
-    return buffer.getvalue()
+    # lineterminator "\r\n", cut off after: the csv module quotes a cell holding any character of
+    # it (with "" it would leave a line break or CR unquoted, and the row split on reading)
+    csv.writer(buffer, lineterminator="\r\n").writerow([safe_cell(value)])
+    return buffer.getvalue()[:-2]
 
 
 def write_rows(file: TextIO, header: Sequence[str], rows: Iterable[Sequence]) -> None:

@@ -47,6 +47,8 @@ class SavedModel:
     inertia: float
     n_iter: int
     converged: bool
+    channels: int = 1  # 3: fitted on colour (RGB) images, D = 3*H*W pixels
+    resize: str | None = None  # how the fit fitted images of another size (--resize), if it did
     features: str = "pixels"  # the space the model was fitted in ("pixels", "pca:50")
     pca_mean: np.ndarray | None = None  # D pixels, float64: with pca_basis, pixels -> the model's space
     pca_basis: np.ndarray | None = None  # D x N float64
@@ -112,6 +114,8 @@ def read_model(path: Path) -> SavedModel:
                 centers = stored["cluster_centers"]
                 shape = stored["image_shape"] if "image_shape" in stored.files else None
                 statistics = (float(stored["inertia"]), int(stored["n_iter"]), bool(stored["converged"]))
+                channels = int(stored["channels"]) if "channels" in stored.files else 1
+                resize = str(stored["resize"]) if "resize" in stored.files else None
                 features = str(stored["features"]) if "features" in stored.files else "pixels"
                 if features.startswith("umap"):
                     raise ModelError(
@@ -148,8 +152,15 @@ def read_model(path: Path) -> SavedModel:
     centers = centers.astype(np.float64)
     if not np.all(np.isfinite(centers)):
         raise ModelError(f"{path}: cluster_centers holds NaN or infinity: {MODEL_HINT}")
+    if channels not in (1, 3):
+        raise ModelError(f"{path} records {channels} channels (1: grey, 3: colour): {MODEL_HINT}")
+    if resize not in (None, "stretch", "pad", "crop"):
+        raise ModelError(f"{path} records an unknown resize mode {resize!r}: {MODEL_HINT}")
     if pca is None:
-        return SavedModel(centers, _image_shape(path, shape, centers.shape[1]), *statistics)
+        image_shape = _image_shape(
+            path, shape, centers.shape[1] // channels if centers.shape[1] % channels == 0 else -1
+        )
+        return SavedModel(centers, image_shape, *statistics, channels, resize)
     mean, basis = pca
     if (
         mean.ndim != 1
@@ -157,7 +168,8 @@ def read_model(path: Path) -> SavedModel:
         or not (np.isfinite(mean).all() and np.isfinite(basis).all())
     ):
         raise ModelError(f"{path} holds a damaged {features} basis (pca_mean, pca_basis): {MODEL_HINT}")
-    return SavedModel(centers, _image_shape(path, shape, len(mean)), *statistics, features, mean, basis)
+    image_shape = _image_shape(path, shape, len(mean) // channels if len(mean) % channels == 0 else -1)
+    return SavedModel(centers, image_shape, *statistics, channels, resize, features, mean, basis)
 
 
 def _image_shape(path: Path, shape, n_features: int) -> tuple[int, int] | None:

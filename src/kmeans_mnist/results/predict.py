@@ -164,8 +164,10 @@ def write_predictions(
     distances: np.ndarray,
     written: Written | None = None,
     held=contextlib.nullcontext,
+    paths: np.ndarray | None = None,
 ) -> None:
-    """index,label,cluster,distance rows (clusters 1..K, label empty if unknown), as assignments.csv.
+    """index,label,cluster,distance rows (clusters 1..K, label empty if unknown), as assignments.csv;
+    index,path,label,... when the images came from files (paths: Dataset.paths, quoted as CSV needs).
 
     A regular file: through a temporary file beside it, renamed into place (never half a file;
     on any failure or interrupt the temporary file is gone and the old file intact). Anything
@@ -176,12 +178,18 @@ def write_predictions(
     if not output.replace:
         written.started = True
         if output.path is None:
-            _write_rows(sys.stdout, labels, clusters, distances)
+            out = _utf8_stdout()
+            try:
+                _write_rows(out, labels, clusters, distances, paths)
+            finally:
+                if out is not sys.stdout:
+                    out.flush()
+                    out.detach()  # sys.stdout keeps its buffer (a wrapper closes what it wraps)
             sys.stdout.flush()
             return
         try:
-            with open(output.path, "w", encoding="ascii", newline="\n") as file:  # no O_CREAT race: it exists
-                _write_rows(file, labels, clusters, distances)
+            with open(output.path, "w", encoding="utf-8", newline="\n") as file:  # no O_CREAT race: it exists
+                _write_rows(file, labels, clusters, distances, paths)
         except OSError as error:
             raise PredictError(f"could not write {output.path}: {error.strerror or error}") from None
         return
@@ -189,8 +197,8 @@ def write_predictions(
     temporary = sibling_path(path, "tmp")  # named before it exists: an interrupt at any point can remove it
     try:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(descriptor, "w", encoding="ascii", newline="\n") as file:
-            _write_rows(file, labels, clusters, distances)
+        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as file:
+            _write_rows(file, labels, clusters, distances, paths)
         with held():
             os.replace(temporary, path)
             written.replaced = True
@@ -203,16 +211,36 @@ def write_predictions(
         raise
 
 
-def _write_rows(file, labels: np.ndarray | None, clusters: np.ndarray, distances: np.ndarray) -> None:
-    file.write("index,label,cluster,distance\n")
+def _write_rows(
+    file,
+    labels: np.ndarray | None,
+    clusters: np.ndarray,
+    distances: np.ndarray,
+    paths: np.ndarray | None = None,
+) -> None:
+    from .csvfile import field
+
+    file.write(f"index,{'path,' if paths is not None else ''}label,cluster,distance\n")
     for start in range(0, len(clusters), WRITE_BLOCK_ROWS):
         rows = slice(start, start + WRITE_BLOCK_ROWS)
         numbers = (clusters[rows] + 1).tolist()
         label_texts = [""] * len(numbers) if labels is None else labels[rows].tolist()
-        values = zip(label_texts, numbers, distances[rows].tolist(), strict=True)
+        path_texts = [""] * len(numbers) if paths is None else [field(str(p)) + "," for p in paths[rows]]
+        values = zip(path_texts, label_texts, numbers, distances[rows].tolist(), strict=True)
         file.write(
             "".join(
-                f"{index},{label},{number},{distance:.6g}\n"
-                for index, (label, number, distance) in enumerate(values, start=start)
+                f"{index},{name}{label},{number},{distance:.6g}\n"
+                for index, (name, label, number, distance) in enumerate(values, start=start)
             )
         )
+
+
+def _utf8_stdout():
+    """Standard output as UTF-8 text whatever the locale: file names may be any text."""
+    import io
+
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        return sys.stdout
+    sys.stdout.flush()
+    return io.TextIOWrapper(buffer, encoding="utf-8", newline="\n", write_through=True)

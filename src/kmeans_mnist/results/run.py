@@ -17,12 +17,16 @@ import numpy as np
 from .csvfile import field, text_safe
 
 ASSIGNMENT_BLOCK_ROWS = 65_536  # rows of assignments.csv formatted at a time
+NEAREST_FILES = 8  # file names per cluster in summary.json (report.html's tooltips)
 
 
 def center_images(centers: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
-    """Centres as K x H x W uint8 images: rounded, clipped to 0..255."""
+    """Centres as K x H x W uint8 images (K x H x W x 3 for colour centres, whose rows hold
+    3*H*W values, RGB per pixel): rounded, clipped to 0..255."""
     pixels = np.clip(np.rint(np.asarray(centers, dtype=np.float64)), 0, 255).astype(np.uint8)
-    return pixels.reshape(len(pixels), *image_shape)
+    height, width = image_shape
+    channels = pixels.shape[1] // (height * width) if height * width else 1
+    return pixels.reshape(len(pixels), height, width, *([channels] if channels != 1 else []))
 
 
 def run_dir(root: Path, dataset_name: str, k: int) -> Path:
@@ -96,6 +100,7 @@ def run_record(dataset, model, params, seconds, metrics, table, matching) -> dic
         "source": text_safe(dataset.source),
         "n_samples": len(dataset.images),
         "image_shape": [int(n) for n in dataset.image_shape],
+        "channels": channels(dataset),
         "k": len(model.cluster_centers_),
         "init": init_name(params.get("init")),
         "n_init": params.get("n_init"),
@@ -129,6 +134,26 @@ def run_record(dataset, model, params, seconds, metrics, table, matching) -> dic
             ],
         }
     return summary
+
+
+def image_paths(dataset) -> np.ndarray | None:
+    """The images' file names (Dataset.paths, relative to --data-dir), or None for a named
+    dataset or a single file (.npy, CSV, IDX), which have no file per image."""
+    return getattr(dataset, "paths", None)
+
+
+def channels(dataset) -> int:
+    """1 for grey images, 3 for colour ones."""
+    return int(getattr(dataset, "channels", 1))
+
+
+def nearest_files(dataset, members_by_cluster: list[np.ndarray]) -> list[list[str]] | None:
+    """Each cluster's NEAREST_FILES nearest members' paths (for report.html's tooltips), or None
+    without file names."""
+    paths = image_paths(dataset)
+    if paths is None:
+        return None
+    return [[text_safe(str(paths[i])) for i in members[:NEAREST_FILES]] for members in members_by_cluster]
 
 
 def write_record(folder: Path, record: dict) -> None:
@@ -165,8 +190,12 @@ def members_nearest_first(clusters: np.ndarray, distances: np.ndarray, k: int) -
     return np.split(order, boundaries)
 
 
-def write_assignments(path: Path, labels, clusters: np.ndarray, distances: np.ndarray, matching=None) -> None:
-    """assignments.csv, one row per image: index,label,cluster,distance,matched_class,matched_name.
+def write_assignments(
+    path: Path, labels, clusters: np.ndarray, distances: np.ndarray, matching=None, paths=None
+) -> None:
+    """assignments.csv, one row per image: index,label,cluster,distance,matched_class,matched_name,
+    and index,path,label,... for images read from files (paths: Dataset.paths, each a cell made
+    by csvfile.field; no path column for named datasets and single files).
 
     label is blank when unknown, and so are the two matched columns: the class the image's cluster
     stands for (see cluster_classes) and its name, a cell made by the csv module (csvfile.field).
@@ -180,17 +209,23 @@ def write_assignments(path: Path, labels, clusters: np.ndarray, distances: np.nd
         ]
     )
     with open(path, "w", encoding="utf-8", newline="\n") as file:
-        file.write("index,label,cluster,distance,matched_class,matched_name\n")
+        path_column = "path," if paths is not None else ""
+        file.write(f"index,{path_column}label,cluster,distance,matched_class,matched_name\n")
         # A block of rows at a time: 8.1 million rows never become one list of strings in memory.
         for start in range(0, len(clusters), ASSIGNMENT_BLOCK_ROWS):
             rows = slice(start, start + ASSIGNMENT_BLOCK_ROWS)
             block = clusters[rows].tolist()
             label_texts = [""] * len(block) if labels is None else labels[rows].tolist()
             values = zip(label_texts, block, distances[rows].tolist(), strict=True)
+            path_texts = (
+                [""] * len(block) if paths is None else [field(str(name)) + "," for name in paths[rows]]
+            )
             # The numbers need no quoting: one f-string per row is six times faster than np.savetxt.
             file.write(
                 "".join(
-                    f"{index},{label},{cluster + 1},{distance:.6g},{per_cluster[cluster]}\n"
-                    for index, (label, cluster, distance) in enumerate(values, start=start)
+                    f"{index},{path_text}{label},{cluster + 1},{distance:.6g},{per_cluster[cluster]}\n"
+                    for index, path_text, (label, cluster, distance) in zip(
+                        range(start, start + len(block)), path_texts, values, strict=True
+                    )
                 )
             )
