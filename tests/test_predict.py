@@ -221,6 +221,15 @@ def test_predict_with_standard_output_closed_is_one_error_line(home):
     fails_cleanly(result, "standard output is closed", "--output")
 
 
+def test_a_fit_with_standard_output_closed_writes_its_results(home):
+    command = f"{sys.executable} -m kmeans_mnist 3 --data-dir data --output fit --samples 0 >&-"
+    result = subprocess.run(
+        ["bash", "-c", command], cwd=home, env=isolated_env(home), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert list((home / "fit").glob("*/k3/model.npz"))
+
+
 # --- predict --output and Ctrl-C --------------------------------------------------------------------
 
 

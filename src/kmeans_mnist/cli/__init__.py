@@ -234,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if argv[:1] == ["predict"]:
                 return _predict_main(argv[1:])
+            if sys.stdout is None:  # started with standard output closed (>&-): the table goes nowhere
+                sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (for the process's life)
             return on_scheduler(parse_args(argv), run)
         except UsageError as error:
             return _fail(str(error))
@@ -588,7 +590,12 @@ def build_predict_parser() -> argparse.ArgumentParser:
         metavar="SOURCE",
         help=f"mnist, fashion or usps (with the options below), or a path: {OWN_FILES_HELP}",
     )
-    parser.add_argument("--output", metavar="FILE", help="write the CSV to FILE instead of standard output")
+    parser.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the CSV to FILE (replaced whole; a pipe or a device is written into; '-': standard output) "
+        "instead of standard output; never the model or the data predict reads",
+    )
     data = parser.add_argument_group("data")
     _add_data_options(data)
     parser.add_argument("--quiet", action="store_true", help="no message on standard error")
