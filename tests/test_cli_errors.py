@@ -29,7 +29,9 @@ from cli_support import (
     write_usps,
 )
 from kmeans_mnist import cli
+from kmeans_mnist.render import kfolder
 from kmeans_mnist.results import experiment as summary
+from kmeans_mnist.results import model as model_file
 from kmeans_mnist.results import run as output
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -438,13 +440,15 @@ def fail_on_call(real: Callable, number: int, error: BaseException) -> Callable:
     return wrapper
 
 
-@pytest.mark.parametrize("writer", ["save_png", "_write_assignments", "save_model"])
+@pytest.mark.parametrize(
+    "module, writer", [(kfolder, "save_png"), (output, "write_assignments"), (model_file, "save_model")]
+)
 @pytest.mark.parametrize("quiet", [True, False], ids=["quiet", "verbose"])
 @pytest.mark.usefixtures("in_workdir")
-def test_disk_full_while_writing_leaves_earlier_results(writer, quiet, workdir, monkeypatch, capsys):
+def test_disk_full_while_writing_leaves_earlier_results(module, writer, quiet, workdir, monkeypatch, capsys):
     number = 3 if writer == "save_png" else 1  # the 3rd PNG: midway through the centroids
     full = OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(output, writer, fail_on_call(getattr(output, writer), number, full))
+    monkeypatch.setattr(module, writer, fail_on_call(getattr(module, writer), number, full))
     before = snapshot(workdir)
 
     code = cli.main(["3", "--data-dir", "data", "--output", "out", "--samples", "4", *(["--quiet"] * quiet)])
@@ -482,10 +486,10 @@ def test_disk_full_while_updating_the_summary_keeps_it_whole(workdir, monkeypatc
 @pytest.mark.usefixtures("in_workdir")
 def test_disk_full_while_drawing_the_chart(workdir, monkeypatch, capsys):
     """The chart comes last, once per sweep: K=5 is saved, with its row; the message says so."""
-    from kmeans_mnist.results import kchoice
+    from kmeans_mnist.render import choosing_k
 
     full = OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(kchoice, "draw_k_choice", fail_on_call(kchoice.draw_k_choice, 1, full))
+    monkeypatch.setattr(choosing_k, "draw_k_choice", fail_on_call(choosing_k.draw_k_choice, 1, full))
     chart = (workdir / "out" / "mnist" / "k-choice.png").read_bytes()
 
     assert cli.main(["5", "--data-dir", "data", "--output", "out", "--quiet"]) == 2
@@ -524,7 +528,7 @@ def test_output_without_write_permission_is_refused_before_loading(workdir, monk
 @pytest.mark.usefixtures("in_workdir")
 def test_permission_lost_while_writing(workdir, monkeypatch, capsys):
     denied = PermissionError(errno.EACCES, "Permission denied")
-    monkeypatch.setattr(output, "save_png", fail_on_call(output.save_png, 3, denied))
+    monkeypatch.setattr(kfolder, "save_png", fail_on_call(kfolder.save_png, 3, denied))
     before = snapshot(workdir)
     assert cli.main(["3", "--data-dir", "data", "--output", "out", "--quiet"]) == 2
     [line] = capsys.readouterr().err.splitlines()

@@ -4,7 +4,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from kmeans_mnist import KMeans
 
-# At most two deliberate differences, each documented in README.md ("Python API").
+# At most two deliberate differences, each documented in docs/api.md.
 EXPECTED_FAILED_CHECKS = {
     "check_sample_weight_equivalence_on_dense_data": (
         "weights and repeated rows give the same objective, but k-means++ draws from a different "

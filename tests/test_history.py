@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from kmeans_mnist.engine.lloyd import IterationInfo, fit
+from kmeans_mnist.render.pictures import save_evolution_gif
 from kmeans_mnist.results import history
 from kmeans_mnist.results.history import FitHistory, read_history
 
@@ -59,7 +60,9 @@ def test_a_real_fit_leaves_a_gif_of_its_representatives(tmp_path):
     X = rng.integers(0, 256, (300, 16), dtype=np.uint8)
     recorder = FitHistory((4, 4))
     model = fit(X, 4, n_init=2, random_state=0, callback=recorder)
-    assert recorder.write_gif(tmp_path / "evolution.gif", model.cluster_centers_, "title", 4)
+    frames = recorder.kept_frames(model.cluster_centers_)
+    assert frames
+    save_evolution_gif(tmp_path / "evolution.gif", frames, "title")
     with Image.open(tmp_path / "evolution.gif") as gif:
         assert gif.n_frames == min(model.n_iter_, history.MAX_FRAMES + 1)
     recorder.write_csv(tmp_path / "history.csv")

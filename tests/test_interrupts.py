@@ -30,12 +30,10 @@ from cli_support import (
     write_fixed_width_mnist,
     write_kaggle,
 )
-from kmeans_mnist import atomic as leftovers_module
-from kmeans_mnist import cli
-from kmeans_mnist.cli import sweep
+from kmeans_mnist import atomic, cli
 from kmeans_mnist.data import datasets
+from kmeans_mnist.render import kfolder
 from kmeans_mnist.results import experiment as summary
-from kmeans_mnist.results import run as output
 
 K = "20"
 N_IMAGES = 4000
@@ -203,8 +201,8 @@ def small_run(tmp_path, monkeypatch, capsys) -> Path:
     ("module", "name"),
     [
         (datasets, "_read_csv_cached"),  # while loading
-        (output, "save_png"),  # while writing the files of K
-        (output, "_swap_into_place"),  # just before the new folder replaces the old one
+        (kfolder, "save_png"),  # while writing the files of K
+        (atomic, "swap_folder"),  # just before the new folder replaces the old one
     ],
     ids=["load", "write", "swap"],
 )
@@ -232,7 +230,7 @@ def test_interrupt_inside_the_progress_bar(small_run, monkeypatch, capsys):
     assert snapshot(small_run / "out") == before
 
 
-# --- the window around the swap: named points, signals sent there (sweep.checkpoint) ---------------
+# --- the window around the swap: named points, signals sent there (atomic.checkpoint) ---------------
 
 
 def agreement(folder: Path) -> dict[int, str]:
@@ -252,7 +250,7 @@ def agreement(folder: Path) -> dict[int, str]:
 
 
 def hooked(monkeypatch, hook: str) -> None:
-    monkeypatch.setenv(sweep.TEST_HOOK, hook)
+    monkeypatch.setenv(atomic.TEST_HOOK, hook)
 
 
 @pytest.fixture
@@ -337,7 +335,7 @@ def test_kill_9_in_the_window_is_mended_by_the_next_run_of_any_k(tmp_path, earli
     base = KILL_BASE
     folder = tmp_path / "out" / "mnist"
     before = agreement(folder)
-    env = isolated_env(tmp_path) | {sweep.TEST_HOOK: f"{point}=SIGKILL"}
+    env = isolated_env(tmp_path) | {atomic.TEST_HOOK: f"{point}=SIGKILL"}
     killed = subprocess.run(
         [sys.executable, "-m", "kmeans_mnist", "4", *base, "--seed", "1"],
         cwd=tmp_path,
@@ -377,7 +375,7 @@ def test_leftovers_of_live_runs_are_left_alone(tmp_path, capsys, monkeypatch):
         for path in (alive, held, dead):
             path.mkdir()
         (folder / ".summary.csv.tmp-999999997-0a0b").write_text("half")
-        claim = leftovers_module.hold(held)
+        claim = atomic.hold(held)
         assert cli.main(["3", "--data-dir", "data", "--output", "out", "--quiet", "--samples", "0"]) == 0
         assert alive.is_dir() and held.is_dir() and not dead.exists()
         assert not (folder / ".summary.csv.tmp-999999997-0a0b").exists()
@@ -413,7 +411,7 @@ def test_two_runs_of_the_same_k_at_once_agree(tmp_path, pause_at):
         return subprocess.Popen(
             [sys.executable, "-m", "kmeans_mnist", *base, "--seed", str(seed)],
             cwd=tmp_path,
-            env=env | {sweep.TEST_HOOK: hook},
+            env=env | {atomic.TEST_HOOK: hook},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -11,10 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from kmeans_mnist import atomic
+from kmeans_mnist.cli.sweep import write_run
+from kmeans_mnist.render import kfolder
 from kmeans_mnist.results import run as output
 from kmeans_mnist.results.metrics import evaluate
 from kmeans_mnist.results.model import MODEL_FORMAT_VERSION, load_model
-from kmeans_mnist.results.run import run_dir, write_run
+from kmeans_mnist.results.run import run_dir
 
 PARAMS = {"init": "k-means++", "n_init": 1, "seed": 7, "max_iter": 300, "tol": 1e-4}
 SECONDS = {"load": 0.5, "fit": 1.25}
@@ -127,6 +130,7 @@ def test_run_writes_every_file_for_labelled_data(tmp_path):
         "centroids/centroid_02.png",
         "centroids/centroid_03.png",
         "centroids.png",
+        "typical.png",
         "clusters/cluster_01.png",
         "clusters/cluster_02.png",
         "clusters/cluster_03.png",
@@ -203,7 +207,7 @@ def test_grid_members_stay_within_samples_without_repeats(labelled):
     for size in (0, 1, 5, 40, 500):
         members = rng.permutation(500)[:size]
         for samples in (1, 2, 7, 64):
-            shown = output.grid_members(
+            shown = kfolder.grid_members(
                 members, samples, labels if labelled else None, 0 if labelled else None
             )
             every = np.concatenate(list(shown.values()))
@@ -402,7 +406,7 @@ def test_failed_rerun_leaves_previous_results_untouched(tmp_path, monkeypatch, e
     def fail(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(output, "draw_confusion", fail)
+    monkeypatch.setattr(kfolder, "draw_confusion", fail)
     with pytest.raises(type(error)):
         write(tmp_path, dataset, fit_stand_in(dataset, 3, seed=2))
     assert snapshot(folder) == before
@@ -415,7 +419,7 @@ def test_failed_first_run_leaves_nothing(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(output, "_write_assignments", fail)
+    monkeypatch.setattr(output, "write_assignments", fail)
     with pytest.raises(KeyboardInterrupt):
         write(tmp_path, dataset, fit_stand_in(dataset, 3))
     assert list((tmp_path / "fashion").iterdir()) == []
@@ -434,7 +438,7 @@ def test_failure_during_the_swap_restores_previous_results(tmp_path, monkeypatch
             raise KeyboardInterrupt
         real_rename(source, destination)
 
-    monkeypatch.setattr(output.os, "rename", rename_then_fail)
+    monkeypatch.setattr(atomic.os, "rename", rename_then_fail)
     with pytest.raises(KeyboardInterrupt):
         write(tmp_path, dataset, fit_stand_in(dataset, 3, seed=2))
     monkeypatch.undo()

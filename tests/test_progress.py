@@ -10,9 +10,9 @@ import pytest
 
 from cli_support import write_kaggle
 from kmeans_mnist import cli
+from kmeans_mnist.cli import sweep
 from kmeans_mnist.cli.progress import Terminal
 from kmeans_mnist.engine.lloyd import InitProgress, IterationInfo
-from kmeans_mnist.results import run as output
 
 
 class FakeTerminal(io.StringIO):
@@ -104,15 +104,15 @@ def test_a_run_on_a_terminal_shows_every_phase(small_data, monkeypatch, capsys):
 
 def test_each_k_is_reported_as_soon_as_it_is_saved(small_data, monkeypatch, capsys):
     seen_before_writing: dict[int, str] = {}
-    real_write_run = output.write_run
+    real_write_k_files = sweep.write_k_files
 
-    def write_run(root, data, model, **options):
+    def write_k_files(folder, data, model, **options):
         k = len(model.cluster_centers_)
         seen_before_writing[k] = capsys.readouterr().out
         sys.stdout.write(seen_before_writing[k])  # keep it for the end
-        return real_write_run(root, data, model, **options)
+        return real_write_k_files(folder, data, model, **options)
 
-    monkeypatch.setattr(output, "write_run", write_run)
+    monkeypatch.setattr(sweep, "write_k_files", write_k_files)
     assert cli.main(["4", "3", "2", "--data-dir", "data", "--output", "out"]) == 0
     assert "out/mnist/k4" not in seen_before_writing[4]
     assert "out/mnist/k4" in seen_before_writing[3] and "out/mnist/k3" not in seen_before_writing[3]

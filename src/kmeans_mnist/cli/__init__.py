@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .preflight import UsageError, check_k_fits, check_output
+from ..engine import params
+from .preflight import UsageError, check_k_fits, check_output, planned_memory
 
 DATASET_CHOICES = ("mnist", "fashion", "usps", "files")
 OWN_FILES_HELP = "a folder of images (sub-folders name classes), IDX files, a .npy/.npz file or a CSV file"
@@ -73,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--max-iter", type=int, default=300, metavar="N", help="iteration limit per restart")
     fit.add_argument(
         "--tol", type=float, default=1e-4, help="stop when the centres move less than this (relative)"
+    )
+    fit.add_argument(
+        "--features",
+        default="pixels",
+        metavar="SPACE",
+        help="the space K-means runs in: pixels, pca[:N] (default N=50) or umap[:N] (default N=10; needs "
+        'pip install "kmeans-mnist[embed]"); embeddings are cached, pictures stay in pixels',
     )
     fit.add_argument("--seed", type=int, default=0, help="random seed: same seed, same results")
     fit.add_argument(
@@ -150,17 +158,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.repeats = _parse_whole(args.repeats, "--repeats")
     if len(set(args.k)) != len(args.k):
         raise UsageError(f"K given twice: {' '.join(map(str, args.k))}; give each K once")
-    for name, value, low in (
-        ("--limit", args.limit, 1),
-        ("--n-init", args.n_init, 1),
-        ("--max-iter", args.max_iter, 1),
-        ("--samples", args.samples, 0),
-        ("--seed", args.seed, 0),  # numpy's generators take no negative seed
-    ):
+    for name, value, low in (("--limit", args.limit, 1), ("--samples", args.samples, 0)):
         if value is not None and value < low:
             raise UsageError(f"{name} must be at least {low}, got {value}")
-    if not args.tol >= 0 or args.tol == float("inf"):
-        raise UsageError(f"--tol must be a finite number >= 0, got {args.tol}")
+    for option, name in (
+        ("--n-init", "n_init"),
+        ("--max-iter", "max_iter"),
+        ("--seed", "seed"),
+        ("--tol", "tol"),
+    ):
+        try:
+            params.check(name, getattr(args, name))
+        except params.ParameterError as error:
+            raise UsageError(error.option_message(option)) from None
     for name, value in (("--output", args.output), ("--data-dir", args.data_dir)):
         if value is not None and not value.strip():  # Path("") would quietly mean the current folder
             raise UsageError(f"{name} is empty: give a folder, or leave the option out")
@@ -169,7 +179,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "--split does not apply to usps: its five sheets have no train/test split; leave --split out"
         )
     _check_data_options(args, args.dataset)
+    args.features = _parse_features(args.features)
     return args
+
+
+def _parse_features(text: str):
+    """--features as a features.FeatureSpace; a space whose extra is missing is refused here,
+    before anything is loaded or written."""
+    from ..features import FeatureError, check_available, parse_space
+
+    try:
+        space = parse_space(text)
+        check_available(space)
+    except FeatureError as error:
+        raise UsageError(str(error)) from None
+    return space
 
 
 def _parse_whole(text: str, name: str) -> int:
@@ -177,8 +201,10 @@ def _parse_whole(text: str, name: str) -> int:
         value = int(text)
     except ValueError:
         raise UsageError(f"{name} must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise UsageError(f"{name} must be at least 1, got {value}")
+    try:
+        params.check("n_clusters" if name == "K" else "repeats", value)
+    except params.ParameterError as error:
+        raise UsageError(error.option_message(name)) from None
     return value
 
 
@@ -239,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
             return on_scheduler(parse_args(argv), run)
         except UsageError as error:
             return _fail(str(error))
+        except MemoryError as error:  # what the memory checks did not foresee: still one line
+            reason = (str(error).splitlines() or ["an allocation failed"])[0]
+            return _fail(
+                f"out of memory ({reason}); use --limit to cluster fewer images, a smaller K or smaller images"
+            )
         except KeyboardInterrupt as interrupt:  # before any K was saved; run() words the rest
             _handled(interrupt)
             _clear_progress()
@@ -327,13 +358,15 @@ def on_scheduler(args: argparse.Namespace, run: Callable[[argparse.Namespace], i
         if args.scheduler == "local":
             with _workers_ignore_interrupts():
                 cluster = stack.enter_context(
-                    LocalCluster(dashboard_address=None, silence_logs=logging.ERROR)
+                    LocalCluster(
+                        dashboard_address=":0", silence_logs=logging.ERROR
+                    )  # a free port: 8787 may be taken
                 )
-            stack.enter_context(Client(cluster))
+            client = stack.enter_context(Client(cluster))
         else:
             try:
                 _probe_scheduler(args.scheduler, SCHEDULER_TIMEOUT)
-                stack.enter_context(Client(args.scheduler, timeout=SCHEDULER_TIMEOUT))
+                client = stack.enter_context(Client(args.scheduler, timeout=SCHEDULER_TIMEOUT))
             except Exception as error:  # OSError, TimeoutError, ValueError for a malformed address
                 reason = str(error).splitlines()[0] if str(error) else type(error).__name__
                 raise UsageError(
@@ -343,6 +376,11 @@ def on_scheduler(args: argparse.Namespace, run: Callable[[argparse.Namespace], i
         # Closed first on the way out: the run has said its last line (results, `interrupted:`);
         # the scheduler's complaints about workers going away as the cluster closes are not news.
         stack.callback(dask_logs.setLevel, logging.CRITICAL + 1)
+        from ..engine.dask.cluster import cluster_line, describe_cluster
+
+        args.cluster = describe_cluster(client)  # recorded in each K's summary.json
+        if not args.quiet:
+            _say_always(cluster_line(args.cluster))
         return run(args)
 
 
@@ -394,12 +432,22 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     terminal.phase(f"loading {args.dataset}")
     try:
-        data = load_dataset(args.dataset, limit=args.limit, keep_blank=args.keep_blank, **_load_options(args))
+        data = load_dataset(
+            args.dataset,
+            limit=args.limit,
+            keep_blank=args.keep_blank,
+            plan=planned_memory(args),  # refuses images or a fit that cannot fit, before reading them
+            **_load_options(args),
+        )
     except DatasetError as error:
         raise UsageError(str(error)) from None
     load_seconds = time.perf_counter() - started
     terminal.done()
     check_k_fits(args, data)
+    from .sigbus import mapped_file, say_on_sigbus
+
+    if mapped_file(data.images):  # a file cut short while mapped: one line, not a silent SIGBUS
+        say_on_sigbus(mapped_file(data.images), EXIT_USAGE)
     blank = f", {data.n_blank_skipped} all-black skipped" if data.n_blank_skipped else ""
     if data.n_unreadable_skipped:
         blank += f", {data.n_unreadable_skipped} unreadable files skipped"
@@ -407,21 +455,13 @@ def run(args: argparse.Namespace) -> int:
         f"loaded {len(data):,} images of {data.image_shape[0]}x{data.image_shape[1]} from {data.source}{blank} ({load_seconds:.2f}s)"
     )
 
-    from ..results.experiment import SummaryError
-    from .sweep import ReportFailed, Selection, Settings, SummaryFailed, Sweep, WriteFailed, signals_held
+    features = _features(args, data, terminal)
 
-    settings = Settings(
-        init=args.init,
-        n_init=args.n_init,
-        max_iter=args.max_iter,
-        tol=args.tol,
-        seed=args.seed,
-        repeats=args.repeats,
-        scheduler=args.scheduler,
-        samples=args.samples,
-        export_members=args.export_members,
-    )
-    from ..results.kchoice import ResultsTable, print_choice
+    from ..results.experiment import SummaryError
+    from .sweep import ReportFailed, SummaryFailed, Sweep, WriteFailed, signals_held
+
+    settings, selection = _sweep_settings(args)
+    from .results_table import ResultsTable, print_choice
 
     table = ResultsTable(
         terminal,
@@ -435,10 +475,11 @@ def run(args: argparse.Namespace) -> int:
         Path(args.output),
         data,
         settings,
-        selection=Selection(split=args.split, limit=args.limit, keep_blank=args.keep_blank),
+        selection=selection,
         load_seconds=load_seconds,
         progress=lambda k, repeat: terminal.fit(k, repeat, args.repeats),
         on_saved=table,
+        features=features,
     )
     try:
         sweep.check(args.k)  # a folder that cannot take these results: say so before any fit
@@ -495,6 +536,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _features(args: argparse.Namespace, data, terminal):
+    """The data in the --features space (from the cache when it was computed before), with its
+    progress on the terminal; the map's coordinates come with it."""
+    from ..features import FeatureError, compute_features
+
+    space = args.features
+    started = time.perf_counter()
+    label = f"embedding {len(data):,} images with {space.text}"
+    try:
+        features = compute_features(
+            data.all_pixel,
+            space,
+            seed=args.seed,
+            progress=lambda text: terminal.phase(f"{label}: {text} ({time.perf_counter() - started:.0f}s)"),
+        )
+    except FeatureError as error:
+        raise UsageError(str(error)) from None
+    terminal.done()
+    if space.method != "pixels":
+        how = "read from the cache" if features.cached else "computed and cached"
+        terminal.say(f"features {space.text}: {how} ({time.perf_counter() - started:.2f}s)")
+    return features
+
+
 def _k_list(ks) -> str:
     return ", ".join(map(str, ks))
 
@@ -541,21 +606,32 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
-def _experiment(args: argparse.Namespace) -> str:
-    """The experiment folder's name for these arguments (summary.experiment_name)."""
-    from ..results.experiment import experiment_name
+def _sweep_settings(args: argparse.Namespace):
+    """The arguments as the sweep's Settings and Selection (the one place that maps them)."""
+    from .sweep import Selection, Settings
 
-    return experiment_name(
-        args.dataset,
-        split=args.split,
-        limit=args.limit,
-        keep_blank=args.keep_blank,
+    settings = Settings(
         init=args.init,
         n_init=args.n_init,
         max_iter=args.max_iter,
         tol=args.tol,
+        seed=args.seed,
         repeats=args.repeats,
+        scheduler=args.scheduler,
+        cluster=getattr(args, "cluster", None),
+        samples=args.samples,
+        export_members=args.export_members,
+        features=args.features.text,
     )
+    return settings, Selection(split=args.split, limit=args.limit, keep_blank=args.keep_blank)
+
+
+def _experiment(args: argparse.Namespace) -> str:
+    """The experiment folder's name for these arguments, as the sweep will name it."""
+    from ..results.experiment import experiment_name
+    from .sweep import experiment_settings
+
+    return experiment_name(args.dataset, **experiment_settings(*_sweep_settings(args)))
 
 
 def _reason(error: OSError) -> str:
@@ -652,7 +728,7 @@ def run_predict(args: argparse.Namespace, state: argparse.Namespace | None = Non
                 f"{args.source} holds {data.image_shape[0]}x{data.image_shape[1]} images: use a model fitted "
                 "on images of that size"
             )
-        clusters, distances = assign(data.all_pixel, model.centers)
+        clusters, distances = assign(model.points(data.all_pixel), model.centers)
         write_predictions(output, data.labels, clusters, distances, written, held=signals_held)
     except (DatasetError, PredictError) as error:
         raise UsageError(str(error)) from None

@@ -13,9 +13,16 @@ import argparse
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..data.sources import Planned
 
 LONG_RUN_SECONDS = 3600  # a fit estimated to take longer is announced before it starts
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")  # which control groups this process is in
 STABILITY_SECONDS_PER_ROW = 2e-8  # one pairwise agreement (adjusted Rand index), per image
 KEPT_BYTES_PER_CENTRE_VALUE = 48  # per repeat: the centres (float64), a copy, history frames
 
@@ -122,6 +129,48 @@ def check_cost(args: argparse.Namespace, data) -> None:
             )
 
 
+def planned_memory(args: argparse.Namespace) -> Callable[[Planned], None]:
+    """The `plan` for load_dataset: refuse, before any image is read, a source whose images alone
+    cannot fit in memory, or whose fit cannot fit beside them at the smallest K (the estimate of
+    check_cost, for the images that --limit keeps)."""
+
+    def check(planned: Planned) -> None:
+        available = available_memory()
+        if available is None:
+            return
+        height, width = planned.image_shape
+        what = f"{planned.n_images:,} images of {height}x{width}"
+        smaller = "use a smaller --size" if getattr(args, "size", None) else "use fewer or smaller images"
+        if planned.load_bytes > available:
+            raise UsageError(
+                f"reading {planned.source} needs about {gib(planned.load_bytes)} of memory ({what}) and "
+                f"{gib(available)} is available: {smaller}"
+            )
+        k = min(args.k)
+        n = planned.n_images if args.limit is None else min(args.limit, planned.n_images)
+        if k > n:
+            return  # check_k_fits says so, with the reason, once the images are counted
+        resident = planned.resident_bytes if n == planned.n_images else n * planned.pixels
+        from ..engine.lloyd import estimate
+
+        cost = estimate(
+            n, planned.pixels, k, dtype="uint8", init=args.init, n_init=args.n_init, max_iter=args.max_iter
+        )
+        if resident + cost.bytes > available:
+            advice = f"{smaller}, or --limit to cluster fewer of them"
+            raise UsageError(
+                f"K={k} needs about {gib(resident + cost.bytes)} of memory for {what} "
+                f"({gib(resident)} of it the images) and {gib(available)} is available: {advice}"
+            )
+
+    return check
+
+
+def gib(count: int) -> str:
+    """A memory size for people: GiB with one decimal, MiB below 1 GiB."""
+    return f"{count / 2**30:,.1f} GiB" if count >= 2**30 else f"{count / 2**20:,.0f} MiB"
+
+
 def repeats_cost(n: int, d: int, k: int, repeats: int) -> tuple[int, float]:
     """What --repeats R adds to one K: bytes kept until the K is written (each repeat's labels,
     centres and history frames) and seconds for the stability (an agreement per pair of repeats)."""
@@ -131,7 +180,15 @@ def repeats_cost(n: int, d: int, k: int, repeats: int) -> tuple[int, float]:
 
 
 def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux MemAvailable), or None if unknown."""
+    """Bytes of memory available to a new allocation, or None if unknown: the machine's (Linux
+    MemAvailable), or less where this process is held to less: an address-space limit (ulimit -v)
+    less what it already maps, a control group's limit (a container's) less what it already uses."""
+    found = [_machine_memory(), _address_space_left(), _cgroup_memory_left()]
+    known = [value for value in found if value is not None]
+    return max(0, min(known)) if known else None
+
+
+def _machine_memory() -> int | None:
     with (
         contextlib.suppress(OSError, ValueError, IndexError),
         open("/proc/meminfo", encoding="ascii") as file,
@@ -141,6 +198,48 @@ def available_memory() -> int | None:
                 return int(line.split()[1]) * 1024
     with contextlib.suppress(OSError, ValueError, AttributeError):
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def _address_space_left() -> int | None:
+    """RLIMIT_AS less the process's mapped size (VmSize), where both are known."""
+    with contextlib.suppress(ImportError, OSError, ValueError, IndexError):
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit == resource.RLIM_INFINITY or limit < 0:
+            return None
+        with open("/proc/self/status", encoding="ascii") as file:
+            for line in file:
+                if line.startswith("VmSize:"):
+                    return limit - int(line.split()[1]) * 1024
+    return None
+
+
+def _cgroup_memory_left() -> int | None:
+    """A control group's memory limit less its usage (a container's), cgroup v2 or v1, where limited.
+    Inside a container the group's own folder is often the mount's root: both are looked at."""
+    groups = {}
+    with contextlib.suppress(OSError, ValueError), open(PROC_CGROUP, encoding="ascii") as file:
+        for line in file:
+            _, controllers, relative = line.rstrip("\n").split(":", 2)
+            groups[controllers] = relative.lstrip("/")
+    root = CGROUP_ROOT
+    places = []
+    if "" in groups:  # v2: one hierarchy
+        places += [
+            (root / groups[""], "memory.max", "memory.current"),
+            (root, "memory.max", "memory.current"),
+        ]
+    if "memory" in groups:  # v1: the memory controller's own hierarchy
+        places += [(root / "memory" / groups["memory"], "memory.limit_in_bytes", "memory.usage_in_bytes")]
+    places += [(root / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes")]
+    for folder, limit_name, usage_name in places:
+        with contextlib.suppress(OSError, ValueError):
+            limit = (folder / limit_name).read_text().strip()
+            if limit == "max" or int(limit) >= 1 << 60:  # no limit here (v1 writes a huge number)
+                return None
+            return int(limit) - int((folder / usage_name).read_text())
     return None
 
 

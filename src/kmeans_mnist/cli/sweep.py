@@ -1,13 +1,14 @@
-"""One sweep over K on data loaded once, into one experiment folder (summary.Experiment).
+"""One sweep over K on data loaded once, into one experiment folder (results/experiment.py).
 
 For each K: fit `repeats` times (seeds seed, seed+1, ...), score every fit (inertia, silhouette,
 Calinski-Harabasz, Davies-Bouldin; purity, accuracy, NMI, ARI when labels are known), write the
 lowest-inertia fit's files with the mean ± std of every score and the stability (mean pairwise
-ARI between the repeats), then swap its k<K> folder in and rebuild the summary in one locked
-step with SIGINT/SIGTERM held back. After the last K, the K-choice chart is drawn once.
+ARI between the repeats) into a staging folder (write_k_files: the data files of results/run.py,
+the pictures of render/kfolder.py), then experiment.commit puts it in place. After the last K,
+the K-choice chart, the sweep's pictures and report.html are drawn once (render/report.py).
 
 Knows nothing of arguments or exit codes: failures are raised (WriteFailed, SummaryFailed,
-summary.SummaryError) and the caller words them. `Sweep.saved` lists, at every moment, the K
+experiment.SummaryError) and the caller words them. `Sweep.saved` lists, at every moment, the K
 whose folder and summary row are both in place, so an interrupted caller can say which.
 """
 
@@ -15,18 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import secrets
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from ..atomic import checkpoint, signals_held
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,10 @@ class Settings:
     seed: int = 0
     repeats: int = 1
     scheduler: str | None = None  # fit on the Dask cluster the command line connected to
+    cluster: dict | None = field(default=None, compare=False)  # that cluster (describe_cluster)
     samples: int = 64
     export_members: bool = False
+    features: str = "pixels"  # the feature space's text (--features), part of the experiment
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,21 @@ class SummaryFailed(Exception):
 ProgressFactory = Callable[[int, int], contextlib.AbstractContextManager]
 
 
+def experiment_settings(settings: Settings, selection: Selection) -> dict:
+    """What makes an experiment, of these settings (results/experiment.py DEFAULTS: not the seed)."""
+    return {
+        "split": selection.split,
+        "limit": selection.limit,
+        "keep_blank": selection.keep_blank,
+        "init": settings.init,
+        "n_init": settings.n_init,
+        "max_iter": settings.max_iter,
+        "tol": settings.tol,
+        "repeats": settings.repeats,
+        "features": settings.features,
+    }
+
+
 def new_run_id() -> str:
     """When and which process: 20261130T174501Z-12345-a1b2c3, recorded in every folder and row."""
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -113,22 +130,13 @@ class Sweep:
     on_saved: Callable[[KResult], None] | None = None  # told as soon as each K is saved
     rows: list[dict] = field(default_factory=list)  # summary rows of the folder, once drawn
     drawn: bool = False  # the chart shows every saved K
+    features: object = None  # features.Features: the space K-means runs in (None: the pixels)
 
     def __post_init__(self) -> None:
+        from ..results.csvfile import text_safe
         from ..results.experiment import Experiment, experiment_name
-        from ..results.run import text_safe
 
-        s, selection = self.settings, self.selection
-        run_settings = {
-            "split": selection.split,
-            "limit": selection.limit,
-            "keep_blank": selection.keep_blank,
-            "init": s.init,
-            "n_init": s.n_init,
-            "max_iter": s.max_iter,
-            "tol": s.tol,
-            "repeats": s.repeats,
-        }
+        run_settings = experiment_settings(self.settings, self.selection)
         self.run_id = new_run_id()
         self.record = {
             "dataset": self.data.name,
@@ -161,33 +169,41 @@ class Sweep:
     def finish(self) -> list[dict]:
         """Draw the K-choice chart, the sweep-level pictures and report.html once, from every K
         in the folder (signals held: they are redrawn whole); returns the summary rows."""
-        from ..render.report import finish_experiment
+        from ..render.report import draw_choosing_k, draw_report
 
         with signals_held():
             checkpoint("drawing")
-            self.rows = self.experiment.redraw()
-            try:
-                finish_experiment(self.folder)
-            except OSError as error:
-                raise ReportFailed(self.folder, [result.k for result in self.saved], error) from None
+            with self.experiment.locked():
+                self.rows = draw_choosing_k(self.experiment)  # its OSError: the chart could not be drawn
+                try:
+                    draw_report(self.experiment)
+                except OSError as error:
+                    raise ReportFailed(self.folder, [result.k for result in self.saved], error) from None
             self.drawn = True
         return self.rows
 
+    @property
+    def points(self):
+        """What K-means clusters: the feature space's values, or the pixels."""
+        return self.features.values if self.features is not None else self.data.all_pixel
+
     def run_one(self, k: int) -> KResult:
+        from ..results.experiment import SUMMARY_FILE, CommitFailed
         from ..results.history import FitHistory
         from ..results.metrics import SilhouetteSample, dispersion_scores, evaluate, stability
-        from ..results.run import write_run
 
-        data, settings = self.data, self.settings
+        data, settings, points = self.data, self.settings, self.points
         fits, labelings = [], []
         for repeat in range(settings.repeats):
             seed = settings.seed + repeat
-            history = FitHistory(data.image_shape)  # for history.csv and evolution.gif
+            history = FitHistory(
+                data.image_shape, _to_pixels(self.features, data)
+            )  # history.csv, evolution.gif
             progress = self.progress(k, repeat) if self.progress else contextlib.nullcontext()
             with progress as callback:
                 started = time.perf_counter()
                 model = _fit(
-                    data.all_pixel,
+                    points,
                     k,
                     settings,
                     seed,
@@ -201,7 +217,7 @@ class Sweep:
                 "n_iter": int(model.n_iter_),
                 "converged": bool(model.converged_),
                 "fit_seconds": round(seconds, 4),
-                **dispersion_scores(data.all_pixel, model.labels_),
+                **dispersion_scores(points, model.labels_),
             }
             table = classes = None
             if data.labels is not None:
@@ -211,7 +227,7 @@ class Sweep:
             labelings.append(np.asarray(model.labels_))
         checkpoint("fitted", k)
         if self._silhouette is None:
-            self._silhouette = SilhouetteSample(data.all_pixel)
+            self._silhouette = SilhouetteSample(points)
         for (run, *_), value in zip(fits, self._silhouette.scores(labelings), strict=True):
             run["silhouette"] = value
         best_run, model, table, classes, history = min(fits, key=lambda fit: fit[0]["inertia"])
@@ -220,7 +236,8 @@ class Sweep:
             "run_id": self.run_id,
             "experiment": self.experiment.name,
             **{
-                name: self.record[name] for name in ("split", "limit", "keep_blank", "repeats", "data_digest")
+                name: self.record[name]
+                for name in ("split", "limit", "keep_blank", "repeats", "features", "data_digest")
             },
             "seed": settings.seed,
             "best_seed": best_run["seed"],
@@ -229,6 +246,7 @@ class Sweep:
             "silhouette_sample": self._silhouette.size,
             "stability": stability(labelings),
             "runs": runs,
+            **({"dask_cluster": settings.cluster} if settings.cluster else {}),
         }
         params = {
             "init": settings.init,
@@ -237,79 +255,55 @@ class Sweep:
             "max_iter": settings.max_iter,
             "tol": settings.tol,
         }
-        target = self.folder / f"k{k}"
-        swapped: list[bool] = []
-        try:
-            folder = write_run(
-                Path(self.root),
-                data,
-                model,
-                params=params,
-                seconds={"load": self.load_seconds, "fit": extra["fit_seconds"]},
-                metrics={name: best_run[name] for name in ("purity", "accuracy", "nmi", "ari")}
-                if table is not None
-                else None,
-                table=table,
-                classes=classes,
-                samples=settings.samples,
-                export_members=settings.export_members,
-                extra=extra,
-                install=lambda staging, target: self._install(k, staging, target, swapped),
-                target=target,
-                history=history,
-                progress=getattr(callback, "writing", None),
+        target = self.experiment.k_folder(k)
+        result: list[KResult] = []
+
+        def saved(rows: list[dict]) -> None:  # inside the commit's held window: the K is saved
+            [row] = [row for row in rows if row["k"] == str(k)]
+            result.append(
+                KResult(k, row, target, bool(record["converged"]), int(record["empty_cluster_reseeds"]))
             )
-        except _UpdateFailed as failure:
-            summary = self.folder / "summary.csv"
-            raise SummaryFailed(k, target, summary, failure.error, bool(swapped)) from None
+            self.saved.append(result[0])
+
+        try:
+            with self.experiment.staging(k) as staging:
+                record = write_k_files(
+                    staging,
+                    data,
+                    model,
+                    params=params,
+                    seconds={
+                        "load": self.load_seconds,
+                        **self._feature_seconds(),
+                        "fit": extra["fit_seconds"],
+                    },
+                    metrics={name: best_run[name] for name in ("purity", "accuracy", "nmi", "ari")}
+                    if table is not None
+                    else None,
+                    table=table,
+                    classes=classes,
+                    samples=settings.samples,
+                    export_members=settings.export_members,
+                    extra=extra,
+                    history=history,
+                    progress=getattr(callback, "writing", None),
+                    features=self.features,
+                )
+                self.experiment.commit(k, staging, saved=saved)
+        except CommitFailed as failure:
+            if failure.in_swap:
+                raise WriteFailed(k, target, failure.error) from None
+            summary = self.folder / SUMMARY_FILE
+            raise SummaryFailed(k, target, summary, failure.error, failure.swapped) from None
         except OSError as error:
             raise WriteFailed(k, target, error) from None
-        result = self.saved[-1]
-        assert result.k == k and result.folder == folder
         if self.on_saved is not None:
-            self.on_saved(result)
-        return result
+            self.on_saved(result[0])
+        return result[0]
 
-    def _install(self, k: int, staging: Path, target: Path, swapped: list[bool]) -> None:
-        """Swap the complete staging folder in and rebuild the summary, locked, signals held."""
-        from ..results.experiment import SummaryError
-        from ..results.run import _swap_into_place
-
-        checkpoint("staged", k)
-        record = json.loads((staging / "summary.json").read_text(encoding="utf-8"))
-
-        @contextlib.contextmanager
-        def guard() -> Iterator[None]:
-            with signals_held():
-                checkpoint("locked", k)
-                yield
-
-        def swap() -> None:
-            _swap_into_place(staging, target, between=lambda: checkpoint("aside", k))
-            swapped.append(True)
-            checkpoint("swapped", k)
-
-        def done(rows: list[dict]) -> None:
-            [row] = [row for row in rows if row["k"] == str(k)]
-            result = KResult(k, row, target, bool(record["converged"]), int(record["empty_cluster_reseeds"]))
-            self.saved.append(result)
-            checkpoint("saved", k)
-
-        try:
-            self.experiment.update(k, record, swap, guard=guard, done=done)
-        except (SummaryError, OSError) as error:
-            if isinstance(error, OSError) and not swapped and _is_swap_error(error, target):
-                raise
-            raise _UpdateFailed(error) from None
-
-
-class _UpdateFailed(Exception):
-    def __init__(self, error: Exception):
-        self.error = error
-
-
-def _is_swap_error(error: OSError, target: Path) -> bool:
-    return str(target) in {str(error.filename), str(error.filename2)}
+    def _feature_seconds(self) -> dict:
+        features = self.features
+        return {} if features is None or features.space.method == "pixels" else {"features": features.seconds}
 
 
 def _mean_std(runs: list[dict]) -> dict[str, dict[str, float]]:
@@ -330,6 +324,13 @@ class ReportFailed(Exception):
     def __init__(self, folder: Path, ks: list[int], error: OSError):
         super().__init__(f"could not write the pictures and report.html in {folder}: {error}")
         self.folder, self.ks, self.error = folder, ks, error
+
+
+def _to_pixels(features, data):
+    """How the GIF shows a feature space's centres as images (None: they are images already)."""
+    if features is None or features.space.method == "pixels":
+        return None
+    return lambda centers: features.centers_as_pixels(centers, data.all_pixel)
 
 
 def _together(*callbacks):
@@ -365,52 +366,115 @@ def _fit(pixels, k: int, settings: Settings, seed: int, callback, init_progress=
     )
 
 
-TEST_HOOK = "KMEANS_MNIST_TEST_HOOK"
+# --- one K's folder: the data files, then the pictures ---------------------------------------
 
 
-def checkpoint(point: str, k: int | None = None) -> None:
-    """A named point of the sweep where the tests of the interrupt windows act, deterministically.
+def write_k_files(
+    folder: Path,
+    dataset,
+    model,
+    *,
+    params: dict,
+    seconds: dict,
+    metrics: dict | None = None,
+    table: np.ndarray | None = None,
+    classes: np.ndarray | None = None,
+    samples: int = 64,
+    export_members: bool = False,
+    extra: dict | None = None,
+    history=None,
+    progress=None,
+    features=None,
+) -> dict:
+    """Write every file of one fitted K into the empty folder; returns its summary.json record.
 
-    $KMEANS_MNIST_TEST_HOOK lists "POINT=SIGNAL" or "POINT@K=SIGNAL" items separated by ";"
-    (e.g. "swapped@5=SIGKILL"): at that point the process sends itself that signal (SIGINT,
-    SIGTERM, SIGKILL, or SIGSTOP to wait there until a SIGCONT). Points, in order: fitted,
-    staged (folder written, lock not yet taken), locked (lock held, signals held), aside (old
-    folder moved aside), swapped (new folder in place, tables not yet replaced), saved (tables
-    replaced, still in the window), drawing (the chart, once per sweep). Unset: nothing happens.
+    When labels are known and metrics (or the table) are not given, they are computed here.
+    history: the `FitHistory` that watched the fit (history.csv, evolution.gif). progress(done,
+    total) is told the number of files written so far. extra: more entries for summary.json.
     """
-    spec = os.environ.get(TEST_HOOK)
-    if not spec:
-        return
-    for item in spec.split(";"):
-        where, _, action = item.strip().partition("=")
-        name, _, only_k = where.partition("@")
-        if name == point and (not only_k or (k is not None and only_k == str(k))):
-            os.kill(os.getpid(), getattr(signal, action.strip()))
+    from ..engine.lloyd import distances_to_own
+    from ..render.kfolder import draw_k_pictures, picture_count
+    from ..results import run
+    from ..results.model import save_model
+
+    started = time.perf_counter()
+    centers = np.asarray(model.cluster_centers_, dtype=np.float64)
+    clusters = np.asarray(model.labels_, dtype=np.int64)
+    k = len(centers)
+    if len(clusters) != len(dataset.images):
+        raise ValueError(f"the model has {len(clusters)} labels for {len(dataset.images)} images")
+    if dataset.labels is None:
+        metrics = table = classes = None
+    elif metrics is None or table is None or classes is None:
+        from ..results.metrics import evaluate
+
+        metrics, table, classes = evaluate(dataset.labels, model.labels_, k)
+    matching = run.cluster_classes(dataset, table, classes) if table is not None else None
+    in_features = features is not None and features.space.method != "pixels"
+    distances = distances_to_own(features.values if in_features else dataset.all_pixel, centers, clusters)
+    pixel_means = None
+    if in_features:  # a centre in feature space is no image: the mean image of its members is
+        from ..features import cluster_means
+
+        pixel_means = cluster_means(dataset.all_pixel, clusters, k)
+    total = picture_count(
+        k, len(dataset.images), samples, export_members, table is not None, history, features
+    )
+    total += 2 + (history is not None)  # assignments.csv, model.npz, history.csv
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    typical = draw_k_pictures(
+        folder,
+        dataset,
+        centers,
+        clusters,
+        distances,
+        matching=matching,
+        metrics=metrics,
+        table=table,
+        samples=samples,
+        export_members=export_members,
+        history=history,
+        step=step,
+        features=features,
+        pixel_means=pixel_means,
+    )
+    run.write_assignments(folder / "assignments.csv", dataset.labels, clusters, distances, matching)
+    step()
+    save_model(
+        folder / "model.npz",
+        model,
+        dataset=dataset.name,
+        image_shape=tuple(dataset.image_shape),
+        init=run.init_name(params.get("init")),
+        seed=params.get("seed"),
+        **(run.feature_arrays(features, pixel_means) if in_features else {}),
+    )
+    step()
+    if history is not None:
+        history.write_csv(folder / "history.csv")
+        step()
+    seconds = {**seconds, "write": time.perf_counter() - started}
+    record = {**run.run_record(dataset, model, params, seconds, metrics, table, matching), **(extra or {})}
+    record.update(run.feature_summary(features, typical))
+    run.write_record(folder, record)
+    return record
 
 
-HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+def write_run(root: Path, dataset, model, **options) -> Path:
+    """One K's folder, root/<dataset>/k<K>, written whole outside any sweep (the Python API's way
+    to keep a fit's files): staged beside it and swapped in, so a failure leaves the old one."""
+    from ..atomic import staging_folder, swap_folder
+    from ..results.run import run_dir
 
-
-@contextlib.contextmanager
-def signals_held(deliver: bool = True) -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back until the block is done, then deliver the first one received
-    to the handler that was in place (deliver=False drops them: a caller already on its way out).
-
-    The Python-level handlers are swapped rather than the signal mask, because the engine's
-    worker threads would still receive a masked signal.
-    """
-    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
-        yield
-        return
-    received: list[int] = []
-    previous = {number: signal.signal(number, lambda n, frame: received.append(n)) for number in HELD_SIGNALS}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-    if received and deliver:
-        signal.raise_signal(received[0])
-
-
-interrupt_deferred = signals_held  # the name of version 0.1
+    target = run_dir(root, dataset.name, len(model.cluster_centers_))
+    with staging_folder(target) as staging:
+        write_k_files(staging, dataset, model, **options)
+        swap_folder(staging, target)
+    return target

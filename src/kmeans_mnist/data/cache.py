@@ -8,7 +8,9 @@ run from any folder finds it; $KMEANS_MNIST_CACHE moves it. An entry is named af
 time, inode and device, the status-change time (ctime, which no tool can restore), and a digest
 of the file's first and last 64 KiB. A `.meta.json` written last records each array's shape and
 dtype and the label counts; an entry that does not match it, or that the caller's check refuses,
-is parsed again. The cache is an optimisation only: an unwritable folder, a damaged entry, or a
+is parsed again. The record also names its own entry and holds a CRC-32 of each array's bytes,
+checked on every read: arrays swapped in from another entry (or another source's entry whose
+files were copied over this one's), of the same shape and dtype, are never served. The cache is an optimisation only: an unwritable folder, a damaged entry, or a
 folder or named pipe in an entry's place make the data be parsed again, never an error or a hang.
 
 Also here: `open_regular`, which opens a file without ever blocking on a named pipe.
@@ -22,6 +24,7 @@ import json
 import os
 import stat
 import sys
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -29,7 +32,7 @@ from typing import BinaryIO
 import numpy as np
 
 CACHE_ENV = "KMEANS_MNIST_CACHE"
-CACHE_VERSION = 2  # bump when the cached arrays change meaning
+CACHE_VERSION = 3  # bump when the cached arrays change meaning (3: numbered CSV headers, CRC-32s)
 EDGE_BYTES = 1 << 16  # bytes of the source's start and end in its fingerprint
 
 
@@ -151,18 +154,7 @@ def cached(
     if check is not None and not check(arrays):  # a parse that fails its own check is a bug, not data
         raise AssertionError(f"the arrays parsed from {source} fail their check")
     with contextlib.suppress(OSError):
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, array in arrays.items():
-            _save_atomically(
-                Path(f"{entry}.{name}.npy"), lambda file, a=array: np.save(file, a, allow_pickle=False)
-            )
-        meta: dict = {
-            "arrays": {name: [list(array.shape), array.dtype.str] for name, array in arrays.items()}
-        }
-        if "labels" in arrays:
-            meta["label_counts"] = np.bincount(arrays["labels"]).tolist()
-        text = json.dumps(meta).encode()
-        _save_atomically(Path(f"{entry}.meta.json"), lambda file: file.write(text))
+        _write_entry(folder, entry, arrays)
         for stale in folder.glob(f"{source_key}-*"):
             if not stale.name.startswith(f"{entry.name}.") and not stale.name.endswith(".tmp"):
                 with contextlib.suppress(OSError):
@@ -170,16 +162,65 @@ def cached(
     return arrays
 
 
+def cached_by_key(
+    kind: str,
+    key: str,
+    compute: Callable[[], dict[str, np.ndarray]],
+    cache_dir: str | Path | None = None,
+) -> dict[str, np.ndarray]:
+    """The arrays compute() makes, cached under a key that says everything they depend on.
+
+    For results computed from arrays rather than parsed from a file (a feature space's embedding:
+    the key holds the images' digest, the method, its parameters and the seed). Entries of other
+    keys stay (a dataset may have several embeddings). Like `cached`, the cache is only an
+    optimisation: an entry that cannot be read or written means compute() runs.
+    """
+    from ..atomic import remove_abandoned
+
+    folder = cache_folder(cache_dir)
+    remove_abandoned(folder)
+    entry = folder / f"{kind}-{short_digest(f'{key}|{CACHE_VERSION}')}"
+    arrays = _read_entry(entry)
+    if arrays is not None:
+        return arrays
+    arrays = compute()
+    with contextlib.suppress(OSError):
+        _write_entry(folder, entry, arrays)
+    return arrays
+
+
+def _write_entry(folder: Path, entry: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Each array as entry.NAME.npy, then entry.meta.json (last: it makes the entry valid)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        _save_atomically(
+            Path(f"{entry}.{name}.npy"), lambda file, a=array: np.save(file, a, allow_pickle=False)
+        )
+    meta: dict = {
+        "entry": entry.name,
+        "arrays": {name: [list(array.shape), array.dtype.str] for name, array in arrays.items()},
+        "crc32": {name: array_crc32(array) for name, array in arrays.items()},
+    }
+    if "labels" in arrays:
+        meta["label_counts"] = np.bincount(arrays["labels"]).tolist()
+    text = json.dumps(meta).encode()
+    _save_atomically(Path(f"{entry}.meta.json"), lambda file: file.write(text))
+
+
 def _read_entry(entry: Path) -> dict[str, np.ndarray] | None:
     """The arrays of a cache entry, or None if it is missing, unreadable or does not match its meta."""
     text = read_small_text(Path(f"{entry}.meta.json"))
     try:
         meta = json.loads(text) if text else None
+        if meta["entry"] != entry.name:  # another entry's record copied over this one's
+            return None
         arrays = {}
         for name, (shape, dtype) in meta["arrays"].items():
             with open_regular(f"{entry}.{name}.npy") as file:
                 array = np.load(file, allow_pickle=False)
             if list(array.shape) != shape or array.dtype.str != dtype:
+                return None
+            if array_crc32(array) != meta["crc32"][name]:  # the bytes are not those written
                 return None
             arrays[name] = array
         if "labels" in arrays and np.bincount(arrays["labels"]).tolist() != meta.get("label_counts"):
@@ -187,6 +228,14 @@ def _read_entry(entry: Path) -> dict[str, np.ndarray] | None:
     except Exception:  # whatever is wrong with an entry (a folder, a pipe, garbage), parsing again mends it
         return None
     return arrays or None
+
+
+def array_crc32(array: np.ndarray) -> int:
+    """CRC-32 of an array's bytes in C order: what tells an entry's arrays from any others of
+    the same shape. CRC-32, not a cryptographic digest: the cache guards against mix-ups, not
+    against someone who can write the cache folder (who could write the record as well), and a
+    CRC costs a fraction of what blake2b costs on every cached load (figures: the commit log)."""
+    return zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
 def _save_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:

@@ -45,7 +45,8 @@ def parse_pixel_csv(
     """Parse `path` into (pixels uint8 rows x P, labels int64 rows or None).
 
     header: a function that raises DatasetError unless the first line is the expected header;
-    None: a header is optional (a first line with anything but digits and commas is skipped).
+    None: a header is optional (a first line with anything but digits and commas is skipped, and
+    so is one of column numbers 0,1,2,... as pandas writes them: see `numbered_columns`).
     n_fields: fields per row, or None to take it from the first data line; then layout(n_fields)
     returns whether the first field is a label (and raises DatasetError for a width it cannot
     use, before the rest of the file is read). label_max: the largest label allowed.
@@ -82,8 +83,9 @@ def _parse(file, path, header, n_fields, label_max, layout, what):
     if header is not None:
         header(first_line[:-1] if first_line.endswith(b"\r") else first_line)
         has_header = True
-    else:  # anything but digits and commas: a header, skipped
-        has_header = bool(first_line.rstrip(b"\r").translate(None, b"0123456789,"))
+    else:  # anything but digits and commas, or the column numbers pandas writes: a header, skipped
+        line = first_line.rstrip(b"\r")
+        has_header = bool(line.translate(None, b"0123456789,")) or numbered_columns(line)
     if end < 0 and len(pending) >= limit:
         raise DatasetError(f"{path} line 1 is longer than {limit:,} bytes: expected {what}")
     if has_header:
@@ -136,6 +138,17 @@ def _parse(file, path, header, n_fields, label_max, layout, what):
         raise DatasetError(f"{path} has a header but no data rows" if has_header else f"{path} is empty")
     all_pixels = np.concatenate(pixels) if len(pixels) > 1 else np.ascontiguousarray(pixels[0])
     return all_pixels, (np.concatenate(labels) if with_label else None)
+
+
+def numbered_columns(line: bytes) -> bool:
+    """Whether a line is the column numbers 0,1,2,... (or 1,2,3,...): the header that
+    `pandas.DataFrame(array).to_csv(index=False)` writes. An image whose pixels count up one by
+    one from its first is not a picture anyone clusters; such a line is a header, never a row."""
+    fields = line.split(b",")
+    if len(fields) < 2 or not all(field.isdigit() for field in fields):
+        return False
+    first = int(fields[0])
+    return first in (0, 1) and fields == [str(first + i).encode() for i in range(len(fields))]
 
 
 @functools.cache

@@ -20,12 +20,17 @@ import contextlib
 import hashlib
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import cache
+
+if TYPE_CHECKING:
+    from .sources import Planned
 
 DATASETS = ("mnist", "fashion", "usps", "files")
 SPLITS = ("train", "test", "all")
@@ -153,6 +158,7 @@ def load_dataset(
     shape: tuple[int, int] | None = None,
     keys: tuple[str, str | None] | None = None,
     skip_unreadable: bool = False,
+    plan: Callable[[Planned], None] | None = None,
 ) -> Dataset:
     """Load one of `DATASETS`: parse (or read the cache), split, drop all-black images, limit.
 
@@ -168,7 +174,9 @@ def load_dataset(
     files: your own images at data_dir (a folder of images, IDX files, .npy/.npz, a CSV file),
     see sources.py; size (height, width) resizes images of a folder, shape (height, width)
     reads flat rows, keys (images, labels) picks the arrays of an .npz, skip_unreadable skips
-    (and counts) unreadable image files instead of refusing them.
+    (and counts) unreadable image files instead of refusing them; plan(Planned) is called with
+    what the reading will hold in memory, from the files' headers, before the images are read,
+    and may raise to refuse it (the command line refuses what cannot fit).
 
     keep_blank=False drops the images whose pixels are all exactly 0 (n_blank_skipped counts them).
 
@@ -180,8 +188,19 @@ def load_dataset(
         raise DatasetError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
-    if limit is not None and limit < 1:
-        raise DatasetError(f"limit must be at least 1, got {limit}")
+    if limit is not None and (not _is_whole(limit) or limit < 1):
+        raise DatasetError(f"limit must be a whole number of images, at least 1, got {limit!r}")
+    for option, value in (("size", size), ("shape", shape)):
+        if value is not None and not (
+            isinstance(value, tuple | list)
+            and len(value) == 2
+            and all(_is_whole(side) and side >= 1 for side in value)
+        ):
+            raise DatasetError(
+                f"{option} must be (height, width) in pixels, two whole numbers of at least 1, got {value!r}"
+            )
+    size = None if size is None else (int(size[0]), int(size[1]))
+    shape = None if shape is None else (int(shape[0]), int(shape[1]))
     if name != "files":
         for option, value in (
             ("size", size),
@@ -208,6 +227,7 @@ def load_dataset(
             keys=keys,
             skip_unreadable=skip_unreadable,
             cache_dir=cache_dir,
+            plan=plan,
         )
         images, labels, class_names, source = found.images, found.labels, found.class_names, found.source
         name, n_unreadable = found.name, found.n_unreadable
@@ -228,7 +248,7 @@ def load_dataset(
             images = images[~blank]
             labels = None if labels is None else labels[~blank]
     if limit is not None and limit < len(images):
-        keep = _smallest_digests(images, labels, limit)
+        keep = _smallest_digests(images, labels, int(limit))
         images = images[keep]
         labels = None if labels is None else labels[keep]
 
@@ -241,6 +261,11 @@ def load_dataset(
         n_blank_skipped=n_blank,
         n_unreadable_skipped=n_unreadable,
     )
+
+
+def _is_whole(value: object) -> bool:
+    """An int or a NumPy integer, not a bool (True is no number of images) and not a float."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
 def _blank_rows(images: np.ndarray) -> np.ndarray:

@@ -13,11 +13,14 @@ What a path holds is told by what it is:
 - an IDX file (its labels file beside it is found as in a folder);
 - `.npy`: N x H x W (or N x D with `shape`, or D a square), memory-mapped, never copied when it
   holds uint8; `.npz`: images and optional labels by key (`keys`, or the usual names);
-- `.csv`: rows of `label,pixel,...` or `pixel,...`, a header line or none; the image is square
-  unless `shape` says otherwise (see `_csv_layout`).
+- `.csv`: rows of `label,pixel,...` or `pixel,...`, a header line or none (column numbers
+  0,1,2,..., as pandas writes them, are a header too); the image is square unless `shape` says
+  otherwise (see `_csv_layout`).
 Pixels are 0..255; other integer or float arrays in that range are converted (floats in 0..1
 are scaled by 255). Every problem is a DatasetError naming the file and what to do. Pickled
-arrays are never loaded.
+arrays are never loaded. Headers are checked against the file before the data is read: a file
+cut short says so, a .gz is decompressed no further than its header promises, and a `plan`
+callback sees the memory the images will take before any is read (see `Planned`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import gzip
 import math
 import os
 import re
+import zlib
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +60,44 @@ class Found:
     n_unreadable: int = 0
 
 
+@dataclass(frozen=True)
+class Planned:
+    """What reading a source will hold in memory, known from its headers (or the file count and
+    --size) before its images are read: handed to read_source's `plan`, which may refuse it."""
+
+    source: Path
+    n_images: int
+    image_shape: tuple[int, int]  # height, width
+    load_bytes: int  # held at the peak of the reading, at least
+    resident_bytes: int  # held by the images once read (0: memory-mapped, in the page cache)
+
+    @property
+    def pixels(self) -> int:
+        return self.image_shape[0] * self.image_shape[1]
+
+
+class PlanRefused(DatasetError):
+    """The plan's exception on its way out of the readers, which let a DatasetError through."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _passed_through(plan: Callable[[Planned], None] | None) -> Callable[[Planned], None]:
+    """plan, with whatever it raises wrapped so that no reader's handler rewords it."""
+
+    def call(planned: Planned) -> None:
+        if plan is None:
+            return
+        try:
+            plan(planned)
+        except Exception as error:
+            raise PlanRefused(error) from error
+
+    return call
+
+
 def read_source(
     path: Path,
     *,
@@ -64,8 +107,13 @@ def read_source(
     keys: tuple[str, str | None] | None = None,
     skip_unreadable: bool = False,
     cache_dir: str | Path | None = None,
+    plan: Callable[[Planned], None] | None = None,
 ) -> Found:
-    """Read the images at `path` (see the module docstring); options that do not apply are refused."""
+    """Read the images at `path` (see the module docstring); options that do not apply are refused.
+
+    plan(Planned) is called before the bulk of the images is read, when their number and size are
+    known from headers (a folder, IDX, .npy and .npz; not CSV): it raises to refuse the reading.
+    A MemoryError while reading is a DatasetError."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -84,16 +132,25 @@ def read_source(
         path, kind, split=split, size=size, shape=shape, keys=keys, skip_unreadable=skip_unreadable
     )
 
-    if kind == "images":
-        found = _read_image_folder(path, size, skip_unreadable)
-    elif kind == "idx":
-        found = _read_idx_source(path, split)
-    elif kind == "npy":
-        found = _read_npy(path, shape)
-    elif kind == "npz":
-        found = _read_npz(path, split, shape, keys)
-    else:
-        found = _read_csv(path, shape, cache_dir)
+    try:
+        plan = _passed_through(plan)
+        if kind == "images":
+            found = _read_image_folder(path, size, skip_unreadable, plan)
+        elif kind == "idx":
+            found = _read_idx_source(path, split, plan)
+        elif kind == "npy":
+            found = _read_npy(path, shape, plan)
+        elif kind == "npz":
+            found = _read_npz(path, split, shape, keys, plan)
+        else:
+            found = _read_csv(path, shape, cache_dir)
+    except PlanRefused as refused:  # the caller's own exception, as it raised it
+        raise refused.error from None
+    except MemoryError:
+        raise DatasetError(
+            f"not enough memory to read the images of {path}: use fewer or smaller images"
+            + (" (a smaller --size)" if size else "")
+        ) from None
     if not len(found.images):
         raise DatasetError(f"{path} holds no images")
     return found
@@ -181,7 +238,20 @@ def _images_under(folder: Path, suffixes: set[str]) -> list[Path]:
     return found
 
 
-def _read_image_folder(folder: Path, size: tuple[int, int] | None, skip_unreadable: bool) -> Found:
+def _image_shape(path: Path) -> tuple[int, int] | None:
+    """(height, width) from an image file's header (Pillow reads no pixels), or None if unreadable."""
+    from PIL import Image
+
+    try:
+        with pillow_warnings_off(), cache.open_regular(path) as file, Image.open(file) as image:
+            return image.height, image.width
+    except Exception:  # the decoding says what is wrong with it
+        return None
+
+
+def _read_image_folder(
+    folder: Path, size: tuple[int, int] | None, skip_unreadable: bool, plan: Callable[[Planned], None]
+) -> Found:
     suffixes = _image_suffixes()
     try:
         entries = sorted(folder.iterdir())
@@ -207,6 +277,10 @@ def _read_image_folder(folder: Path, size: tuple[int, int] | None, skip_unreadab
         )
     paths = top or [path for images in classes.values() for path in images]
     labels = None if top else np.repeat(np.arange(len(classes)), [len(images) for images in classes.values()])
+    image_shape = size or _image_shape(paths[0])
+    if image_shape is not None:  # decoded one by one, then stacked: twice the images at the peak
+        total = len(paths) * image_shape[0] * image_shape[1]
+        plan(Planned(folder, len(paths), image_shape, 2 * total, total))
 
     def decode(path: Path) -> np.ndarray | DatasetError:
         try:
@@ -266,7 +340,7 @@ def _idx_split(path: Path) -> str | None:
     return None
 
 
-def _read_idx_source(path: Path, split: str) -> Found:
+def _read_idx_source(path: Path, split: str, plan: Callable[[Planned], None]) -> Found:
     folder = path if path.is_dir() else path.parent
     image_files = _idx_files(path) if path.is_dir() else [path]
     if split != "all":
@@ -277,6 +351,7 @@ def _read_idx_source(path: Path, split: str) -> Found:
                 f"no {split} images among the IDX files of {folder} ({names}): use another --split"
             )
         image_files = chosen
+    _plan_idx(folder, image_files, plan)
     parts = []
     for image_file in image_files:
         images = _read_idx(image_file)
@@ -313,6 +388,28 @@ def _read_idx_source(path: Path, split: str) -> Found:
     return Found(slug(path, "idx"), images, labels, None, f"{folder}: {names}")
 
 
+def _plan_idx(folder: Path, image_files: list[Path], plan: Callable[[Planned], None]) -> None:
+    """plan() the images of these IDX files from their headers: a mapped file costs no memory,
+    a .gz file its images, and several files their images once more (they are joined)."""
+    headers = []
+    for image_file in image_files:
+        try:
+            with cache.open_regular(image_file) as raw_file:
+                gz = image_file.name.endswith(".gz")
+                _, dims, _ = _idx_header(image_file, gzip.GzipFile(fileobj=raw_file) if gz else raw_file)
+        except Exception:  # reading the file says what is wrong with it
+            return
+        if len(dims) != 3:
+            return
+        headers.append((gz, dims))
+    total = sum(math.prod(dims) for _, dims in headers)
+    joined = total if len(headers) > 1 else 0
+    read = sum(math.prod(dims) for gz, dims in headers if gz)
+    shape = (headers[0][1][1], headers[0][1][2])
+    n_images = sum(dims[0] for _, dims in headers)
+    plan(Planned(folder, n_images, shape, read + joined, joined or read))
+
+
 def _idx_labels_file(image_file: Path) -> Path | None:
     """The labels file that goes with an IDX images file (same name, labels/idx1), .gz or not."""
     match = IDX_IMAGES.match(image_file.name)
@@ -326,94 +423,226 @@ def _idx_labels_file(image_file: Path) -> Path | None:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    """An IDX file's array: memory-mapped when uncompressed, decompressed whole when .gz."""
+    """An IDX file's array: memory-mapped when uncompressed, decompressed when .gz.
+
+    A .gz is decompressed into an array of the size its header promises and no further (one byte
+    more tells that it holds more than that): a file whose header promises little but that
+    decompresses to gigabytes costs what the header promised, not the gigabytes.
+    """
     require_file(path, f"{path} does not exist")
+    compressed = path.name.endswith(".gz")
     try:
-        with cache.open_regular(path) as file:
-            if path.name.endswith(".gz"):
-                data = gzip.GzipFile(fileobj=file).read()
-                header = data[:4]
-            else:
-                header = file.read(4)
-                file_size = os.fstat(file.fileno()).st_size
-            if (
-                len(header) < 4
-                or header[:2] != b"\0\0"
-                or header[2] not in IDX_TYPES
-                or not 1 <= header[3] <= 4
-            ):
-                raise DatasetError(f"{path} is not an IDX file (its first bytes are not an IDX header)")
-            dtype, ndim = np.dtype(IDX_TYPES[header[2]]), header[3]
-            head = data[: 4 + 4 * ndim] if path.name.endswith(".gz") else header + file.read(4 * ndim)
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        with cache.open_regular(path) as raw_file:
+            file_size = os.fstat(raw_file.fileno()).st_size
+            file = gzip.GzipFile(fileobj=raw_file) if compressed else raw_file
+            dtype, dims, head_size = _idx_header(path, file)
+            expected = head_size + math.prod(dims) * dtype.itemsize
+            if not compressed:
+                if file_size != expected:
+                    raise _cut_off(path, expected, file_size)
+                return np.memmap(path, dtype=dtype, mode="r", offset=head_size, shape=tuple(dims))
+            if expected > GZIP_MAX_RATIO * file_size + 1024:  # no gzip file this small holds that much
+                raise DatasetError(
+                    f"{path} is damaged: its header promises {expected:,} bytes, more than a gzip file of "
+                    f"{file_size:,} bytes can hold; copy or download it again"
+                )
+            try:
+                payload = np.empty(expected - head_size, dtype=np.uint8)
+            except MemoryError:
+                raise DatasetError(
+                    f"{path} holds {expected / 2**30:,.1f} GiB of images once decompressed, more than "
+                    "this machine can hold: decompress it (gunzip) so that it is read without loading it whole"
+                ) from None
+            found = head_size + _read_into(file, payload)
+            if found < expected:
+                raise _cut_off(path, expected, found)
+            if file.read(1):
+                raise DatasetError(
+                    f"{path} is damaged: it decompresses to more than the {expected:,} bytes its header "
+                    "promises; copy or download it again"
+                )
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise DatasetError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from error
-    dims = [int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = len(head) + math.prod(dims) * dtype.itemsize
-    found = len(data) if path.name.endswith(".gz") else file_size
-    if len(head) < 4 + 4 * ndim or found != expected:
-        raise DatasetError(
-            f"{path} is cut off or damaged: its header promises {expected:,} bytes, it holds {found:,}; "
-            "copy or download it again"
-        )
-    if path.name.endswith(".gz"):
-        return np.frombuffer(data, dtype=dtype, offset=len(head)).reshape(dims)
-    return np.memmap(path, dtype=dtype, mode="r", offset=len(head), shape=tuple(dims))
+    return payload.view(dtype).reshape(dims)
+
+
+GZIP_MAX_RATIO = 1032  # deflate's largest expansion: a gzip file never decompresses to more
+
+
+def _idx_header(path: Path, file) -> tuple[np.dtype, list[int], int]:
+    """The element type, dimensions and header size of the IDX file at its start."""
+    header = file.read(4)
+    if len(header) < 4 or header[:2] != b"\0\0" or header[2] not in IDX_TYPES or not 1 <= header[3] <= 4:
+        raise DatasetError(f"{path} is not an IDX file (its first bytes are not an IDX header)")
+    dtype, ndim = np.dtype(IDX_TYPES[header[2]]), header[3]
+    sizes = file.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise DatasetError(f"{path} is cut off in its header; copy or download it again")
+    dims = [int.from_bytes(sizes[4 * i : 4 + 4 * i], "big") for i in range(ndim)]
+    return dtype, dims, 4 + 4 * ndim
+
+
+def _read_into(file, buffer: np.ndarray) -> int:
+    """Read from file into buffer until it is full or the file ends; the bytes read."""
+    view, done = memoryview(buffer), 0
+    while done < len(view):
+        count = file.readinto(view[done : done + (1 << 24)])
+        if not count:
+            break
+        done += count
+    return done
+
+
+def _cut_off(path: Path, expected: int, found: int) -> DatasetError:
+    return DatasetError(
+        f"{path} is cut off or damaged: its header promises {expected:,} bytes, it holds {found:,}; "
+        "copy or download it again"
+    )
 
 
 # --- NumPy files -------------------------------------------------------------------------------
 
 
-def _read_npy(path: Path, shape: tuple[int, int] | None) -> Found:
+def _read_npy(path: Path, shape: tuple[int, int] | None, plan: Callable[[Planned], None]) -> Found:
+    """A .npy file, memory-mapped after its header is checked: a file cut short is refused here,
+    not met as a crash (SIGBUS) when the engine reads the pages that are not there."""
     try:
-        with cache.open_regular(path):  # a pipe or folder is refused before numpy opens it
-            pass
+        with cache.open_regular(path) as file:  # a pipe or folder is refused before numpy opens it
+            dtype, array_shape, data_offset = npy_header(path, file)
+            file_size = os.fstat(file.fileno()).st_size
+        expected = data_offset + math.prod(array_shape) * dtype.itemsize
+        if file_size < expected:
+            raise _cut_off(path, expected, file_size)
+        _plan_array(path, [(dtype, array_shape)], shape, plan, mapped=True)
         array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as error:
-        raise DatasetError(
-            f"{path} holds Python objects, which are never unpickled: save a numeric array"
-        ) from error
+    except DatasetError:
+        raise
     except Exception as error:
         raise DatasetError(f"{path} is not a NumPy .npy file that can be read ({error})") from error
     images = _as_images(array, path, "the array", shape)
     return Found(slug(path, "npy"), images, None, None, f"{path}")
 
 
+def _plan_array(
+    path: Path,
+    arrays: list[tuple[np.dtype, tuple[int, ...]]],
+    shape: tuple[int, int] | None,
+    plan: Callable[[Planned], None],
+    mapped: bool,
+) -> None:
+    """plan() the images of these arrays (dtype, shape) from their headers: uint8 in a .npy is
+    mapped (no memory), other arrays are read whole and converted to uint8 (floats through a
+    temporary array as large), several arrays are joined (their images once more)."""
+    images = [(dtype, dims) for dtype, dims in arrays if len(dims) in (2, 3, 4) and dims[0]]
+    if not images:
+        return  # _as_images says what is wrong with them
+    dims = images[0][1]
+    if len(dims) == 2:
+        side = math.isqrt(dims[1])
+        image_shape = shape or ((side, side) if side * side == dims[1] else (1, dims[1]))
+    else:
+        image_shape = (dims[1], dims[2])
+    sizes = [(dtype, math.prod(dims)) for dtype, dims in images]
+    total = sum(values for _, values in sizes)
+    results = 0 if mapped and all(dtype == np.uint8 for dtype, _ in sizes) else total
+    transient = max(  # one array at a time: read whole (unless mapped), through a float temporary
+        (
+            (0 if mapped else dtype.itemsize * values) + (dtype.itemsize * values if dtype.kind == "f" else 0)
+            for dtype, values in sizes
+            if dtype != np.uint8
+        ),
+        default=0,
+    )
+    joined = total if len(sizes) > 1 else 0
+    n_images = sum(dims[0] for _, dims in images)
+    plan(Planned(path, n_images, image_shape, results + transient + joined, joined or results))
+
+
+def npy_header(path: Path, file, what: str = "") -> tuple[np.dtype, tuple[int, ...], int]:
+    """The dtype, shape and data offset in the .npy header at file's position (which it reads);
+    DatasetError for a header that is cut off or damaged, or for Python objects (never unpickled)."""
+    where = f"{path}{what}"
+    start = file.tell()
+    try:
+        version = np.lib.format.read_magic(file)
+        if version == (1, 0):
+            array_shape, _, dtype = np.lib.format.read_array_header_1_0(file)
+        else:
+            array_shape, _, dtype = np.lib.format.read_array_header_2_0(file)
+    except (ValueError, EOFError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if "EOF" in reason or "truncated" in reason.lower():
+            raise DatasetError(f"{where} is cut off in its header: copy or save it again") from error
+        raise DatasetError(f"{where} is not a NumPy array file that can be read ({reason})") from error
+    if dtype.hasobject:
+        raise DatasetError(f"{where} holds Python objects, which are never unpickled: save numeric arrays")
+    return dtype, tuple(array_shape), file.tell() - start
+
+
 def _read_npz(
-    path: Path, split: str, shape: tuple[int, int] | None, keys: tuple[str, str | None] | None
+    path: Path,
+    split: str,
+    shape: tuple[int, int] | None,
+    keys: tuple[str, str | None] | None,
+    plan: Callable[[Planned], None],
 ) -> Found:
+    import zipfile
+
     try:
         with cache.open_regular(path) as file, np.load(file, allow_pickle=False) as archive:
             names = list(archive.files)
             pairs = _npz_pairs(path, names, split, keys)
+            headers = [_npz_member_header(path, archive, image_key) for image_key, _ in pairs]
+            _plan_array(path, headers, shape, plan, mapped=False)
             parts = []
             for image_key, label_key in pairs:
                 images = _as_images(archive[image_key], path, f"array '{image_key}'", shape)
-                labels = None if label_key is None else archive[label_key]
+                labels = None
+                if label_key is not None:
+                    _npz_member_header(path, archive, label_key)
+                    labels = archive[label_key]
                 parts.append((image_key, images, label_key, labels))
     except DatasetError:
         raise
-    except ValueError as error:
-        raise DatasetError(
-            f"{path} holds Python objects, which are never unpickled: save numeric arrays"
-        ) from error
+    except (zipfile.BadZipFile, ValueError, EOFError) as error:  # no zip directory, data cut short
+        raise DatasetError(f"{path} is cut off or damaged ({error}): copy or save it again") from error
     except Exception as error:
         raise DatasetError(f"{path} is not a NumPy .npz file that can be read ({error})") from error
     label_parts, class_names = [], None
     for image_key, images, label_key, labels in parts:
         if labels is None:
             continue
+        if labels.ndim == 2 and 1 in labels.shape:  # a column or row vector (what loadmat gives)
+            labels = labels.reshape(-1)
         if labels.ndim != 1 or len(labels) != len(images):
+            counted = f"{labels.shape[0]:,} labels" if labels.ndim == 1 else f"labels of shape {labels.shape}"
             raise DatasetError(
-                f"{path}: array '{label_key}' holds {labels.shape[0] if labels.ndim else 0:,} labels for the "
+                f"{path}: array '{label_key}' holds {counted} for the "
                 f"{len(images):,} images of '{image_key}': they must be one label per image"
             )
         label_parts.append(labels)
+    if label_parts and len(label_parts) < len(parts):
+        lacking = next(image_key for image_key, _, label_key, _ in parts if label_key is None)
+        labelled = next(image_key for image_key, _, label_key, _ in parts if label_key is not None)
+        raise DatasetError(
+            f"{path}: array '{lacking}' has no labels ('y_{lacking[2:]}' is missing), unlike '{labelled}': "
+            "add them, or use --split to read only the labelled part"
+        )
     labels = None
     if label_parts:
         labels, class_names = _labels_from(np.concatenate(label_parts), path)
     images = np.concatenate([part[1] for part in parts]) if len(parts) > 1 else parts[0][1]
     used = " + ".join(f"'{key}'" for pair in pairs for key in pair if key)
     return Found(slug(path, "npz"), images, labels, class_names, f"{path}: {used}")
+
+
+def _npz_member_header(path: Path, archive, key: str) -> tuple[np.dtype, tuple[int, ...]]:
+    """The dtype and shape of one array of an .npz, checked before numpy reads it (see npy_header)."""
+    members = archive.zip.namelist()
+    member = key if key in members else f"{key}.npy"
+    with archive.zip.open(member) as file:
+        dtype, array_shape, _ = npy_header(path, file, f" (array '{key}')")
+    return dtype, array_shape
 
 
 def _npz_pairs(path: Path, names: list[str], split: str, keys) -> list[tuple[str, str | None]]:
@@ -458,6 +687,8 @@ def _labels_from(labels: np.ndarray, path: Path) -> tuple[np.ndarray, dict[int, 
 def _as_images(array: np.ndarray, path: Path, what: str, shape: tuple[int, int] | None) -> np.ndarray:
     """array as uint8 N x H x W without copying uint8 data: N x D rows are reshaped by `shape`
     (or as squares), a single grey channel is dropped, other values are converted if in range."""
+    if array.ndim >= 2 and 0 in array.shape[1:]:
+        raise DatasetError(f"{path}: {what} has shape {array.shape}: its images have no pixels")
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if array.ndim == 2:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import bounds, prepared, seeding
+from . import bounds, params, prepared, seeding
 from .bounds import BlockState, Centers, update_centers
 from .prepared import (
     CHUNK_ROWS,
@@ -235,7 +234,8 @@ def estimate(
 
     Memory is O(N x (min(K, 32) + 2 + ln K)) for the bounds and the k-means++ trials, O(K x D)
     for the centres and their sums, and blocks of rows whose size shrinks as K grows; plus a
-    float32 copy of X unless X is large data of small whole numbers (read block by block).
+    float32 copy of X unless X is large data of small whole numbers (read block by block, into a
+    float32 buffer of up to CHUNK_ROWS x D per thread: what very wide images make large).
     """
     n, d, k = int(n_samples), int(n_features), int(n_clusters)
     dtype = np.dtype(dtype)
@@ -254,6 +254,10 @@ def estimate(
         + 4 * groups * k
         + 3 * 8 * min(k * k, bounds.GAP_VALUES)  # centre-to-centre half gaps, in blocks
         + in_flight * rows * (3 * 4 * k + 2 * 4 * d + 8 * k)  # blocks: distances, rows, moves
+        + in_flight * 2 * 8 * d  # a near tie's row and centre in float64 (a row at least, however wide)
+        # compact rows are converted into a float32 buffer of each thread's, kept between blocks:
+        # the blocks above count `rows` of it, a pass in blocks of CHUNK_ROWS may need more
+        + (compact and (prepared.THREADS + 1) * max(0, min(prepared.CHUNK_ROWS, n) - rows) * 4 * d)
     )
     per_run_init = 2.0 * n * d * trials * k if init == "k-means++" else 0.0
     per_run = 2.0 * n * d * k * FULL_PASSES + 2.0 * k * k * d * min(max_iter, TYPICAL_ITERATIONS)
@@ -299,15 +303,12 @@ def check_X(X: np.ndarray) -> np.ndarray:
 def check_params(X: np.ndarray, k: int, *, init, n_init: int, max_iter: int, tol: float) -> None:
     """ValueError naming the first parameter that cannot be used with X."""
     n_samples = X.shape[0]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ValueError(f"n_clusters must be an integer, got {k!r}")
-    if not 1 <= k <= n_samples:
+    params.check("n_clusters", k)
+    if k > n_samples:
         raise ValueError(f"n_clusters must be between 1 and the number of samples ({n_samples}), got {k}")
-    for name, value in (("max_iter", max_iter), ("n_init", n_init)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
-        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    params.check("max_iter", max_iter)
+    params.check("n_init", n_init)
+    params.check("tol", tol)
     if is_array(init):
         check_init_array(init, k, X.shape[1])
     elif not callable(init) and init not in INITS:

@@ -47,6 +47,8 @@ class Prepared:
     (new data against fitted centres, or one chunk of a larger X): then they are used as they are.
     `weights` (N float64, or None for all ones) go with the rows. Without `column_sums`, small
     whole numbers skip them (tol_abs then takes them from the cluster sums of a first assignment).
+    `shift`: whether compact rows are multiplied as stored (see lloyd_shift; decided here when
+    None, from X itself if the offset is not given, else no).
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class Prepared:
         scale: float | None = None,
         weights: np.ndarray | None = None,
         column_sums: bool = True,
+        shift: bool | None = None,
     ):
         n = X.shape[0]
         given_offset = offset
@@ -92,16 +95,14 @@ class Prepared:
         # over each block saved): `lloyd_shift` is then the offset, what those coordinates add to
         # the centred ones. Only while the offset is not far larger than the rows' spread: float32
         # products round like the values they multiply, and more rounding means more near ties
-        # to settle in float64 (|offset|^2 against the mean |x - offset|^2 of a sample: MNIST 0.7, the
-        # benchmark's grey blobs 4.8, 16 % faster so; nearly flat data stays centred).
+        # to settle in float64 (|offset|^2 against the mean |x - offset|^2 of a sample, up to
+        # SHIFT_MAX; nearly flat data stays centred). Measured: bench/README.md, engine constants.
         self.lloyd_shift = np.zeros(X.shape[1])
         self.offset_norm = 0.0
         offset64 = self.offset.astype(np.float64)
-        if (
-            compact
-            and given_offset is None
-            and offset64 @ offset64 <= SHIFT_MAX * _mean_sq_norm(X, self.offset)
-        ):
+        if shift is None:  # else given: part of a larger X, whose own decision it is
+            shift = compact and given_offset is None and shifts_well(X, self.offset)
+        if compact and shift:
             self.lloyd_shift = offset64
             self.offset_norm = math.sqrt(offset64 @ offset64)
         self._xn2 = np.empty(n, dtype=np.float64)
@@ -109,7 +110,7 @@ class Prepared:
         self.parallel = THREADS > 1 and X.size >= PARALLEL_MIN_VALUES  # worth worker threads
         # Compact rows without weights or column sums leave their norms to the first pass that
         # converts every row (the first assignment, or a seeding's first pass: see norms_of):
-        # a pass over X saved (MNIST: 22 ms of a 10-iteration fit's 400 at K=32).
+        # a pass over X saved.
         self._norms_ready = False
         if not (compact and weights is None and not column_sums):
             self._fill_all(X, column_sums or not self.whole)
@@ -146,7 +147,7 @@ class Prepared:
         n = self.shape[0]
         if self.parallel:
             # As in the fit: blocks on worker threads, BLAS single-threaded in them (its own
-            # threads on top would contend for the same cores: 10x slower on a loaded machine).
+            # threads on top would contend for the same cores).
             with ThreadPoolExecutor(THREADS) as pool, threadpool_limits(1, user_api="blas"):
                 list(pool.map(lambda rows: self._fill(X, rows, sum_columns), chunks(n, FILL_TASK_ROWS)))
         else:
@@ -159,7 +160,7 @@ class Prepared:
 
         With `scratch`, converted rows go into this thread's reusable buffer, valid until its next
         scratch read: a fresh multi-megabyte array per block costs the kernel's page faults, which
-        made the conversion 8x slower than the copy into warm memory.
+        cost far more than the conversion itself.
         """
         if self.x is not None:
             return self.x[rows]
@@ -181,7 +182,9 @@ class Prepared:
             return raw.astype(np.float32)
         buffer = getattr(self._local, "buffer", None)
         if buffer is None or len(buffer) < len(raw):
-            buffer = self._local.buffer = np.empty((max(len(raw), CHUNK_ROWS), raw.shape[1]), np.float32)
+            # CHUNK_ROWS rows, not more than X has: a few very wide images must not cost 1,024 rows
+            rows = max(len(raw), min(CHUNK_ROWS, self.shape[0]))
+            buffer = self._local.buffer = np.empty((rows, raw.shape[1]), np.float32)
         values = buffer[: len(raw)]
         np.copyto(values, raw, casting="unsafe")
         return values
@@ -284,6 +287,12 @@ class Prepared:
 
     def restore_centers(self, centers: np.ndarray) -> np.ndarray:
         return (centers + self.offset) / self.scale
+
+
+def shifts_well(X: np.ndarray, offset: np.ndarray) -> bool:
+    """Whether compact rows of X may be multiplied as stored (see Prepared's lloyd_shift)."""
+    offset64 = offset.astype(np.float64)
+    return bool(offset64 @ offset64 <= SHIFT_MAX * _mean_sq_norm(X, offset))
 
 
 def _mean_sq_norm(X: np.ndarray, offset: np.ndarray) -> float:

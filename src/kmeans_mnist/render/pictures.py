@@ -26,7 +26,6 @@ GRID_COLUMNS = 8
 GRID_GAP = 2
 CONFUSION_MAX_ROWS = 60  # beyond this, clusters are merged by majority class
 SIDE_BY_SIDE_MAX_TILES = 40  # per K row
-EVOLUTION_MAX_TILES = 100
 EVOLUTION_TILE_PIXELS = 84
 EVOLUTION_FRAME_MS = 150
 EVOLUTION_LAST_FRAME_MS = 2000
@@ -145,12 +144,6 @@ def percent(share: float) -> str:
 
 
 # --- images --------------------------------------------------------------------------------
-
-
-def center_images(centers: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
-    """Centres as K x H x W uint8 images: rounded, clipped to 0..255."""
-    pixels = np.clip(np.rint(np.asarray(centers, dtype=np.float64)), 0, 255).astype(np.uint8)
-    return pixels.reshape(len(pixels), *image_shape)
 
 
 def save_png(pixels: np.ndarray | Image.Image, path: Path) -> None:

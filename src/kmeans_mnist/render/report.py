@@ -1,34 +1,35 @@
-"""What a whole experiment folder shows: the sweep-level pictures and report.html.
+"""What a whole experiment folder shows: k-choice.png, the sweep-level pictures and report.html.
 
-Everything here is drawn from the files in the folder (summary.csv, k<K>/summary.json,
-k<K>/model.npz, k<K>/history.csv), not from one run's memory, so that a run of one K, or runs
-of several K side by side, leave a folder whose pictures and page cover every K in it. It runs
-once at the end of each run, under the folder's summary lock, and every file is replaced
-atomically.
+Everything here is drawn from what the experiment reads back from its folder (results/
+experiment.py: every k<K>'s record and summary row; k<K>/model.npz, k<K>/history.csv), not from
+one run's memory, so that a run of one K, or runs of several K side by side, leave a folder whose
+pictures and page cover every K in it. It runs once at the end of each run, under the folder's
+lock, and every file is replaced atomically (Experiment.replacing).
 
-report.html is one self-contained page: relative links to the folder's own files, no script,
-no network, so it opens offline and from a copied folder.
+report.html is one self-contained page: relative links to the folder's own files, no network,
+no external script (only the interactive map's small inline one, render/map.py), so it opens
+offline and from a copied folder.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import html
 import json
-import os
+import math
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 
+from ..results.run import center_images
 from .charts import draw_convergence
-from .pictures import center_images, run_title, save_png, side_by_side
+from .pictures import run_title, save_png, side_by_side
 
 REPORT = "report.html"
+CHART = "k-choice.png"
+OLD_CHART = "elbow.png"  # the chart of version 0.1, replaced by k-choice.png
 SIDE_BY_SIDE = "representatives_by_k.png"
 CONVERGENCE = "convergence.png"
 REPORT_MAX_GRIDS = 60  # per K; beyond, the page links to the clusters/ folder
@@ -51,55 +52,52 @@ RESULT_KEYS = {
     "silhouette_sample",
     "stability",
     "runs",
+    "typical_members",
 }
 SCORE_NAMES = {"accuracy": "ACC", "nmi": "NMI", "purity": "purity", "ari": "ARI"}
 
 
+def draw_choosing_k(experiment) -> list[dict[str, str]]:
+    """k-choice.png from the experiment's rows (call under experiment.locked()); returns the rows."""
+    from .choosing_k import draw_k_choice
+
+    rows = experiment.rows()
+    with experiment.replacing(CHART) as chart:
+        draw_k_choice(chart, rows, experiment.describe(rows), experiment.advice(rows))
+    experiment.remove(OLD_CHART)  # 0.1's chart would show rows that are no longer compared there
+    return rows
+
+
+def draw_report(experiment) -> Path:
+    """The sweep-level pictures and report.html (call under experiment.locked()); returns the page."""
+    runs = experiment.runs()
+    rows = experiment.rows(runs)
+    draw_sweep_pictures(experiment, runs)
+    with experiment.replacing(REPORT) as page:
+        page.write_text(report_html(experiment, runs, rows, experiment.advice(rows)), encoding="utf-8")
+    return experiment.folder / REPORT
+
+
 def finish_experiment(folder: Path) -> Path:
-    """Redraw the sweep-level pictures and report.html of an experiment folder; returns the page.
+    """Redraw everything an experiment folder shows, under its lock, so runs finishing at the
+    same time take turns and the last one's page covers every K; returns report.html's path."""
+    from ..results.experiment import Experiment
 
-    Holds the folder's summary lock (if the folder has one), so runs finishing at the same time
-    take turns and the last one's page covers every K.
-    """
-    folder = Path(folder)
-    with _summary_lock(folder):
-        runs = read_runs(folder)
-        draw_sweep_pictures(folder, runs)
-        return write_report(folder, runs)
-
-
-@contextlib.contextmanager
-def _summary_lock(folder: Path) -> Iterator[None]:
-    from ..results.experiment import locked
-
-    with locked(folder):
-        yield
-
-
-def read_runs(folder: Path) -> dict[int, dict]:
-    """K -> that K's summary.json (with "folder"), for every k<K>/ folder that has a readable one."""
-    runs = {}
-    for path in folder.glob("k*/summary.json"):
-        match = re.fullmatch(r"k(\d+)", path.parent.name)
-        if not match:
-            continue
-        try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(summary, dict):
-            runs[int(match.group(1))] = {**summary, "folder": path.parent.name}
-    return dict(sorted(runs.items()))
+    experiment = Experiment(folder)
+    with experiment.locked():
+        draw_choosing_k(experiment)
+        return draw_report(experiment)
 
 
 # --- sweep-level pictures ------------------------------------------------------------------
 
 
-def draw_sweep_pictures(folder: Path, runs: dict[int, dict]) -> list[Path]:
+def draw_sweep_pictures(experiment, runs: dict[int, dict]) -> list[Path]:
     """representatives_by_k.png (a row of representatives per K) and convergence.png (per K,
     from history.csv); a picture with nothing to show is removed rather than left stale."""
     from ..results.history import read_history
 
+    folder = experiment.folder
     name = _experiment_name(folder, runs)
     rows, histories = [], {}
     for k, run in runs.items():
@@ -126,18 +124,20 @@ def draw_sweep_pictures(folder: Path, runs: dict[int, dict]) -> list[Path]:
         ),
     ):
         if drawable:
-            with replacing(path) as temporary:
+            with experiment.replacing(path.name) as temporary:
                 draw(temporary)
             written.append(path)
         else:
-            path.unlink(missing_ok=True)
+            experiment.remove(path.name)
     return written
 
 
 def _representatives(path: Path) -> np.ndarray | None:
     try:
         with np.load(path, allow_pickle=False) as stored:
-            centers, shape = stored["cluster_centers"], tuple(int(n) for n in stored["image_shape"])
+            # a model fitted in a feature space keeps its clusters' mean images beside its centres
+            means = "pixel_means" if "pixel_means" in stored.files else "cluster_centers"
+            centers, shape = stored[means], tuple(int(n) for n in stored["image_shape"])
     except (OSError, ValueError, KeyError):
         return None
     return center_images(centers, shape)
@@ -149,7 +149,13 @@ def _in_class_order(representatives: np.ndarray, run: dict) -> tuple:
     matching = (run.get("cluster_classes") or {}).get("clusters")
     if not matching or len(matching) != len(representatives):
         return representatives, None, None
-    try:
+    try:  # placed by what they are: the cluster's most frequent class (the matched one in older files)
+        matching = [
+            {**m, "class": m["majority_class"], "name": m["majority_name"], "share": m["majority_share"]}
+            if "majority_class" in m
+            else m
+            for m in matching
+        ]
         order = sorted(range(len(matching)), key=lambda i: (matching[i]["class"], -matching[i]["share"]))
         classes = [(int(matching[i]["class"]), str(matching[i]["name"])) for i in order]
         captions = [[f"#{matching[i]['cluster']} · {100 * matching[i]['share']:.0f} %"] for i in order]
@@ -161,7 +167,9 @@ def _in_class_order(representatives: np.ndarray, run: dict) -> tuple:
 def _side_by_side_title(name: str, runs: dict[int, dict]) -> str:
     ordered = any(run.get("cluster_classes") for run in runs.values())
     return f"{name}: the representatives for each K" + (
-        " under their class (captions: cluster, and the class's share of it)" if ordered else ""
+        " under their most frequent class (captions: cluster, and that class's share of it)"
+        if ordered
+        else ""
     )
 
 
@@ -169,36 +177,14 @@ def _experiment_name(folder: Path, runs: dict[int, dict]) -> str:
     return folder.name or next((run.get("dataset") for run in runs.values()), "results")
 
 
-@contextlib.contextmanager
-def replacing(path: Path) -> Iterator[Path]:
-    """A temporary path beside path; on success it atomically replaces path, else it is removed."""
-    from ..results.run import sibling_path
-
-    temporary = sibling_path(path, "tmp")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 # --- report.html ---------------------------------------------------------------------------
 
 
-def write_report(folder: Path, runs: dict[int, dict] | None = None) -> Path:
-    """report.html of the folder, replaced atomically."""
-    folder = Path(folder)
-    runs = read_runs(folder) if runs is None else runs
-    path = folder / REPORT
-    with replacing(path) as temporary:
-        temporary.write_text(report_html(folder, runs), encoding="utf-8")
-    return path
-
-
-def report_html(folder: Path, runs: dict[int, dict]) -> str:
+def report_html(experiment, runs: dict[int, dict], rows: list[dict[str, str]], advice: list[str]) -> str:
     """The page: settings, the summary table, the sweep's charts, then each K's pictures."""
     from .. import __version__
 
+    folder = experiment.folder
     name = _experiment_name(folder, runs)
     ks = ", ".join(str(k) for k in runs) or "none yet"
     parts = [
@@ -213,9 +199,12 @@ def report_html(folder: Path, runs: dict[int, dict]) -> str:
     ]
     if runs:
         parts.append(f"<nav>{' '.join(f'<a href=#k{k}>K={k}</a>' for k in runs)}</nav>")
-    parts += _settings_section(folder, runs)
-    parts += _summary_section(folder)
+    parts += _settings_section(experiment.recorded_settings(), runs)
+    parts += _summary_section(folder, rows, advice, experiment.recorded_settings() or {})
     parts += _charts_section(folder)
+    from .map import map_section
+
+    parts += map_section(folder, runs)
     for k, run in runs.items():
         parts += _k_section(folder, k, run)
     parts.append("</body></html>")
@@ -236,7 +225,8 @@ figure { margin: 10px 0 18px; } figcaption { color: #555; font-size: 13px; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; image-rendering: pixelated; }
 img.chart { image-rendering: auto; }
 .grids { display: flex; flex-wrap: wrap; gap: 10px; }
-.grids a img { width: 240px; }
+.grids a img { width: 360px; }
+td.text { overflow-wrap: anywhere; max-width: 28em; }
 .wide { overflow-x: auto; }
 """
 
@@ -249,11 +239,10 @@ def _href(path: str) -> str:
     return quote(path, safe="/")
 
 
-def _settings_section(folder: Path, runs: dict[int, dict]) -> list[str]:
+def _settings_section(stored: dict | None, runs: dict[int, dict]) -> list[str]:
     """The experiment's settings: its settings.json when there is one, else the scalar keys of
     the K's summary.json that are not results (a key whose value differs is shown per K)."""
     values: dict[str, dict[int, object]] = {}
-    stored = _read_json(folder / "settings.json")
     if stored:
         values = {
             key: {0: value}
@@ -266,6 +255,11 @@ def _settings_section(folder: Path, runs: dict[int, dict]) -> list[str]:
                 if key in RESULT_KEYS or key == "folder" or isinstance(value, dict):
                     continue
                 values.setdefault(key, {})[k] = value
+    clusters = {
+        k: run["dask_cluster"] for k, run in runs.items() if isinstance(run.get("dask_cluster"), dict)
+    }
+    if clusters:  # fitted on a Dask cluster (--scheduler): which one, as each K's summary.json says
+        values["Dask cluster"] = {k: _cluster_text(cluster) for k, cluster in clusters.items()}
     if not values:
         return ["<h2>Settings</h2>", '<p class="note">no K has been saved in this folder yet.</p>']
     rows = []
@@ -279,12 +273,10 @@ def _settings_section(folder: Path, runs: dict[int, dict]) -> list[str]:
     return ["<h2>Settings</h2>", "<table>", *rows, "</table>"]
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
+def _cluster_text(cluster: dict) -> str:
+    """A summary.json's dask_cluster in words: scheduler, workers, threads, dashboard."""
+    text = f"{cluster.get('scheduler')}: {cluster.get('workers')} workers, {cluster.get('threads')} threads"
+    return text + (f", dashboard {cluster['dashboard']}" if cluster.get("dashboard") else "")
 
 
 def _setting_text(value) -> str:
@@ -293,24 +285,19 @@ def _setting_text(value) -> str:
     return "" if value is None else str(value)
 
 
-def _summary_section(folder: Path) -> list[str]:
-    """summary.csv as a table, whatever its columns: K links to its section, "x" and "x_std"
-    share a cell ("0.542 ± 0.028"), and the columns with one value for every K are said once
-    under the table instead of repeated down it. Then the K recommendation of results.md."""
-    path = folder / "summary.csv"
+def _summary_section(
+    folder: Path, rows: list[dict[str, str]], advice: list[str], settings: dict
+) -> list[str]:
+    """The summary rows as a table: K links to its section, "x" and "x_std" share a cell
+    ("0.542 ± 0.028"), and the columns with one value for every K are said once under the table
+    instead of repeated down it. Then the K recommendation."""
+    from ..results.experiment import SUMMARY_COLUMNS
+
     parts = ["<h2>Summary</h2>"]
-    try:
-        with open(path, encoding="utf-8", newline="") as file:
-            rows = list(csv.reader(file))
-    except FileNotFoundError:
-        return [*parts, '<p class="note">no summary.csv in this folder.</p>']
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        return [*parts, f'<p class="note">summary.csv could not be read: {_e(error)}</p>']
-    rows = [row for row in rows if row]
     if not rows:
-        return [*parts, '<p class="note">summary.csv is empty.</p>']
-    header, body = rows[0], [row for row in rows[1:] if len(row) == len(rows[0])]
-    columns = {name: [row[index] for row in body] for index, name in enumerate(header)}
+        return [*parts, '<p class="note">no K has been saved in this folder yet.</p>']
+    header, body = list(SUMMARY_COLUMNS), rows
+    columns = {name: [row.get(name, "") for row in body] for name in header}
     spread = [
         name[: -len("_std")] for name in header if name.endswith("_std") and name[: -len("_std")] in columns
     ]
@@ -327,14 +314,13 @@ def _summary_section(folder: Path) -> list[str]:
             value = columns[name][number]
             text = _e(value)
             if name in spread and _nonzero(columns[f"{name}_std"][number]):
-                text += f" ± {_e(columns[f'{name}_std'][number])}"
+                text = _e(plus_minus(value, columns[f"{name}_std"][number]))
             if name == "k" and value.isdigit() and (folder / f"k{int(value)}").is_dir():
                 text = f'<a href="#k{int(value)}">{text}</a>'
             numeric = bool(re.fullmatch(r"[-+0-9.eE ]*", value))
             cells.append(f"<td{'' if numeric else ' class=text'}>{text}</td>")
         lines.append("<tr>" + "".join(cells) + "</tr>")
     lines.append("</table></div>")
-    settings = _read_json(folder / "settings.json") or {}
     constant = [name for name in constant if name not in settings]  # already in the Settings table
     if constant:
         same = " · ".join(f"{name} {columns[name][0] or '-'}" for name in constant)
@@ -347,10 +333,33 @@ def _summary_section(folder: Path) -> list[str]:
     lines.append(
         '<p class="note">' + " · ".join(f'<a href="{_href(name)}">{_e(name)}</a>' for name in files) + "</p>"
     )
-    advice = _choosing_k(folder / "results.md")
     if advice:
         lines += ["<h3>Choosing K</h3>", *(f"<p>{_e(line)}</p>" for line in advice)]
     return parts + lines
+
+
+def plus_minus(mean: str, std: str) -> str:
+    """ "mean ± std" with the std to two significant digits and the mean to the same place (never
+    more digits than summary.csv holds): "486.886 ± 0.00031", "8.589664e+09 ± 820"."""
+    try:
+        m, s = float(mean), float(std)
+    except ValueError:
+        return f"{mean} ± {std}"
+    if not (math.isfinite(m) and math.isfinite(s)) or s <= 0:
+        return f"{mean} ± {std}"
+    place = math.floor(math.log10(s))  # the std's leading digit
+    std_text = f"{s:.{max(0, 1 - place)}f}" if -5 <= place < 5 else f"{s:.1e}"
+    if "." in std_text and "e" not in std_text:
+        std_text = std_text.rstrip("0").rstrip(".")  # 0.010 -> 0.01
+    given = re.fullmatch(r"[-+]?\d*\.?(\d*)(?:[eE]([-+]?\d+))?", mean.strip())
+    if given is None:
+        return f"{mean} ± {std_text}"
+    decimals, exponent = len(given.group(1)), given.group(2)
+    if exponent is not None or abs(m) >= 1e5:  # scientific: mantissa digits down to the std's place
+        lead = math.floor(math.log10(abs(m))) if m else 0
+        digits = max(0, min(lead - place + 1, decimals if exponent is not None else 6))
+        return f"{m:.{digits}e} ± {std_text}"
+    return f"{m:.{max(0, min(1 - place, decimals))}f} ± {std_text}"
 
 
 def _nonzero(text: str) -> bool:
@@ -358,23 +367,6 @@ def _nonzero(text: str) -> bool:
         return float(text) != 0
     except ValueError:
         return bool(text)
-
-
-def _choosing_k(path: Path) -> list[str]:
-    """The paragraphs under results.md's "## Choosing K" heading (the sweep's recommendation)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return []
-    if "## Choosing K" not in lines:
-        return []
-    found = []
-    for line in lines[lines.index("## Choosing K") + 1 :]:
-        if line.startswith("#"):
-            break
-        if line.strip():
-            found.append(line.strip())
-    return found
 
 
 # The sweep's pictures in the order the page shows them, with what they show; any other picture
@@ -433,9 +425,11 @@ def _k_section(folder: Path, k: int, run: dict) -> list[str]:
         ("centroids.png", "The representatives, captioned with cluster number, matched class and share"),
         ("confusion.png", "Clusters against the true classes"),
         ("evolution.gif", "The representatives, iteration by iteration"),
+        ("typical.png", "Each cluster's most typical member: the one nearest its centre"),
+        ("map.png", "The map: every image in 2-D, coloured by cluster (and by true class)"),
     ):
         if (base / name).is_file():
-            parts.append(_figure(f"{sub}/{name}", caption, chart=name == "confusion.png"))
+            parts.append(_figure(f"{sub}/{name}", caption, chart=name in ("confusion.png", "map.png")))
     grids = sorted((base / "clusters").glob("cluster_*.png")) if (base / "clusters").is_dir() else []
     if grids:
         parts.append("<h3>Each cluster: nearest, farthest and other-class members</h3>")

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..render.pictures import EVOLUTION_MAX_TILES, center_images, save_evolution_gif
+from .csvfile import read_rows, write_rows
+from .run import center_images
 
 MAX_FRAMES = 32
+EVOLUTION_MAX_TILES = 100  # clusters shown in evolution.gif
 HISTORY_COLUMNS = ("run", "iteration", "inertia", "moved", "center_shift", "seconds")
 
 
@@ -29,8 +31,9 @@ class FitHistory:
     iteration's seconds are measured here, from one report to the next.
     """
 
-    def __init__(self, image_shape: tuple[int, int] | None = None):
+    def __init__(self, image_shape: tuple[int, int] | None = None, to_pixels=None):
         self.image_shape = image_shape
+        self.to_pixels = to_pixels  # centres of a feature space -> pixel rows (features.Features)
         self.rows: list[tuple] = []
         self.last = time.perf_counter()
         self._run = None  # the restart in progress: its frames, stride, last centres, last inertia
@@ -70,6 +73,8 @@ class FitHistory:
     def _frame(self, frame: tuple) -> tuple:
         iteration, caption, centers = frame
         shown = np.asarray(centers)[:EVOLUTION_MAX_TILES]
+        if self.to_pixels is not None:
+            shown = self.to_pixels(shown)
         return iteration, caption, center_images(shown, self.image_shape)
 
     def _finish_run(self) -> None:
@@ -92,37 +97,27 @@ class FitHistory:
         """history.csv: run (restart, from 1), iteration (from 1 within it), inertia (of the
         iteration's assignment), moved (images that changed cluster), center_shift (squared
         centre movement summed over the centres), seconds (the iteration's wall time)."""
-        lines = [",".join(HISTORY_COLUMNS)]
-        lines += [
-            f"{run},{iteration},{inertia:.10g},{moved},{shift:.6g},{seconds:.4f}"
+        rows = (
+            (run, iteration, f"{inertia:.10g}", moved, f"{shift:.6g}", f"{seconds:.4f}")
             for run, iteration, inertia, moved, shift, seconds in self.rows
-        ]
-        path.write_text("\n".join(lines) + "\n", encoding="ascii")
-
-    def write_gif(self, path: Path, final_centers: np.ndarray, title: str, k: int) -> bool:
-        """evolution.gif of the kept restart; False (nothing written) when there are no frames."""
-        frames = self.kept_frames(final_centers)
-        if not frames:
-            return False
-        if k > EVOLUTION_MAX_TILES:
-            title += f" · the first {EVOLUTION_MAX_TILES} of {k:,} clusters"
-        save_evolution_gif(path, frames, title)
-        return True
+        )
+        with open(path, "w", encoding="ascii", newline="") as file:
+            write_rows(file, HISTORY_COLUMNS, rows)
 
 
 def read_history(path: Path) -> dict[str, list[float]] | None:
     """iteration, inertia and moved of the restart with the lowest final inertia in a history.csv
     (the one the model kept, as far as the file can tell); None if it cannot be read."""
     try:
-        lines = path.read_text(encoding="ascii").splitlines()
-    except (OSError, UnicodeDecodeError):
+        lines = read_rows(path.read_text(encoding="ascii"))
+    except (OSError, UnicodeDecodeError, ValueError):
         return None
-    if not lines or lines[0].split(",")[: len(HISTORY_COLUMNS)] != list(HISTORY_COLUMNS):
+    if not lines or lines[0][: len(HISTORY_COLUMNS)] != list(HISTORY_COLUMNS):
         return None
     runs: dict[int, dict[str, list[float]]] = {}
     try:
-        for line in lines[1:]:
-            run, iteration, inertia, moved, _, _ = line.split(",")[: len(HISTORY_COLUMNS)]
+        for fields in lines[1:]:
+            run, iteration, inertia, moved, _, _ = fields[: len(HISTORY_COLUMNS)]
             rows = runs.setdefault(int(run), {"iteration": [], "inertia": [], "moved": []})
             rows["iteration"].append(int(iteration))
             rows["inertia"].append(float(inertia))

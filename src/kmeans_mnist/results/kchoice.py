@@ -1,14 +1,12 @@
-"""Choosing K from a sweep's rows: the recommendation, the results tables and the K-choice chart,
-and the table the terminal shows as each K is saved (ResultsTable), with the advice after it.
+"""Choosing K from a sweep's rows: the recommendation and the results tables (results.md/.tex).
 
-The rows are summary.csv's (summary.row_from_record): text fields, mean and std over repeats.
-The chart is drawn with Pillow (charts.py), once per sweep.
+The rows are summary.csv's (experiment.row_from_record): text fields, mean and std over repeats.
+The chart of the same rows is render/choosing_k.py; the terminal's table is cli/results_table.py.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 TABLE_SCORES = (  # (column, header, decimals) in the deep-clustering papers' order
     ("accuracy", "ACC", 3),
@@ -112,181 +110,58 @@ def recommend(rows: list[dict[str, str]]) -> list[str]:
     first = "; ".join(f"{words} K={k} ({why})" for words, k, why in picks) or "no label-free score yet"
     if label:
         first += f"; with the labels, NMI K={label[0]} ({label[1]:.3f})"
-    votes: dict[int, list[str]] = {}
-    for words, k, _ in picks:
-        votes.setdefault(k, []).append(words)
-    edge = ""
-    if len(votes) == 1:
-        [(k, _)] = votes.items()
-        verdict = f"The label-free scores agree on K={k}."
-        if k in (ks[0], ks[-1]) and len(ks) > 2:
-            edge = f" It is at the edge of the K tried ({ks[0]}..{ks[-1]}): try beyond it."
-    elif votes:
-        ranked = sorted(votes.items(), key=lambda item: (-len(item[1]), item[0]))
-        verdict = "The scores disagree: " + "; ".join(f"K={k} ({', '.join(names)})" for k, names in ranked)
-        verdict += ": compare those K's centroids.png before choosing."
-    else:
-        verdict = "Not enough scores to choose: run more K."
     repeats = max(int(row.get("repeats") or 1) for row in rows)
-    noise = (
-        "" if repeats > 1 else " One seed per K: small differences may be noise (--repeats 5 measures it)."
-    )
-    return [f"Prefers: {first}.", verdict + edge + noise]
+    return [f"Prefers: {first}.", _verdict(ks, by_k, picks, repeats)]
 
 
-# --- the chart ---------------------------------------------------------------------------------
-
-PANELS = (  # (column, title, which end is better)
-    ("inertia", "inertia (Kneedle)", None),
-    ("silhouette", "silhouette (higher: better)", True),
-    ("calinski_harabasz", "Calinski-Harabasz (higher: better)", True),
-    ("davies_bouldin", "Davies-Bouldin (lower: better)", False),
-)
-LABEL_CURVES = (
-    ("nmi", "NMI", "tab:green"),
-    ("purity", "purity", "tab:purple"),
-    ("accuracy", "accuracy", "tab:gray"),
-)
+STABLE = 0.8  # mean pairwise ARI between the repeats below which a K's clusters are not reproducible
 
 
-def _series(rows: list[dict[str, str]], name: str) -> tuple[list[int], list[float], list[float]]:
-    known = [row for row in rows if row.get(name)]
-    ks = [int(row["k"]) for row in known]
-    means = [float(row[name]) for row in known]
-    stds = [float(row.get(f"{name}_std") or 0) for row in known]
-    return ks, means, stds
-
-
-def draw_k_choice(path: Path, rows: list[dict[str, str]], description: str, advice: list[str]) -> None:
-    """The chart for choosing K: inertia with its knee, silhouette, Calinski-Harabasz,
-    Davies-Bouldin, the label scores when labels are known, and the recommendation in words.
-    Error bars are one std over the repeats; only whole K are ticked. Drawn with Pillow
-    (charts.py): matplotlib's import and layout took 0.65 s, most of a USPS sweep's budget."""
-    import textwrap
-
-    from ..render.charts import Panel, Series, draw_chart, tab_colour
-    from .metrics import knee
-
-    ks_all = sorted(int(row["k"]) for row in rows)
-    repeats = max((int(row.get("repeats") or 1) for row in rows), default=1)
-    ticks = ks_all if len(ks_all) <= 15 else None
-    dataset = rows[0]["dataset"] if rows else ""
-    panels: list = []
-    for name, title, higher in PANELS:
-        ks, means, stds = _series(rows, name)
-        panel = Panel(title, x_label="K (clusters)", x_ticks=ticks, note="not computed for these rows")
-        if ks:
-            panel.series.append(Series(ks, means, errors=stds if repeats > 1 else None))
-            pick = knee(ks, means) if higher is None else ks[means.index((max if higher else min)(means))]
-            if pick is not None and len(ks) > 1:
-                panel.mark = (pick, means[ks.index(pick)])
-                panel.title = f"{title}: {'knee' if higher is None else 'best'} K={pick}"
-            elif higher is None and len(ks) > 1:
-                panel.title = f"{title}: no clear knee"
-        panels.append(panel)
-    labels = Panel(
-        "agreement with the true labels (higher is better)",
-        x_label="K (clusters)",
-        x_ticks=ticks,
-        y_range=(0.0, 1.0),
-        note="no labels: nothing to compare with",
-        legend=True,
-    )
-    for name, label, colour in LABEL_CURVES:
-        ks, means, stds = _series(rows, name)
-        if ks:
-            labels.series.append(Series(ks, means, label, tab_colour(colour), stds if repeats > 1 else None))
-    panels.append(labels)
-    words = [
-        f"{'one run' if repeats == 1 else f'{repeats} repeats'} per K"
-        + (", error bars: one std" if repeats > 1 else "")
-    ]
-    if len(ks_all) == 1:
-        words.append("One K so far: the curves need several K to compare.")
-    for line in advice:
-        words += textwrap.wrap(line, 52)
-    if labels.series:
-        words += textwrap.wrap(
-            "Accuracy matches clusters to classes one to one, so it drops when K differs from the number "
-            "of classes; purity only grows with K: read NMI beside them.",
-            52,
+def _verdict(ks: list[int], by_k: dict[int, dict], picks: list[tuple[str, int, str]], repeats: int) -> str:
+    """One K or none, with the reasons. A score whose best is an end of the range tried says
+    little (most scores drift one way with K), so it does not vote; with --repeats, a K whose
+    clusters do not come back (stability < 0.8) cannot be recommended, and the most stable K votes."""
+    at_end = [(words, k) for words, k, _ in picks if len(ks) > 2 and k in (ks[0], ks[-1])]
+    voting = [(words, k) for words, k, _ in picks if (words, k) not in at_end]
+    reasons = []
+    if at_end:
+        reasons.append(
+            "; ".join(f"{words} picks K={k}, an end of the range tried" for words, k in at_end)
+            + " (says little)"
         )
-    panels.append(words)
-    draw_chart(path, f"{dataset}: choosing K", panels, columns=3, subtitle=textwrap.wrap(description, 170))
-
-
-# ---------------------------------------------------------------------- the terminal's table
-
-
-TERMINAL_COLUMNS = (  # header, summary column, decimals; label scores only when the data has labels
-    ("silhouette", "silhouette", 4),
-    ("CH", "calinski_harabasz", 1),
-    ("DB", "davies_bouldin", 3),
-    ("accuracy", "accuracy", 4),
-    ("purity", "purity", 4),
-    ("NMI", "nmi", 4),
-)
-
-
-class ResultsTable:
-    """Prints each K's results line as soon as that K is saved (mean ± std over repeats), under a
-    header printed once; after the last K, says that the sweep's pictures are being drawn. A
-    closed stdout (`| head`) stops the printing, not the sweep (broken tells the caller)."""
-
-    def __init__(self, terminal, last_k: int, labelled: bool, repeats: int, quiet: bool, on_broken=None):
-        self.terminal, self.last_k, self.repeats, self.quiet = terminal, last_k, repeats, quiet
-        self.on_broken = on_broken
-        self.columns = [c for c in TERMINAL_COLUMNS if labelled or c[1] not in ("accuracy", "purity", "nmi")]
-        self.width = 15 if repeats > 1 else 10
-        self.header_done = self.broken = False
-
-    def __call__(self, result) -> None:
-        if self.quiet:
-            return
-        self.terminal.done()
-        try:
-            self._print(result)
-        except BrokenPipeError:
-            self.broken = True
-            if self.on_broken is not None:
-                self.on_broken()
-        if result.k == self.last_k:
-            self.terminal.phase("drawing the sweep's pictures and report.html")
-
-    def _print(self, result) -> None:
-        if self.broken:
-            return
-        width = self.width
-        if not self.header_done:
-            header = f"{'K':>4} {'iter':>5} {'inertia':>12}"
-            header += "".join(f" {name:>{width}}" for name, _, _ in self.columns)
-            header += f" {'stability':>9}" if self.repeats > 1 else ""
-            print(header + "  folder", flush=True)
-            self.header_done = True
-        row = result.row
-        note = "" if result.converged else "  (stopped at --max-iter)"
-        if result.reseeds:
-            note += f"  ({result.reseeds} emptied cluster(s) re-seeded)"
-        line = f"{row['k']:>4} {row['n_iter']:>5} {float(row['inertia']):>12.4e}"
-        line += "".join(
-            f" {mean_std(row, name, decimals, '±'):>{width}}" for _, name, decimals in self.columns
-        )
-        if self.repeats > 1:
-            line += f" {row.get('stability') or '-':>9}"
-        print(f"{line}  {result.folder}{note}", flush=True)
-
-
-def print_choice(sweep) -> None:
-    """After the table: the recommendation over every K in the experiment folder, and the files."""
-    rows = sweep.rows
-    if not rows:
-        return
-    ks = sorted(int(row["k"]) for row in rows)
-    print(f"choosing K among K={', '.join(map(str, ks))} in {sweep.folder}:")
-    for line in recommend(rows):
-        print(f"  {line}")
-    folder = sweep.folder
-    print(
-        f"summary: {folder / 'summary.csv'}, chart: {folder / 'k-choice.png'}, "
-        f"table: {folder / 'results.md'}, report: {folder / 'report.html'}"
+    stability = (
+        {k: float(by_k[k]["stability"]) for k in ks if by_k[k].get("stability")} if repeats > 1 else {}
     )
+    unstable = sorted(k for k, value in stability.items() if value < STABLE)
+    inner = [k for k in stability if not (len(ks) > 2 and k in (ks[0], ks[-1]))]
+    if inner:  # the steadiest K inside the range votes (at an end it would say as little)
+        steadiest = min(inner, key=lambda k: (-stability[k], k))
+        if stability[steadiest] >= STABLE:
+            voting.append((f"stability {stability[steadiest]:.2f}", steadiest))
+    if stability and unstable:
+        reasons.append(
+            f"K={', '.join(map(str, unstable))} not stable over {repeats} repeats (ARI < {STABLE})"
+        )
+    votes: dict[int, list[str]] = {}
+    for words, k in voting:
+        if k not in unstable:
+            votes.setdefault(k, []).append(words)
+    ranked = sorted(votes.items(), key=lambda item: (-len(item[1]), item[0]))
+    noise = "" if repeats > 1 else " (one seed per K: --repeats 5 also measures stability)"
+    if (
+        ranked
+        and (len(ranked) == 1 or len(ranked[0][1]) > len(ranked[1][1]))
+        and len(ranked[0][1]) >= min(2, sum(len(names) for _, names in ranked))
+    ):
+        k, names = ranked[0]
+        if k in stability and not any(name.startswith("stability") for name in names):
+            names = [*names, f"stability {stability[k]:.2f}"]
+        others = "; ".join(reasons)
+        return f"Recommendation: K={k} ({', '.join(names)}){'; ' + others if others else ''}.{noise}"
+    if ranked:
+        reasons.insert(0, "the scores split: " + "; ".join(f"K={k} ({', '.join(n)})" for k, n in ranked))
+    elif at_end:
+        reasons.append(f"try K beyond {ks[0]}..{ks[-1]}")
+    else:
+        reasons.append("not enough scores: run more K")
+    return f"Recommendation: none ({'; '.join(reasons)}); compare the K's centroids.png.{noise}"

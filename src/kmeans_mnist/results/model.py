@@ -42,11 +42,22 @@ class SavedModel:
     width (None when the file does not say: models saved from the API without it), and the
     statistics of the fit that made it."""
 
-    centers: np.ndarray
+    centers: np.ndarray  # K x D (K x N for a model fitted in an N-dimensional PCA space)
     image_shape: tuple[int, int] | None
     inertia: float
     n_iter: int
     converged: bool
+    features: str = "pixels"  # the space the model was fitted in ("pixels", "pca:50")
+    pca_mean: np.ndarray | None = None  # D pixels, float64: with pca_basis, pixels -> the model's space
+    pca_basis: np.ndarray | None = None  # D x N float64
+
+    def points(self, pixels: np.ndarray) -> np.ndarray:
+        """Images (M x D pixels) in the model's space: the pixels, or their PCA coordinates."""
+        if self.pca_basis is None:
+            return pixels
+        from ..features import PCA
+
+        return PCA(self.pca_mean, self.pca_basis, np.zeros(self.pca_basis.shape[1])).transform(pixels)
 
 
 def save_model(path: Path, model, **metadata) -> None:
@@ -101,6 +112,20 @@ def read_model(path: Path) -> SavedModel:
                 centers = stored["cluster_centers"]
                 shape = stored["image_shape"] if "image_shape" in stored.files else None
                 statistics = (float(stored["inertia"]), int(stored["n_iter"]), bool(stored["converged"]))
+                features = str(stored["features"]) if "features" in stored.files else "pixels"
+                if features.startswith("umap"):
+                    raise ModelError(
+                        f"{path} was fitted in the {features} feature space: a UMAP embedding cannot be "
+                        "saved without pickle, which kmeans-mnist never loads, so new images cannot be "
+                        "placed in it; fit with --features pca:50 (predict works) or cluster the new "
+                        "images together with the old in one run"
+                    )
+                pca = None
+                if features != "pixels":
+                    pca = (
+                        np.asarray(stored["pca_mean"], dtype=np.float64),
+                        np.asarray(stored["pca_basis"], dtype=np.float64),
+                    )
     except ModelError:
         raise
     except OSError:  # the file itself could not be opened or read: the caller words it
@@ -123,7 +148,16 @@ def read_model(path: Path) -> SavedModel:
     centers = centers.astype(np.float64)
     if not np.all(np.isfinite(centers)):
         raise ModelError(f"{path}: cluster_centers holds NaN or infinity: {MODEL_HINT}")
-    return SavedModel(centers, _image_shape(path, shape, centers.shape[1]), *statistics)
+    if pca is None:
+        return SavedModel(centers, _image_shape(path, shape, centers.shape[1]), *statistics)
+    mean, basis = pca
+    if (
+        mean.ndim != 1
+        or basis.shape != (len(mean), centers.shape[1])
+        or not (np.isfinite(mean).all() and np.isfinite(basis).all())
+    ):
+        raise ModelError(f"{path} holds a damaged {features} basis (pca_mean, pca_basis): {MODEL_HINT}")
+    return SavedModel(centers, _image_shape(path, shape, len(mean)), *statistics, features, mean, basis)
 
 
 def _image_shape(path: Path, shape, n_features: int) -> tuple[int, int] | None:
