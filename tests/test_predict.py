@@ -11,8 +11,10 @@ import csv
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +221,15 @@ def test_predict_with_standard_output_closed_is_one_error_line(home):
     fails_cleanly(result, "standard output is closed", "--output")
 
 
+def test_a_fit_with_standard_output_closed_writes_its_results(home):
+    command = f"{sys.executable} -m kmeans_mnist 3 --data-dir data --output fit --samples 0 >&-"
+    result = subprocess.run(
+        ["bash", "-c", command], cwd=home, env=isolated_env(home), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert list((home / "fit").glob("*/k3/model.npz"))
+
+
 # --- predict --output and Ctrl-C --------------------------------------------------------------------
 
 
@@ -370,3 +381,47 @@ def test_predict_refuses_centres_too_far_apart_in_magnitude(home):
         "cannot assign",
         "magnitudes",
     )
+
+
+def test_ctrl_c_at_any_moment_of_predict_leaves_a_whole_file_and_true_words(home):
+    """A real SIGINT at moments spread over a whole predict (timed first): the file is the old
+    one or the whole new one, no temporary file stays, and the line says which."""
+    rng = np.random.default_rng(5)
+    np.save(home / "many.npy", rng.integers(0, 256, (60_000, 784), dtype=np.uint8))
+    env = isolated_env(home)
+    env["PYTHONUNBUFFERED"] = "1"
+    command = [sys.executable, "-m", "kmeans_mnist", "predict", MODEL, "many.npy", "--output", "p.csv"]
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(
+            command, cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+
+    started = time.monotonic()
+    assert start().wait(timeout=120) == 0
+    whole = time.monotonic() - started
+    outcomes = []  # (fraction, exit code, stderr)
+    for fraction in (0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.95, 1.0):
+        (home / "p.csv").write_text("old\n")
+        process = start()
+        time.sleep(fraction * whole)
+        process.send_signal(signal.SIGINT)
+        err = process.communicate(timeout=120)[1]
+        content = (home / "p.csv").read_text()
+        outcomes.append((fraction, process.returncode, err.strip()))
+        assert hidden(home) == [], outcomes
+        if process.returncode == 0:  # finished before the signal
+            assert err.startswith("assigned "), outcomes
+        elif process.returncode == -signal.SIGINT:  # before Python set up its handler: nothing done
+            assert err == "" and content == "old\n", outcomes
+        else:
+            assert process.returncode == 130, outcomes
+            [line] = err.splitlines()
+            if "was not written" in line or line == "interrupted: nothing was written":
+                assert content == "old\n", outcomes
+            else:
+                assert line == "interrupted: the predictions were written to p.csv before the interrupt", (
+                    outcomes
+                )
+        if content != "old\n":
+            assert content.startswith("index,") and content.count("\n") == 60_001, outcomes  # whole

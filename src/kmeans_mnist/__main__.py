@@ -2,6 +2,11 @@
 
 import sys
 
-from .cli import main
+try:
+    from .cli import main
+except KeyboardInterrupt:  # Ctrl-C while Python was still starting: nothing was begun
+    exec("")  # tell CPython the interrupt was handled (see cli._handled)
+    print("interrupted: nothing was written", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

@@ -293,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     with _sigterm_as_interrupt():
         try:
             if argv[:1] == ["predict"]:
-                return run_predict(parse_predict_args(argv[1:]))
+                return _predict_main(argv[1:])
+            if sys.stdout is None:  # started with standard output closed (>&-): the table goes nowhere
+                sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (for the process's life)
             return on_scheduler(parse_args(argv), run)
         except UsageError as error:
             return _fail(str(error))
@@ -742,7 +744,12 @@ def build_predict_parser() -> argparse.ArgumentParser:
         metavar="SOURCE",
         help=f"mnist, fashion or usps (with the options below), or a path: {OWN_FILES_HELP}",
     )
-    parser.add_argument("--output", metavar="FILE", help="write the CSV to FILE instead of standard output")
+    parser.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the CSV to FILE (replaced whole; a pipe or a device is written into; '-': standard output) "
+        "instead of standard output; never the model or the data predict reads",
+    )
     data = parser.add_argument_group("data")
     _add_data_options(data)
     parser.add_argument("--quiet", action="store_true", help="no message on standard error")
@@ -766,12 +773,29 @@ def parse_predict_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def run_predict(args: argparse.Namespace) -> int:
+def _predict_main(argv: list[str]) -> int:
+    """predict from its arguments; an interrupt at any moment is told in predict's own words."""
+    state = argparse.Namespace(output=None, written=None)
+    try:
+        args = parse_predict_args(argv)
+        state.output = args.output
+        return run_predict(args, state)
+    except KeyboardInterrupt as interrupt:
+        _handled(interrupt)
+        _say_always(f"interrupted{_by(interrupt)}: {_predict_interrupted(state.output, state.written)}")
+        return _interrupted_code(interrupt)
+
+
+def run_predict(args: argparse.Namespace, state: argparse.Namespace | None = None) -> int:
+    """Assign the images of args.source to the model's clusters and write the CSV. state.written
+    tells how far the writing got (for the words of an interrupt, which the caller says)."""
     from ..data.datasets import DatasetError, load_dataset
     from ..results.predict import PredictError, Written, assign, check_output, read_model, write_predictions
     from .sweep import signals_held
 
     written = Written()
+    if state is not None:
+        state.written = written
     try:
         output = check_output(args.output, _predict_inputs(args))
         model = read_model(Path(args.model))
@@ -797,10 +821,6 @@ def run_predict(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # the reader of stdout went away (| head): nothing more to say to it
         _silence_stdout()
         return 0
-    except KeyboardInterrupt as interrupt:
-        _handled(interrupt)
-        _say_always(f"interrupted{_by(interrupt)}: {_predict_interrupted(args.output, written)}")
-        return _interrupted_code(interrupt)
     if not args.quiet and output.path is not None:
         _say_always(
             f"assigned {len(data):,} images of {data.source} to K={len(model.centers)}: {args.output}"
@@ -809,10 +829,10 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_interrupted(output: str | None, written) -> str:
-    """What an interrupted predict left behind, exactly."""
-    if written.replaced:
+    """What an interrupted predict left behind, exactly (written: None before it was made)."""
+    if written is not None and written.replaced:
         return f"the predictions were written to {output} before the interrupt"
-    if written.started:
+    if written is not None and written.started:
         return f"{output or 'standard output'} may hold part of the predictions"
     if output is None or output == "-":
         return "nothing was written"
