@@ -10,7 +10,7 @@ Prints one markdown table (mean and range over the seeds, with the embedding and
 writes it to bench/results/features.md, or to --out; rows are also appended to a .jsonl file
 beside it as they finish, so a stopped run keeps what it measured. `--quick`: 3,000 images and
 one seed (checks the script; its figures mean little). The embeddings here skip the map's 2-D
-layout (the command line adds it; its time is in docs/notes-features.md).
+layout (the command line adds it; its time is in docs/performance.md, "Feature spaces").
 """
 
 from __future__ import annotations

@@ -96,7 +96,9 @@ def draw_k_pictures(
     typical = np.array([members[0] if len(members) else -1 for members in members_by_cluster], dtype=np.int64)
     if k <= TYPICAL_MAX_K:
         typical_images = np.where(
-            (typical >= 0)[:, None, None], images[np.maximum(typical, 0)], np.uint8(255)
+            (typical >= 0).reshape(-1, *[1] * (images.ndim - 1)),
+            images[np.maximum(typical, 0)],
+            np.uint8(255),
         )
         save_png(
             centroid_sheet(
