@@ -12,6 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 
 
+SHARED_SKIP = (
+    "real-data test: needs the data folder ../shared/datasets beside the project "
+    "(see docs/development.md); the rest of the suite uses data it makes itself"
+)
+
+
 def have_shared() -> bool:
     return (SHARED_DATASETS / "make_kaggle_cache.py").is_file()
 
@@ -28,14 +34,14 @@ def pytest_configure(config):
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-needs_shared = pytest.mark.skipif(not have_shared(), reason="../shared/datasets is not beside the project")
+needs_shared = pytest.mark.skipif(not have_shared(), reason=SHARED_SKIP)
 
 
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
     """The real data folder, or skip."""
     if not have_shared():
-        pytest.skip("../shared/datasets is not beside the project")
+        pytest.skip(SHARED_SKIP)
     return SHARED_DATASETS
 
 

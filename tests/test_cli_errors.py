@@ -31,6 +31,7 @@ from cli_support import (
 from kmeans_mnist import cli
 from kmeans_mnist.render import kfolder
 from kmeans_mnist.results import experiment as summary
+from kmeans_mnist.results import model as model_file
 from kmeans_mnist.results import run as output
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -440,7 +441,7 @@ def fail_on_call(real: Callable, number: int, error: BaseException) -> Callable:
 
 
 @pytest.mark.parametrize(
-    "module, writer", [(kfolder, "save_png"), (output, "write_assignments"), (output, "save_model")]
+    "module, writer", [(kfolder, "save_png"), (output, "write_assignments"), (model_file, "save_model")]
 )
 @pytest.mark.parametrize("quiet", [True, False], ids=["quiet", "verbose"])
 @pytest.mark.usefixtures("in_workdir")

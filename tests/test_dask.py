@@ -3,7 +3,9 @@
 Skipped when dask or distributed is not installed (`pip install -e ".[dask]"`).
 """
 
+import itertools
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -12,8 +14,12 @@ import time
 import numpy as np
 import pytest
 
-da = pytest.importorskip("dask.array")
-distributed = pytest.importorskip("distributed")
+da = pytest.importorskip(
+    "dask.array", reason='the Dask tests need the dask extra: pip install -e ".[test,dask]"'
+)
+distributed = pytest.importorskip(
+    "distributed", reason='the Dask tests need the dask extra: pip install -e ".[test,dask]"'
+)
 
 from kmeans_mnist.engine import lloyd as engine  # noqa: E402
 from kmeans_mnist.engine.dask import fit as dask_engine  # noqa: E402
@@ -76,6 +82,65 @@ def test_iterations_reach_the_workers_without_a_task_each(client):
         assert got.n_iter_ == max_iter
         counts.append(len(stream.data))
     assert counts[0] == counts[1] and counts[0] < 30
+
+
+def scattered(client, X: np.ndarray, parts: int):
+    """X sent to the workers in `parts` row chunks dealt round-robin (each worker's chunks are
+    not next to each other in X), as a dask array over those futures."""
+    edges = np.linspace(0, len(X), parts + 1).astype(int)
+    futures = client.scatter([X[a:z] for a, z in itertools.pairwise(edges)], hash=False)
+    dealt = da.concatenate(
+        [
+            da.from_delayed(future, shape=(z - a, X.shape[1]), dtype=X.dtype)
+            for future, (a, z) in zip(futures, itertools.pairwise(edges), strict=True)
+        ]
+    ).persist()
+    distributed.wait(dealt)
+    return dealt
+
+
+def test_many_small_chunks_cost_one_call_per_worker_per_iteration(client, digits, monkeypatch):
+    """100 chunks of 40 rows, dealt round-robin to the two workers: each worker joins its 50 into
+    one block, every assignment is one actor call per worker, and the answers (an emptied cluster
+    re-seeded from the farthest point of X included) are the in-memory engine's."""
+    from kmeans_mnist.engine.dask import chunks as dask_chunks
+
+    calls = []
+    run = dask_chunks.Host.run
+
+    async def counted(self, message: bytes) -> bytes:
+        fn, _, args, _, _ = pickle.loads(message)
+        calls.append((fn.__name__, self.key, args[1] if fn.__name__ == "_step" else None))
+        return await run(self, message)
+
+    monkeypatch.setattr(dask_chunks.Host, "run", counted)  # the workers run in this process
+    X = scattered(client, digits, 100)
+    assert len({address for holders in client.who_has(X).values() for address in holders}) == 2
+    init = np.concatenate([digits[:9], np.full((1, digits.shape[1]), 255, dtype=digits.dtype)])
+    ref = engine.fit(digits, 10, init=init)
+    assert ref.n_empty_reseeds_ >= 1
+    blocks = []
+    got = dask_engine.fit(X, 10, init=init, callback=lambda info: blocks.append(sorted(dask_chunks.BLOCKS)))
+    same_fit(got, ref)
+    assert got.labels_.chunks == X.chunks[:1]
+    steps = [(key, version) for name, key, version in calls if name == "_step"]
+    versions = sorted({version for _, version in steps})
+    assert versions == list(range(1, len(versions) + 1)) and len(versions) >= ref.n_iter_
+    assert len(steps) == 2 * len(versions)  # one call per worker per assignment
+    units = {key[1] for key, _ in steps}
+    assert len(units) == 2 and sorted(i for unit in units for i in unit) == list(range(100))
+    assert all(len(keys) == 2 for keys in blocks)  # one block per worker held during the fit
+    assert dask_chunks.BLOCKS == {}  # and none after it
+
+
+def test_seeding_does_not_depend_on_which_worker_holds_which_chunk(client, digits):
+    """The same chunks, dealt to the workers in two ways: the same k-means++ and k-means|| starts."""
+    X = da.from_array(digits, chunks=(40, -1))
+    dealt = scattered(client, digits, 100)
+    for init in ("k-means++", "k-means||"):
+        one = dask_engine.fit(X, 8, init=init, random_state=2, max_iter=1)
+        other = dask_engine.fit(dealt, 8, init=init, random_state=2, max_iter=1)
+        np.testing.assert_array_equal(one.cluster_centers_, other.cluster_centers_)
 
 
 def test_workers_the_client_cannot_call_directly_fall_back_to_tasks(client, digits, monkeypatch):
@@ -266,6 +331,57 @@ def test_scheduler_local_writes_the_same_results(tmp_path, monkeypatch):
     )
     assert plain.relative_to(tmp_path / "plain") == on_dask.relative_to(tmp_path / "dask")  # same experiment
     assert plain.read_bytes() == on_dask.read_bytes()
+
+
+def test_a_dask_run_says_so_in_the_terminal_summary_and_report(tmp_path, monkeypatch, capsys):
+    import json
+    import re
+
+    from cli_support import isolated_env, write_kaggle
+    from kmeans_mnist import cli
+
+    write_kaggle(tmp_path / "data", n_train=300, n_test=100)
+    for name, value in isolated_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    args = ["4", "--data-dir", "data", "--samples", "0", "--init", "random", "--output", "out"]
+    assert cli.main([*args, "--scheduler", "local"]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("fitting on the Dask cluster at ")]
+    assert len(lines) == 1, err
+    said = re.fullmatch(
+        r"fitting on the Dask cluster at (tcp://\S+): (\d+) workers?, (\d+) threads?.*; (.+)", lines[0]
+    )
+    assert said, lines[0]
+    (summary,) = (tmp_path / "out").glob("*/k4/summary.json")
+    recorded = json.loads(summary.read_text())["dask_cluster"]
+    assert [recorded["scheduler"], str(recorded["workers"]), str(recorded["threads"])] == list(
+        said.groups()[:3]
+    )
+    assert recorded["workers"] >= 1 and recorded["threads"] >= recorded["workers"]
+    dashboard = recorded["dashboard"]
+    assert said.group(4) == (f"dashboard {dashboard}" if dashboard else "no dashboard")
+    report = (summary.parent.parent / "report.html").read_text()
+    assert "Dask cluster" in report and recorded["scheduler"] in report
+
+
+def test_describe_cluster_gives_the_dashboard_only_when_there_is_one(client, monkeypatch):
+    from kmeans_mnist.engine.dask import cluster
+
+    monkeypatch.setattr(cluster, "_serves_dashboard", lambda: False)  # as without bokeh
+    described = cluster.describe_cluster(client)
+    assert described == {
+        "scheduler": client.scheduler.address,
+        "workers": 2,
+        "threads": 2,
+        "memory_bytes": sum(w["memory_limit"] for w in client.scheduler_info()["workers"].values()),
+        "dashboard": None,
+    }
+    assert cluster.cluster_line(described).endswith(
+        f": 2 workers, 2 threads, {described['memory_bytes'] / 1e9:.1f} GB; no dashboard"
+    )
+    monkeypatch.setattr(cluster, "_serves_dashboard", lambda: True)
+    assert cluster.describe_cluster(client)["dashboard"] == client.dashboard_link
 
 
 def test_an_unreachable_scheduler_is_one_error_line_and_writes_nothing(tmp_path, monkeypatch, capsys):

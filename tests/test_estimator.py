@@ -22,7 +22,7 @@ import kmeans_mnist
 from cli_support import isolated_env, write_kaggle
 from kmeans_mnist import KMeans, ModelError, load_model
 from kmeans_mnist.engine import lloyd as engine
-from kmeans_mnist.results.run import save_model
+from kmeans_mnist.results.model import save_model
 from test_kmeans import mnist_like
 
 
@@ -173,7 +173,7 @@ def test_large_uint8_data_is_never_copied_to_float():
 
 
 def test_feature_names_from_a_data_frame():
-    pd = pytest.importorskip("pandas")
+    pd = pytest.importorskip("pandas", reason='needs pandas, in the test extra: pip install -e ".[test]"')
     X = pd.DataFrame(mnist_like(200, k=2, seed=8)[:, :5], columns=list("abcde"))
     model = KMeans(2, random_state=0).fit(X)
     assert model.feature_names_in_.tolist() == list("abcde") and model.n_features_in_ == 5

@@ -16,7 +16,8 @@ from kmeans_mnist.cli.sweep import write_run
 from kmeans_mnist.render import kfolder
 from kmeans_mnist.results import run as output
 from kmeans_mnist.results.metrics import evaluate
-from kmeans_mnist.results.run import load_model, run_dir
+from kmeans_mnist.results.model import MODEL_FORMAT_VERSION, load_model
+from kmeans_mnist.results.run import run_dir
 
 PARAMS = {"init": "k-means++", "n_init": 1, "seed": 7, "max_iter": 300, "tol": 1e-4}
 SECONDS = {"load": 0.5, "fit": 1.25}
@@ -377,7 +378,7 @@ def test_model_npz_holds_centres_and_metadata_without_pickle(tmp_path):
         assert str(stored["dataset"]) == "fashion" and str(stored["init"]) == "k-means++"
         assert int(stored["seed"]) == 7 and int(stored["n_iter"]) == 4
         assert float(stored["inertia"]) == model.inertia_
-        assert int(stored["format_version"]) == output.MODEL_FORMAT_VERSION
+        assert int(stored["format_version"]) == MODEL_FORMAT_VERSION
 
 
 def test_load_model_predicts_like_the_saved_model(tmp_path):

@@ -75,7 +75,7 @@ def one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
 
 @pytest.mark.parametrize("with_labels", [False, True], ids=["pixels", "label-and-pixels"])
 def test_a_numbered_header_as_pandas_writes_it_is_not_an_image(tmp_path, with_labels):
-    pandas = pytest.importorskip("pandas")
+    pandas = pytest.importorskip("pandas", reason='needs pandas, in the test extra: pip install -e ".[test]"')
     images, labels = digits(6)
     rows = images.reshape(6, -1)
     table = np.column_stack([labels, rows]) if with_labels else rows

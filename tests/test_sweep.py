@@ -137,7 +137,7 @@ def test_scores_are_undefined_for_one_cluster():
 
 
 def test_knee_as_kneed_defines_it():
-    kneed = pytest.importorskip("kneed")
+    kneed = pytest.importorskip("kneed", reason='needs kneed, in the test extra: pip install -e ".[test]"')
     rng = np.random.default_rng(3)
     for _ in range(200):
         ks = np.sort(rng.choice(np.arange(1, 40), int(rng.integers(3, 12)), replace=False))

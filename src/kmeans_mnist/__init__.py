@@ -8,7 +8,7 @@ Names are imported lazily so that `python -m kmeans_mnist --help` stays fast (KM
 scikit-learn; the command line never does).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["Dataset", "DatasetError", "KMeans", "ModelError", "load_dataset", "load_model"]
 
 _HOMES = {
@@ -16,8 +16,8 @@ _HOMES = {
     "Dataset": "data.datasets",
     "DatasetError": "data.datasets",
     "load_dataset": "data.datasets",
-    "load_model": "results.run",
-    "ModelError": "results.run",
+    "load_model": "results.model",
+    "ModelError": "results.model",
 }
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ..engine import params
 from .preflight import UsageError, check_k_fits, check_output, planned_memory
 
 DATASET_CHOICES = ("mnist", "fashion", "usps", "files")
@@ -180,17 +181,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.repeats = _parse_whole(args.repeats, "--repeats")
     if len(set(args.k)) != len(args.k):
         raise UsageError(f"K given twice: {' '.join(map(str, args.k))}; give each K once")
-    for name, value, low in (
-        ("--limit", args.limit, 1),
-        ("--n-init", args.n_init, 1),
-        ("--max-iter", args.max_iter, 1),
-        ("--samples", args.samples, 0),
-        ("--seed", args.seed, 0),  # numpy's generators take no negative seed
-    ):
+    for name, value, low in (("--limit", args.limit, 1), ("--samples", args.samples, 0)):
         if value is not None and value < low:
             raise UsageError(f"{name} must be at least {low}, got {value}")
-    if not args.tol >= 0 or args.tol == float("inf"):
-        raise UsageError(f"--tol must be a finite number >= 0, got {args.tol}")
+    for option, name in (
+        ("--n-init", "n_init"),
+        ("--max-iter", "max_iter"),
+        ("--seed", "seed"),
+        ("--tol", "tol"),
+    ):
+        try:
+            params.check(name, getattr(args, name))
+        except params.ParameterError as error:
+            raise UsageError(error.option_message(option)) from None
     for name, value in (("--output", args.output), ("--data-dir", args.data_dir)):
         if value is not None and not value.strip():  # Path("") would quietly mean the current folder
             raise UsageError(f"{name} is empty: give a folder, or leave the option out")
@@ -207,8 +210,10 @@ def _parse_whole(text: str, name: str) -> int:
         value = int(text)
     except ValueError:
         raise UsageError(f"{name} must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise UsageError(f"{name} must be at least 1, got {value}")
+    try:
+        params.check("n_clusters" if name == "K" else "repeats", value)
+    except params.ParameterError as error:
+        raise UsageError(error.option_message(name)) from None
     return value
 
 
@@ -359,19 +364,70 @@ def on_scheduler(args: argparse.Namespace, run: Callable[[argparse.Namespace], i
     # A Ctrl-C cancels Dask's pending gathers; asyncio would print them as never-retrieved errors.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     with contextlib.ExitStack() as stack:
+        dask_logs = logging.getLogger("distributed")
+        stack.callback(dask_logs.setLevel, dask_logs.level)  # last on the way out (see below)
         if args.scheduler == "local":
-            cluster = stack.enter_context(LocalCluster(dashboard_address=None, silence_logs=logging.ERROR))
-            stack.enter_context(Client(cluster))
+            with _workers_ignore_interrupts():
+                cluster = stack.enter_context(
+                    LocalCluster(dashboard_address=None, silence_logs=logging.ERROR)
+                )
+            client = stack.enter_context(Client(cluster))
         else:
             try:
-                stack.enter_context(Client(args.scheduler, timeout=SCHEDULER_TIMEOUT))
+                _probe_scheduler(args.scheduler, SCHEDULER_TIMEOUT)
+                client = stack.enter_context(Client(args.scheduler, timeout=SCHEDULER_TIMEOUT))
             except Exception as error:  # OSError, TimeoutError, ValueError for a malformed address
                 reason = str(error).splitlines()[0] if str(error) else type(error).__name__
                 raise UsageError(
                     f"cannot reach the Dask scheduler at {args.scheduler} ({reason}); start one with "
                     "`dask scheduler` and `dask worker ADDRESS`, or use --scheduler local"
                 ) from None
+        # Closed first on the way out: the run has said its last line (results, `interrupted:`);
+        # the scheduler's complaints about workers going away as the cluster closes are not news.
+        stack.callback(dask_logs.setLevel, logging.CRITICAL + 1)
+        from ..engine.dask.cluster import cluster_line, describe_cluster
+
+        args.cluster = describe_cluster(client)  # recorded in each K's summary.json
+        if not args.quiet:
+            _say_always(cluster_line(args.cluster))
         return run(args)
+
+
+@contextlib.contextmanager
+def _workers_ignore_interrupts() -> Iterator[None]:
+    """SIGINT ignored while --scheduler local starts its worker processes, which inherit that.
+
+    A Ctrl-C at the terminal goes to every process of the foreground group: the workers would
+    each print a traceback of their own. Ignoring it, they are stopped by this process instead,
+    which closes the cluster on its way out (and prints the one `interrupted:` line)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _probe_scheduler(address: str, seconds: float) -> None:
+    """Connect to `address` and read its Dask handshake, all within `seconds`, or raise.
+
+    distributed's Client bounds the connection by its timeout, not the handshake that follows:
+    a server that accepts connections and then says nothing (an HTTP server, such as the
+    dashboard's port) would keep it waiting forever."""
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def probe() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=seconds), seconds)
+        await comm.close()
+
+    try:
+        asyncio.run(probe())
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"no Dask handshake within {seconds} s: is this the scheduler's port?") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -404,19 +460,9 @@ def run(args: argparse.Namespace) -> int:
     say(f"loaded {loaded_words(data)} ({load_seconds:.2f}s)")
 
     from ..results.experiment import SettingsMismatch, SummaryError
-    from .sweep import ReportFailed, Selection, Settings, SummaryFailed, Sweep, WriteFailed, signals_held
+    from .sweep import ReportFailed, SummaryFailed, Sweep, WriteFailed, signals_held
 
-    settings = Settings(
-        init=args.init,
-        n_init=args.n_init,
-        max_iter=args.max_iter,
-        tol=args.tol,
-        seed=args.seed,
-        repeats=args.repeats,
-        scheduler=args.scheduler,
-        samples=args.samples,
-        export_members=_export_mode(args.export_members),
-    )
+    settings, selection = _sweep_settings(args)
     from .results_table import ResultsTable, print_choice
 
     table = ResultsTable(
@@ -431,7 +477,7 @@ def run(args: argparse.Namespace) -> int:
         Path(args.output),
         data,
         settings,
-        selection=Selection(split=args.split, limit=args.limit, keep_blank=args.keep_blank),
+        selection=selection,
         load_seconds=load_seconds,
         progress=lambda k, repeat: terminal.fit(k, repeat, args.repeats),
         on_saved=table,
@@ -586,21 +632,31 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
-def _experiment(args: argparse.Namespace) -> str:
-    """The experiment folder's name for these arguments (summary.experiment_name)."""
-    from ..results.experiment import experiment_name
+def _sweep_settings(args: argparse.Namespace):
+    """The arguments as the sweep's Settings and Selection (the one place that maps them)."""
+    from .sweep import Selection, Settings
 
-    return experiment_name(
-        args.dataset,
-        split=args.split,
-        limit=args.limit,
-        keep_blank=args.keep_blank,
+    settings = Settings(
         init=args.init,
         n_init=args.n_init,
         max_iter=args.max_iter,
         tol=args.tol,
+        seed=args.seed,
         repeats=args.repeats,
+        scheduler=args.scheduler,
+        cluster=getattr(args, "cluster", None),
+        samples=args.samples,
+        export_members=_export_mode(args.export_members),
     )
+    return settings, Selection(split=args.split, limit=args.limit, keep_blank=args.keep_blank)
+
+
+def _experiment(args: argparse.Namespace) -> str:
+    """The experiment folder's name for these arguments, as the sweep will name it."""
+    from ..results.experiment import experiment_name
+    from .sweep import experiment_settings
+
+    return experiment_name(args.dataset, **experiment_settings(*_sweep_settings(args)))
 
 
 def _reason(error: OSError) -> str:
@@ -661,11 +717,12 @@ def parse_predict_args(argv: list[str]) -> argparse.Namespace:
 
 def run_predict(args: argparse.Namespace) -> int:
     from ..data.datasets import DatasetError, load_dataset
-    from ..results.predict import PredictError, assign, check_output, read_model, write_predictions
+    from ..results.predict import PredictError, Written, assign, check_output, read_model, write_predictions
+    from .sweep import signals_held
 
+    written = Written()
     try:
-        if args.output is not None:
-            check_output(Path(args.output))
+        output = check_output(args.output, _predict_inputs(args))
         model = read_model(Path(args.model))
         options = {**_load_options(args), "resize": args.resize or model.resize or "stretch"}
         if args.size is None and args.dataset == "files" and _is_image_folder(Path(args.data_dir)):
@@ -682,22 +739,20 @@ def run_predict(args: argparse.Namespace) -> int:
             raise UsageError(_channels_mismatch(args, model.channels, data.channels))
         clusters, distances = assign(data.all_pixel, model.centers)
         write_predictions(
-            None if args.output is None else Path(args.output),
-            data.labels,
-            clusters,
-            distances,
-            data.paths,
+            output, data.labels, clusters, distances, written, held=signals_held, paths=data.paths
         )
     except (DatasetError, PredictError) as error:
         raise UsageError(str(error)) from None
     except BrokenPipeError:  # the reader of stdout went away (| head): nothing more to say to it
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _silence_stdout()
         return 0
-    if not args.quiet and args.output is not None:
-        print(
-            f"assigned {len(data):,} images of {data.source} to K={len(model.centers)}: {args.output}",
-            file=sys.stderr,
+    except KeyboardInterrupt as interrupt:
+        _handled(interrupt)
+        _say_always(f"interrupted{_by(interrupt)}: {_predict_interrupted(args.output, written)}")
+        return _interrupted_code(interrupt)
+    if not args.quiet and output.path is not None:
+        _say_always(
+            f"assigned {len(data):,} images of {data.source} to K={len(model.centers)}: {args.output}"
         )
     return 0
 
@@ -719,6 +774,34 @@ def _channels_mismatch(args: argparse.Namespace, model_channels: int, data_chann
         f"{args.model} is a model of colour (RGB) images, but {args.source} holds grey images"
         f"{' (--grey)' if args.grey else ''}: use a model fitted on grey images (--grey)"
     )
+
+
+def _predict_interrupted(output: str | None, written) -> str:
+    """What an interrupted predict left behind, exactly."""
+    if written.replaced:
+        return f"the predictions were written to {output} before the interrupt"
+    if written.started:
+        return f"{output or 'standard output'} may hold part of the predictions"
+    if output is None or output == "-":
+        return "nothing was written"
+    return f"{output} was not written (a file that was there is unchanged)"
+
+
+def _predict_inputs(args: argparse.Namespace) -> list[Path]:
+    """The files and folders predict reads, which its --output must never be: the model, the
+    data's file or folder, the parsed-data cache, and kagglehub's for a named dataset without
+    --data-dir."""
+    from ..data import cache
+
+    inputs = [
+        Path(args.model),
+        cache.cache_folder(),
+    ]  # the parsed-data cache, where the data may be read from
+    if args.data_dir is not None:
+        inputs.append(Path(args.data_dir))
+    else:
+        inputs.append(Path(os.environ.get("KAGGLEHUB_CACHE") or Path.home() / ".cache" / "kagglehub"))
+    return inputs
 
 
 if __name__ == "__main__":

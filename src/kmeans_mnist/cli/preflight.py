@@ -2,7 +2,8 @@
 
 The output folder (a file in the way, no permission, a folder holding other settings' results),
 every K against the images (more clusters than images) and against the memory the engine
-estimates for it; a fit estimated to take hours is announced. Each refusal is a UsageError: the
+estimates for it (with what --repeats keeps); a fit estimated to take hours is announced, its
+repeats and their stability score (quadratic in the repeats) counted. Each refusal is a UsageError: the
 CLI prints it as one `error:` line and exits with code 2, having written nothing.
 """
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 LONG_RUN_SECONDS = 3600  # a fit estimated to take longer is announced before it starts
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")  # which control groups this process is in
+STABILITY_SECONDS_PER_ROW = 2e-8  # one pairwise agreement (adjusted Rand index), per image
+KEPT_BYTES_PER_CENTRE_VALUE = 48  # per repeat: the centres (float64), a copy, history frames
 
 
 class UsageError(Exception):
@@ -78,10 +81,12 @@ def check_k_fits(args: argparse.Namespace, data) -> None:
 
 
 def check_cost(args: argparse.Namespace, data) -> None:
-    """The engine's estimate of each K's memory (refuse what does not fit) and time (announce hours)."""
+    """The engine's estimate of each K's memory (refuse what does not fit) and time (announce
+    hours), with --repeats counted: R fits, R labellings kept, R(R-1)/2 comparisons for the stability."""
     from ..engine.lloyd import estimate, largest_k
 
     n, d = data.all_pixel.shape
+    repeats = getattr(args, "repeats", 1)
     settings = {
         "dtype": data.all_pixel.dtype,
         "init": args.init,
@@ -91,6 +96,7 @@ def check_cost(args: argparse.Namespace, data) -> None:
     available = available_memory()
     for k in args.k:
         cost = estimate(n, d, k, **settings)
+        kept, stability_seconds = repeats_cost(n, d, k, repeats)
         if available is not None and cost.bytes > available:
             most = largest_k(n, d, available, **settings)
             advice = f"use K <= {most:,}" if most else "use --limit to cluster fewer images"
@@ -98,14 +104,27 @@ def check_cost(args: argparse.Namespace, data) -> None:
                 f"K={k} needs about {cost.bytes / 2**30:.1f} GiB of working memory for {n:,} images and "
                 f"{available / 2**30:.1f} GiB is available: {advice}"
             )
-        if cost.seconds > LONG_RUN_SECONDS and not args.quiet:
-            seeding = (
-                f", {duration(cost.init_seconds)} of it choosing k-means++ starting centres"
-                if cost.init_seconds > cost.seconds / 2
-                else ""
+        if available is not None and cost.bytes + kept > available:
+            most = max(1, (available - cost.bytes) // repeats_cost(n, d, k, 1)[0])
+            raise UsageError(
+                f"--repeats {repeats:,} keeps {repeats:,} fits of K={k} for the scores and the stability: about "
+                f"{(cost.bytes + kept) / 2**30:,.1f} GiB for {n:,} images and {available / 2**30:.1f} GiB is "
+                f"available: use --repeats <= {most:,}"
             )
+        seconds = cost.seconds * repeats + stability_seconds
+        if seconds > LONG_RUN_SECONDS and not args.quiet:
+            parts = []
+            if cost.init_seconds * repeats > seconds / 2:
+                parts.append(
+                    f"{duration(cost.init_seconds * repeats)} of it choosing k-means++ starting centres"
+                )
+            if repeats > 1:
+                parts.append(f"{repeats:,} repeats")
+            if stability_seconds > seconds / 2:
+                parts.append(f"{duration(stability_seconds)} of it comparing them for the stability")
+            detail = f" ({'; '.join(parts)})" if parts else ""
             print(
-                f"note: K={k} will take very long, roughly {duration(cost.seconds)}{seeding}; Ctrl-C stops it",
+                f"note: K={k} will take very long, roughly {duration(seconds)}{detail}; Ctrl-C stops it",
                 file=sys.stderr,
             )
 
@@ -150,6 +169,14 @@ def planned_memory(args: argparse.Namespace) -> Callable[[Planned], None]:
 def gib(count: int) -> str:
     """A memory size for people: GiB with one decimal, MiB below 1 GiB."""
     return f"{count / 2**30:,.1f} GiB" if count >= 2**30 else f"{count / 2**20:,.0f} MiB"
+
+
+def repeats_cost(n: int, d: int, k: int, repeats: int) -> tuple[int, float]:
+    """What --repeats R adds to one K: bytes kept until the K is written (each repeat's labels,
+    centres and history frames) and seconds for the stability (an agreement per pair of repeats)."""
+    kept = repeats * (4 * n + KEPT_BYTES_PER_CENTRE_VALUE * k * d)
+    pairs = repeats * (repeats - 1) // 2
+    return kept, pairs * n * STABILITY_SECONDS_PER_ROW
 
 
 def available_memory() -> int | None:

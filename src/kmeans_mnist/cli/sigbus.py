@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 
 import numpy as np
 
@@ -46,9 +47,17 @@ def say_on_sigbus(path: str, exit_code: int) -> bool:
 
         handler_type = ctypes.CFUNCTYPE(None, ctypes.c_int)
 
+        said: list[bool] = []
+
         def handler(number: int) -> None:
-            with contextlib.suppress(OSError):
-                os.write(2, message)
+            # The engine's threads may fault at once: the first says it and ends the process,
+            # the others wait for that (os.write lets another thread's handler run meanwhile).
+            said.append(True)
+            if len(said) > 1:
+                time.sleep(10)
+            else:
+                with contextlib.suppress(OSError):
+                    os.write(2, message)
             os._exit(exit_code)
 
         callback = handler_type(handler)

@@ -40,6 +40,7 @@ class Settings:
     seed: int = 0
     repeats: int = 1
     scheduler: str | None = None  # fit on the Dask cluster the command line connected to
+    cluster: dict | None = field(default=None, compare=False)  # that cluster (describe_cluster)
     samples: int = 64
     export_members: bool | str = False  # True, "png", "link" or "copy" (see render/kfolder.py)
 
@@ -85,6 +86,20 @@ class SummaryFailed(Exception):
 ProgressFactory = Callable[[int, int], contextlib.AbstractContextManager]
 
 
+def experiment_settings(settings: Settings, selection: Selection) -> dict:
+    """What makes an experiment, of these settings (results/experiment.py DEFAULTS: not the seed)."""
+    return {
+        "split": selection.split,
+        "limit": selection.limit,
+        "keep_blank": selection.keep_blank,
+        "init": settings.init,
+        "n_init": settings.n_init,
+        "max_iter": settings.max_iter,
+        "tol": settings.tol,
+        "repeats": settings.repeats,
+    }
+
+
 def new_run_id() -> str:
     """When and which process: 20261130T174501Z-12345-a1b2c3, recorded in every folder and row."""
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -118,17 +133,7 @@ class Sweep:
         from ..results.csvfile import text_safe
         from ..results.experiment import Experiment, experiment_name
 
-        s, selection = self.settings, self.selection
-        run_settings = {
-            "split": selection.split,
-            "limit": selection.limit,
-            "keep_blank": selection.keep_blank,
-            "init": s.init,
-            "n_init": s.n_init,
-            "max_iter": s.max_iter,
-            "tol": s.tol,
-            "repeats": s.repeats,
-        }
+        run_settings = experiment_settings(self.settings, self.selection)
         self.run_id = new_run_id()
         self.record = {
             "dataset": self.data.name,
@@ -230,6 +235,7 @@ class Sweep:
             "silhouette_sample": self._silhouette.size,
             "stability": stability(labelings),
             "runs": runs,
+            **({"dask_cluster": settings.cluster} if settings.cluster else {}),
         }
         params = {
             "init": settings.init,
@@ -358,8 +364,10 @@ def write_k_files(
     history: the `FitHistory` that watched the fit (history.csv, evolution.gif). progress(done,
     total) is told the number of files written so far. extra: more entries for summary.json.
     """
+    from ..engine.lloyd import distances_to_own
     from ..render.kfolder import draw_k_pictures, picture_count
     from ..results import run
+    from ..results.model import save_model
 
     started = time.perf_counter()
     centers = np.asarray(model.cluster_centers_, dtype=np.float64)
@@ -374,7 +382,7 @@ def write_k_files(
 
         metrics, table, classes = evaluate(dataset.labels, model.labels_, k)
     matching = run.cluster_classes(dataset, table, classes) if table is not None else None
-    distances = run.distances_to_centers(dataset.all_pixel, centers, clusters)
+    distances = distances_to_own(dataset.all_pixel, centers, clusters)
     total = picture_count(k, len(dataset.images), samples, export_members, table is not None, history)
     total += 2 + (history is not None)  # assignments.csv, model.npz, history.csv
     done = 0
@@ -402,7 +410,7 @@ def write_k_files(
     paths = run.image_paths(dataset)
     run.write_assignments(folder / "assignments.csv", dataset.labels, clusters, distances, matching, paths)
     step()
-    run.save_model(
+    save_model(
         folder / "model.npz",
         model,
         dataset=dataset.name,

@@ -95,10 +95,10 @@ class _Products:
         c64 = values.astype(np.float32).astype(np.float64)
         width = group_size * groups
         self.width = width
-        # OpenBLAS's float32 kernel is faster on 8 or 16 columns than on 9 to 15 (16 cost 0.8x 10)
-        # on large data's blocks: zero columns pad the product, dropped from its result (see
-        # BlockState._reassign). Not on small data, run in one thread: there 8 columns for K=3
-        # made a USPS fit 2.3x slower (BLAS's own threads wake for the wider product).
+        # OpenBLAS's float32 kernel is faster on 8 or 16 columns than on 9 to 15 on large data's
+        # blocks: zero columns pad the product, dropped from its result (see
+        # BlockState._reassign). Not on small data, run in one thread, where BLAS's own threads
+        # wake for the wider product and cost more than they save.
         padded = width
         if data.parallel and width < 16 and width % 8:
             padded = 8 if width < 8 else 16
@@ -232,8 +232,8 @@ class BlockState:
         self.sums = np.zeros((k, d), dtype=np.float64)  # weighted sums of each cluster's points
         self.counts = np.zeros(k, dtype=np.int64 if self.weights is None else np.float64)  # or weights
         # Passes left that keep no bounds. The first pass's are never of use: after the first
-        # update the centres move so far that every point is stale (MNIST K = 10 to 256, the
-        # benchmark's blobs); on heavily overlapping clusters they never are (see stale_rows).
+        # update the centres move so far that every point is stale on the data we measured;
+        # on heavily overlapping clusters they never are (see stale_rows).
         self.skip_bounds = 1
         self.bounded = False  # whether upper and lower hold valid bounds for every point
 
@@ -381,8 +381,8 @@ class BlockState:
             lower -= group_shift
             # min over g of max(lower[g], half_gaps[g, label]) >= max(min over g of lower[g],
             # half the distance from the label to its nearest other centre): the per-group
-            # maximum needs a G x N gather and pass, and on MNIST (K = 10 to 256) it proved
-            # the same points but 0.2 % (the lower bounds are the larger term there).
+            # maximum needs a G x N gather and pass, and proves hardly more points (the lower
+            # bounds are the larger term).
             nearest_other = np.minimum.reduce(lower, axis=0)
             np.maximum(nearest_other, half_gap[labels], out=nearest_other)
             return np.flatnonzero(upper > nearest_other) + part.start
@@ -406,6 +406,10 @@ class BlockState:
     def farthest(self, centers: np.ndarray, m: int):
         """The m points farthest from their own centre: squared distances, labels, rows (float32)
         and weights (ones when unweighted). Points of weight 0 cannot fill a cluster: distance -1."""
+        return self.farthest_rows(centers, m)[:4]
+
+    def farthest_rows(self, centers: np.ndarray, m: int):
+        """farthest's answer, and which rows of the block those points are (ties: the lower row)."""
         far = np.empty(self.data.shape[0], dtype=np.float64)
         for rows in chunks(len(far)):
             far[rows] = sq_distances_to_own(self.data.block(rows), centers, self.labels[rows])
@@ -413,7 +417,7 @@ class BlockState:
             far[self.weights == 0] = -1.0
         order = np.argsort(-far, kind="stable")[:m]
         weights = np.ones(len(order), dtype=np.int64) if self.weights is None else self.weights[order]
-        return far[order], self.labels[order], self.data.block(order), weights
+        return far[order], self.labels[order], self.data.block(order), weights, order
 
 
 def update_centers(state: BlockState, centers: np.ndarray) -> tuple[np.ndarray, int]:
@@ -421,7 +425,7 @@ def update_centers(state: BlockState, centers: np.ndarray) -> tuple[np.ndarray, 
     (scikit-learn's rule; with weights, a cluster of total weight 0 counts as empty)."""
     sums, counts = state.sums, state.counts
     empty = np.flatnonzero(counts == 0)
-    if not len(empty):  # the usual case: no copies (K x D float64 each, 1 ms an iteration at K=256)
+    if not len(empty):  # the usual case: no copies of the K x D sums while the workers wait
         return sums / counts[:, None], 0
     sums, counts = sums.copy(), counts.copy()
     reseeded = 0

@@ -24,6 +24,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import lloyd as engine
+from . import params
 from .lloyd import InitProgress, IterationInfo
 
 __all__ = ["InitProgress", "IterationInfo", "KMeans"]
@@ -256,13 +257,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
 
     def _check_params(self) -> None:
         """A ValueError naming the first parameter that is not usable (the data is checked after)."""
-        _check_int("n_clusters", self.n_clusters, 1)
-        if not (isinstance(self.n_init, str) and self.n_init == "auto"):
-            _check_int("n_init", self.n_init, 1, also="'auto'")
-        _check_int("max_iter", self.max_iter, 1)
-        tol = self.tol
-        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not np.isfinite(tol) or tol < 0:
-            raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+        for name in ("n_clusters", "n_init", "max_iter", "tol"):
+            params.check(name, getattr(self, name))
         if isinstance(self.init, str) and self.init not in engine.INITS:
             raise ValueError(
                 "init must be 'k-means++', 'k-means||', 'random', an array of initial centres or a callable, "
@@ -284,12 +280,6 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
 def _is_dask_array(X) -> bool:
     """True for a dask.array.Array (told by its type, without importing Dask)."""
     return type(X).__name__ == "Array" and type(X).__module__.startswith("dask.")
-
-
-def _check_int(name: str, value, low: int, also: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        other = f" or {also}" if also else ""
-        raise ValueError(f"{name} must be an integer >= {low}{other}, got {value!r}")
 
 
 def _generator(random_state, check_only: bool = False) -> np.random.Generator | None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import bounds, prepared, seeding
+from . import bounds, params, prepared, seeding
 from .bounds import BlockState, Centers, update_centers
 from .prepared import (
     CHUNK_ROWS,
@@ -49,9 +48,11 @@ from .prepared import (
     power_of_two_scale,
     sq_distances_to_own,
     sq_norms,
+    unscaled_sum_of_squares,
 )
 
 INITS = ("k-means++", "k-means||", "random")  # the named starts
+MAGNITUDE_SPAN = 100  # new data and centres may span 2^100 in magnitude (float32 squares reach 2^-126)
 
 
 class IterationInfo(NamedTuple):
@@ -144,7 +145,7 @@ def fit(
     return FitResult(
         cluster_centers_=data.restore_centers(best.centers),
         labels_=best.labels,
-        inertia_=best.inertia / data.scale**2,
+        inertia_=unscaled_sum_of_squares(best.inertia, data.scale),
         n_iter_=best.n_iter,
         converged_=best.converged,
         n_empty_reseeds_=best.n_reseeds,
@@ -302,15 +303,12 @@ def check_X(X: np.ndarray) -> np.ndarray:
 def check_params(X: np.ndarray, k: int, *, init, n_init: int, max_iter: int, tol: float) -> None:
     """ValueError naming the first parameter that cannot be used with X."""
     n_samples = X.shape[0]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ValueError(f"n_clusters must be an integer, got {k!r}")
-    if not 1 <= k <= n_samples:
+    params.check("n_clusters", k)
+    if k > n_samples:
         raise ValueError(f"n_clusters must be between 1 and the number of samples ({n_samples}), got {k}")
-    for name, value in (("max_iter", max_iter), ("n_init", n_init)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
-        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    params.check("max_iter", max_iter)
+    params.check("n_init", n_init)
+    params.check("tol", tol)
     if is_array(init):
         check_init_array(init, k, X.shape[1])
     elif not callable(init) and init not in INITS:
@@ -418,29 +416,99 @@ def lloyd(
 # ---------------------------------------------------------------------- new data, fitted centres
 
 
-def _against_centers(X: np.ndarray, centers: np.ndarray) -> tuple[Prepared, np.ndarray]:
-    """X prepared around the centres' mean (any offset works; this one needs no extra state)."""
-    scale = power_of_two_scale(largest_magnitude(centers))
-    data = Prepared(X, offset=centers.mean(axis=0), scale=scale)
-    return data, data.transform_centers(centers).astype(np.float32)
+def _new_data_blocks(X: np.ndarray, centers: np.ndarray, scale: float | None = None):
+    """Blocks of X prepared around the centres' mean (any offset works; this one needs no state):
+    (rows, float32 prepared rows, their float64 squared norms), one block at a time, so that new
+    data costs no float32 copy of X (4 bytes a value); and the centres in that space first.
+
+    The scale is a power of two that brings both X and the centres near 1 (huge or tiny values);
+    the rows are prepared as Prepared prepares them, so the labels are the fit's."""
+    if scale is None:
+        scale = power_of_two_scale(max(largest_magnitude(centers), largest_magnitude(X)))
+    offset = (np.asarray(centers.mean(axis=0), dtype=np.float64) * scale).astype(np.float32)
+    c32 = (centers * scale - offset).astype(np.float32)
+    yield c32
+    size = min(CHUNK_ROWS, bounds.block_rows(len(centers)))
+    block = np.empty((min(X.shape[0], size), X.shape[1]), dtype=np.float32)
+    for rows in chunks(X.shape[0], size):
+        x = block[: rows.stop - rows.start]
+        np.subtract(X[rows] if scale == 1 else X[rows] * scale, offset, out=x)
+        yield rows, x, sq_norms(x.astype(np.float64))
+
+
+def new_data_scale(X: np.ndarray, centers: np.ndarray) -> float:
+    """The power of two at which new data meets fitted centres: both brought near 1.
+
+    ValueError when a centre is more than 2^MAGNITUDE_SPAN below the largest value of the centres
+    and X (say centres of 1e300 beside centres of 1): at one scale, float32 would round such a
+    centre to 0 and tell it from others by chance; no fit on one dataset makes such centres.
+    """
+    per_center = np.abs(centers).max(axis=1)
+    top = max(float(per_center.max()), largest_magnitude(X))
+    small = per_center[(per_center > 0) & (per_center < top * 2.0**-MAGNITUDE_SPAN)]
+    if len(small):
+        raise ValueError(
+            f"the centres and the data span magnitudes from {small.min():.3g} to {top:.3g}, more than "
+            f"2^{MAGNITUDE_SPAN} apart: their distances cannot be computed at one scale (such centres "
+            "do not come from fitting data like these)"
+        )
+    return power_of_two_scale(top)
 
 
 def labels_inertia(
     X: np.ndarray, centers: np.ndarray, sample_weight: np.ndarray | None = None
 ) -> tuple[np.ndarray, float]:
     """Nearest centre of each row of X (int32, exact as in the fit) and the (weighted) sum of
-    squared distances to it."""
-    data, c32 = _against_centers(X, centers)
+    squared distances to it. Block by block: memory beyond X is O(N) for the labels."""
+    scale = new_data_scale(X, centers)
+    blocks = _new_data_blocks(X, centers, scale)
+    c32 = next(blocks)
     weights = check_sample_weight(sample_weight, X.shape[0])
     labels = np.empty(X.shape[0], dtype=np.int32)
     cn2 = sq_norms(c32)
     inertia = 0.0
-    for rows in chunks(X.shape[0], min(CHUNK_ROWS, bounds.block_rows(len(c32)))):
-        points = data.block(rows)
-        labels[rows] = nearest(points, data.xn2[rows], c32, c32, cn2)[0]
+    for rows, points, xn2 in blocks:
+        labels[rows] = nearest(points, xn2, c32, c32, cn2)[0]
         d2 = sq_distances_to_own(points, c32, labels[rows])
         inertia += float(d2.sum(dtype=np.float64) if weights is None else weights[rows] @ d2)
-    return labels, inertia / data.scale**2
+    return labels, unscaled_sum_of_squares(inertia, scale)
+
+
+def labels_distances(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centre of each row of X (int32, as labels_inertia) and the Euclidean distance to
+    it (float64, as distances_to_own: the numbers the fit writes for its own rows), in one pass
+    over X, block by block."""
+    scale = new_data_scale(X, centers)
+    blocks = _new_data_blocks(X, centers, scale)
+    c32 = next(blocks)
+    cn2 = sq_norms(c32)
+    labels = np.empty(X.shape[0], dtype=np.int32)
+    out = np.empty(X.shape[0], dtype=np.float64)
+    for rows, points, xn2 in blocks:
+        labels[rows] = nearest(points, xn2, c32, c32, cn2)[0]
+        out[rows] = _own_distances(X[rows], centers, labels[rows], scale)
+    return labels, out
+
+
+def distances_to_own(X: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Euclidean distance of each row of X to its own centre `labels` (N float64), block by block.
+
+    float32 differences accumulated in float64: about 1e-7 relative, ample for the six digits
+    the files show. The one routine for these numbers: a run's assignments.csv and `predict`
+    on the same rows give the same text."""
+    scale = power_of_two_scale(max(largest_magnitude(centers), largest_magnitude(X)))
+    out = np.empty(X.shape[0], dtype=np.float64)
+    for rows in chunks(X.shape[0]):
+        out[rows] = _own_distances(X[rows], centers, labels[rows], scale)
+    return out
+
+
+def _own_distances(x: np.ndarray, centers: np.ndarray, labels: np.ndarray, scale: float) -> np.ndarray:
+    """Rows of X (as stored) to their own centres, computed at `scale` (a power of two: exact)."""
+    rows = x.astype(np.float32) if scale == 1 else (x * scale).astype(np.float32)
+    own = centers if scale == 1 else centers * scale
+    d2 = sq_distances_to_own(rows, own, labels, accumulate=np.float64)
+    return np.sqrt(d2) / scale
 
 
 def distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ TIE_MARGIN = 2.0**-14  # relative gap below which float32 cannot be trusted to p
 TIE_BLOCK_VALUES = 2**21  # float64 values per step of the exact tie-break (16 MB)
 ASSIGN_ROWS = 4096  # rows per block of the assignment: fewer numpy calls per row, less time holding the GIL
 WHOLE_MAX = 2.0**24 / (2 * ASSIGN_ROWS)  # whole numbers up to this sum exactly in float32 per block
+SMALLEST_NORMAL = 2.0**-1022  # float64's smallest normal number
 
 
 # ---------------------------------------------------------------------- data preparation
@@ -46,6 +47,8 @@ class Prepared:
     (new data against fitted centres, or one chunk of a larger X): then they are used as they are.
     `weights` (N float64, or None for all ones) go with the rows. Without `column_sums`, small
     whole numbers skip them (tol_abs then takes them from the cluster sums of a first assignment).
+    `shift`: whether compact rows are multiplied as stored (see lloyd_shift; decided here when
+    None, from X itself if the offset is not given, else no).
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class Prepared:
         scale: float | None = None,
         weights: np.ndarray | None = None,
         column_sums: bool = True,
+        shift: bool | None = None,
     ):
         n = X.shape[0]
         given_offset = offset
@@ -79,6 +83,8 @@ class Prepared:
             and bool(np.all(self.offset == np.round(self.offset)))
         )
         self.weights = weights
+        if weights is not None:
+            check_weighted_sums(weights, 2 * largest * self.scale, X.shape[1])
         self.shape = X.shape
         self._local = threading.local()  # per-thread scratch for converted blocks (see block)
         compact = self.whole and X.dtype.itemsize <= 2 and X.size >= PARALLEL_MIN_VALUES
@@ -89,16 +95,14 @@ class Prepared:
         # over each block saved): `lloyd_shift` is then the offset, what those coordinates add to
         # the centred ones. Only while the offset is not far larger than the rows' spread: float32
         # products round like the values they multiply, and more rounding means more near ties
-        # to settle in float64 (|offset|^2 against the mean |x - offset|^2 of a sample: MNIST 0.7, the
-        # benchmark's grey blobs 4.8, 16 % faster so; nearly flat data stays centred).
+        # to settle in float64 (|offset|^2 against the mean |x - offset|^2 of a sample, up to
+        # SHIFT_MAX; nearly flat data stays centred). Measured: bench/README.md, engine constants.
         self.lloyd_shift = np.zeros(X.shape[1])
         self.offset_norm = 0.0
         offset64 = self.offset.astype(np.float64)
-        if (
-            compact
-            and given_offset is None
-            and offset64 @ offset64 <= SHIFT_MAX * _mean_sq_norm(X, self.offset)
-        ):
+        if shift is None:  # else given: part of a larger X, whose own decision it is
+            shift = compact and given_offset is None and shifts_well(X, self.offset)
+        if compact and shift:
             self.lloyd_shift = offset64
             self.offset_norm = math.sqrt(offset64 @ offset64)
         self._xn2 = np.empty(n, dtype=np.float64)
@@ -106,7 +110,7 @@ class Prepared:
         self.parallel = THREADS > 1 and X.size >= PARALLEL_MIN_VALUES  # worth worker threads
         # Compact rows without weights or column sums leave their norms to the first pass that
         # converts every row (the first assignment, or a seeding's first pass: see norms_of):
-        # a pass over X saved (MNIST: 22 ms of a 10-iteration fit's 400 at K=32).
+        # a pass over X saved.
         self._norms_ready = False
         if not (compact and weights is None and not column_sums):
             self._fill_all(X, column_sums or not self.whole)
@@ -143,7 +147,7 @@ class Prepared:
         n = self.shape[0]
         if self.parallel:
             # As in the fit: blocks on worker threads, BLAS single-threaded in them (its own
-            # threads on top would contend for the same cores: 10x slower on a loaded machine).
+            # threads on top would contend for the same cores).
             with ThreadPoolExecutor(THREADS) as pool, threadpool_limits(1, user_api="blas"):
                 list(pool.map(lambda rows: self._fill(X, rows, sum_columns), chunks(n, FILL_TASK_ROWS)))
         else:
@@ -156,7 +160,7 @@ class Prepared:
 
         With `scratch`, converted rows go into this thread's reusable buffer, valid until its next
         scratch read: a fresh multi-megabyte array per block costs the kernel's page faults, which
-        made the conversion 8x slower than the copy into warm memory.
+        cost far more than the conversion itself.
         """
         if self.x is not None:
             return self.x[rows]
@@ -285,6 +289,12 @@ class Prepared:
         return (centers + self.offset) / self.scale
 
 
+def shifts_well(X: np.ndarray, offset: np.ndarray) -> bool:
+    """Whether compact rows of X may be multiplied as stored (see Prepared's lloyd_shift)."""
+    offset64 = offset.astype(np.float64)
+    return bool(offset64 @ offset64 <= SHIFT_MAX * _mean_sq_norm(X, offset))
+
+
 def _mean_sq_norm(X: np.ndarray, offset: np.ndarray) -> float:
     """Mean of |x - offset|^2 over a strided sample of about 512 rows (a speed choice rests on it)."""
     sample = X[:: max(1, X.shape[0] // 512)].astype(np.float64) - offset
@@ -321,22 +331,55 @@ def variance_tolerance(tol: float, norm_sum: float, column_sums: np.ndarray, n: 
 
 
 def largest_magnitude(X: np.ndarray) -> float:
-    """The largest |value| in X (for bytes, the type's bound: no pass over the data)."""
+    """The largest |value| in X (for bytes, the type's bound: no pass over the data; for others
+    max and -min, which need no |X| copy)."""
+    if X.size == 0:
+        return 0.0
     if X.dtype.kind in "uib":
         if X.dtype.itemsize == 1:
             return 255.0
         return float(max(abs(int(X.max())), abs(int(X.min()))))  # Python ints: no overflow
-    return float(np.max(np.abs(X)))
+    return float(max(X.max(), -X.min()))
 
 
 def power_of_two_scale(largest: float) -> float:
     """1, or an exact power of two that brings huge or tiny data near 1 (no overflow in x.x).
 
-    Applies to integers too: int64 values near 2^62 would overflow float32's squares.
+    Applies to integers too: int64 values near 2^62 would overflow float32's squares. Data whose
+    largest value is below float64's smallest normal number (2^-1022) cannot be scaled exactly
+    (subnormal values have lost their digits already): ValueError.
     """
     if largest == 0 or 2.0**-40 <= largest <= 2.0**40:
         return 1.0
+    if largest < SMALLEST_NORMAL:
+        raise ValueError(
+            f"every value is below {SMALLEST_NORMAL:.3g} in magnitude (largest {largest:.3g}), too small for "
+            "float64 to compute distances between them: multiply the data by a large constant (say 1e300) first"
+        )
     return 2.0 ** -math.ceil(math.log2(largest))
+
+
+def check_weighted_sums(weights: np.ndarray, reach: float, n_features: int) -> None:
+    """ValueError when weighted sums of the prepared rows (values within +-reach) could overflow
+    float64: the centres would be NaN (scikit-learn refuses such weights too). The bound is the
+    largest weighted sum of squared distances, sum(w) x D x (2 reach)^2, against 2^1000."""
+    with np.errstate(over="ignore"):
+        total = float(np.sum(weights))
+        bound = total * n_features * (2 * reach) ** 2
+    if not bound < 2.0**1000:
+        raise ValueError(
+            f"sample_weight is too large for these data: weights summing to {total:.3g} would overflow "
+            "float64 in the weighted sums of the fit; divide sample_weight by a common factor "
+            "(the clusters do not change)"
+        )
+
+
+def unscaled_sum_of_squares(total: float, scale: float) -> float:
+    """A sum of squares computed at `scale` (power_of_two_scale), in the data's own units:
+    divided twice (scale**2 itself may underflow to 0 or overflow); infinity when the true sum is
+    beyond float64 (data near its limit), as scikit-learn reports it."""
+    with np.errstate(over="ignore", under="ignore"):
+        return float(np.float64(total) / scale / scale)
 
 
 def chunks(n: int, size: int = CHUNK_ROWS):
@@ -443,6 +486,14 @@ def sq_distances(x: np.ndarray, xn2: np.ndarray, centers: np.ndarray, cn2: np.nd
     return np.maximum(d2, 0.0, out=d2)
 
 
-def sq_distances_to_own(x: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Squared distance of each row to its own centre, from direct differences (0 when equal)."""
-    return sq_norms(x - centers.astype(np.float32)[labels])
+def sq_distances_to_own(
+    x: np.ndarray, centers: np.ndarray, labels: np.ndarray, accumulate: type = np.float32
+) -> np.ndarray:
+    """Squared distance of each row to its own centre, from direct float32 differences (0 when
+    equal), summed in `accumulate` (float32: the fit's speed; float64: the distances files show).
+    The engine's one routine for these distances (the fit's farthest points, inertia of new data,
+    the distances of assignments.csv and predict)."""
+    differences = x - centers.astype(np.float32)[labels]
+    if accumulate == np.float32:
+        return sq_norms(differences)
+    return np.einsum("ij,ij->i", differences, differences, dtype=accumulate)

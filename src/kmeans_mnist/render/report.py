@@ -238,6 +238,11 @@ def _settings_section(stored: dict | None, runs: dict[int, dict]) -> list[str]:
                 if key in RESULT_KEYS or key == "folder" or isinstance(value, dict):
                     continue
                 values.setdefault(key, {})[k] = value
+    clusters = {
+        k: run["dask_cluster"] for k, run in runs.items() if isinstance(run.get("dask_cluster"), dict)
+    }
+    if clusters:  # fitted on a Dask cluster (--scheduler): which one, as each K's summary.json says
+        values["Dask cluster"] = {k: _cluster_text(cluster) for k, cluster in clusters.items()}
     if not values:
         return ["<h2>Settings</h2>", '<p class="note">no K has been saved in this folder yet.</p>']
     rows = []
@@ -249,6 +254,12 @@ def _settings_section(stored: dict | None, runs: dict[int, dict]) -> list[str]:
             shown = "; ".join(f"K={k}: {_setting_text(value)}" for k, value in by_k.items())
         rows.append(f'<tr><th class="text">{_e(key)}</th><td class="text">{_e(shown)}</td></tr>')
     return ["<h2>Settings</h2>", "<table>", *rows, "</table>"]
+
+
+def _cluster_text(cluster: dict) -> str:
+    """A summary.json's dask_cluster in words: scheduler, workers, threads, dashboard."""
+    text = f"{cluster.get('scheduler')}: {cluster.get('workers')} workers, {cluster.get('threads')} threads"
+    return text + (f", dashboard {cluster['dashboard']}" if cluster.get("dashboard") else "")
 
 
 def _setting_text(value) -> str:

@@ -4,8 +4,8 @@
     clusters, distances = assign(data.all_pixel, model.centers)
     write_predictions(Path("test.csv"), data.labels, clusters, distances)
 
-The model's arrays are read with numpy alone (no pickle, no scikit-learn), and the images are
-assigned by the pure-NumPy engine's nearest-centre code, as the fit assigns them. Problems with
+The model file is read by results/model.py (numpy alone: no pickle, no scikit-learn), and the
+images are assigned by the pure-NumPy engine's nearest-centre code, as the fit assigns them. Problems with
 the user's files raise PredictError (one line).
 """
 
@@ -13,158 +13,216 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import sibling_path
 from ..data import cache
-
-CHUNK_ROWS = 4096
-MODEL_FORMAT_VERSION = 1  # output.save_model's format
+from . import model
+from .model import SavedModel
 
 
 class PredictError(ValueError):
     """A problem with the model file or the output file; str() is one line meant for the user."""
 
 
-@dataclass(frozen=True)
-class SavedModel:
-    centers: np.ndarray  # K x D float64
-    image_shape: tuple[int, int]
-    channels: int = 1  # 3: fitted on colour (RGB) images, D = 3*H*W
-    resize: str | None = None  # how the fit fitted images of another size (--resize), if it did
-
-
 def read_model(path: Path) -> SavedModel:
-    """The centres and image shape of a model.npz written by a run (output.save_model)."""
-    hint = "give the model.npz that a run wrote (output/<dataset>/k<K>/model.npz)"
+    """The model in `path` (results/model.py reads it), which must say its image shape."""
     try:
-        with cache.open_regular(path) as file:
-            stored = np.load(file, allow_pickle=False)
-            if not isinstance(stored, np.lib.npyio.NpzFile):
-                raise PredictError(f"{path} is not a model file kmeans-mnist wrote (a single array): {hint}")
-            with stored:
-                missing = {"cluster_centers", "format_version"} - set(stored.files)
-                if missing:
-                    raise PredictError(
-                        f"{path} is not a model file kmeans-mnist wrote (no {min(missing)}): {hint}"
-                    )
-                version = int(stored["format_version"])
-                centers = np.asarray(stored["cluster_centers"], dtype=np.float64)
-                shape = stored["image_shape"] if "image_shape" in stored.files else None
-                channels = int(stored["channels"]) if "channels" in stored.files else 1
-                resize = str(stored["resize"]) if "resize" in stored.files else None
-    except PredictError:
-        raise
+        saved = model.read_model(path)
+    except model.ModelError as error:
+        raise PredictError(str(error)) from None
     except FileNotFoundError:
-        raise PredictError(f"model file {path} not found: {hint}") from None
+        raise PredictError(f"model file {path} not found: {model.MODEL_HINT}") from None
     except cache.NotRegularFile as error:
-        raise PredictError(f"{error}: {hint}") from None
+        raise PredictError(f"{error}: {model.MODEL_HINT}") from None
     except OSError as error:
         raise PredictError(f"cannot read {path}: {error.strerror or error}") from None
-    except (ValueError, TypeError, EOFError, KeyError, zipfile.BadZipFile) as error:
-        raise PredictError(
-            f"{path} is not a model file kmeans-mnist wrote ({type(error).__name__}): {hint}"
-        ) from None
-    if version != MODEL_FORMAT_VERSION:
-        raise PredictError(
-            f"{path} is a model of format {version}; this version reads format {MODEL_FORMAT_VERSION}"
-        )
-    if centers.ndim != 2 or not len(centers) or not np.isfinite(centers).all():
-        raise PredictError(
-            f"{path} holds no usable representatives (cluster_centers {centers.shape}): {hint}"
-        )
-    if (
-        shape is None
-        or np.shape(shape) != (2,)
-        or channels not in (1, 3)
-        or int(shape[0]) * int(shape[1]) * channels != centers.shape[1]
-    ):
-        raise PredictError(f"{path} does not say the size of its images (image_shape, channels): {hint}")
-    if resize not in (None, "stretch", "pad", "crop"):
-        raise PredictError(f"{path} records an unknown resize mode {resize!r}: {hint}")
-    return SavedModel(centers, (int(shape[0]), int(shape[1])), channels, resize)
+    if saved.image_shape is None:
+        raise PredictError(f"{path} does not say the size of its images (image_shape): {model.MODEL_HINT}")
+    return saved
 
 
 def assign(pixels: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The nearest centre of each row (0..K-1), by the engine's own rule (so the clusters of the
-    images a model was fitted on are the fit's), and the Euclidean distance to it (float64)."""
-    from ..engine.lloyd import labels_inertia
+    images a model was fitted on are the fit's), and the Euclidean distance to it (float64, the
+    numbers of the fit's assignments.csv), block by block."""
+    from ..engine.lloyd import labels_distances
 
-    centers = np.asarray(centers, dtype=np.float64)
-    labels, _ = labels_inertia(pixels, centers)
-    clusters = labels.astype(np.int64)
-    distances = np.empty(len(pixels), dtype=np.float64)
-    for start in range(0, len(pixels), CHUNK_ROWS):
-        rows = np.asarray(pixels[start : start + CHUNK_ROWS], dtype=np.float64)
-        own = centers[clusters[start : start + len(rows)]]
-        distances[start : start + len(rows)] = np.sqrt(np.square(rows - own).sum(axis=1))
-    return clusters, distances
+    try:
+        labels, distances = labels_distances(pixels, np.asarray(centers, dtype=np.float64))
+    except ValueError as error:  # centres that cannot meet these images at one scale
+        raise PredictError(f"cannot assign these images to the model's representatives: {error}") from None
+    return labels.astype(np.int64), distances
 
 
-def check_output(path: Path) -> None:
-    """Refuse an --output FILE that cannot be written, before any work."""
-    if path.is_dir():
+STANDARD_OUTPUT = "-"  # --output - : standard output, as many tools spell it
+WRITE_BLOCK_ROWS = 65_536  # rows formatted at a time (8.1 million rows never become one string)
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where the predictions go: `path` None for standard output; `replace` True for a regular
+    file (or a new one), written beside it and renamed over it; False for what is not a regular
+    file (a named pipe, a device, a terminal), written into as it is."""
+
+    path: Path | None
+    replace: bool
+
+
+@dataclass
+class Written:
+    """How far write_predictions got, for the words of an interrupted run: `started` once the
+    target may hold part of the rows (never for a replaced file), `replaced` once the new file
+    is in place."""
+
+    started: bool = False
+    replaced: bool = False
+
+
+def check_output(text: str | None, inputs: list[Path]) -> Output:
+    """Where --output TEXT writes, refused before any work when it cannot be written or when it is
+    one of the `inputs` (the model file, the data's file or folders: through links, hard links
+    included), which predict must never write over."""
+    if text is None or text == STANDARD_OUTPUT:
+        if sys.stdout is None:
+            raise PredictError("standard output is closed: give --output FILE")
+        return Output(None, False)
+    path = Path(text)
+    try:
+        status = os.stat(path)  # follows links: what a write would reach
+    except FileNotFoundError:
+        status = None
+    except OSError as error:
+        raise PredictError(f"cannot use --output {path}: {error.strerror or error}") from None
+    if status is not None and stat.S_ISDIR(status.st_mode):
         raise PredictError(f"--output {path} is a folder: give a file name, e.g. {path / 'predictions.csv'}")
-    parent = path.parent if str(path.parent) else Path(".")
+    if status is not None and not stat.S_ISREG(status.st_mode):
+        return Output(path, False)  # a pipe, a device, a terminal: written into, never replaced
+    if status is not None:
+        _refuse_inputs(path, status, inputs)
+    target = Path(os.path.realpath(path))  # a link to a file stays a link: its file is replaced
+    parent = target.parent
     if not parent.is_dir():
-        raise PredictError(f"cannot write {path}: folder {parent} does not exist")
+        raise PredictError(f"cannot write {path}: folder {Path(text).parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PredictError(f"cannot write {path}: no permission to write in {parent}")
+    return Output(target, True)
+
+
+def _refuse_inputs(path: Path, status: os.stat_result, inputs: list[Path]) -> None:
+    """PredictError when the existing file `path` (whose os.stat is `status`) is one of the inputs,
+    or lies in a folder among them (a file predict may read)."""
+    real = os.path.realpath(path)
+    for source in inputs:
+        if os.path.isdir(source):
+            if _inside(real, os.path.realpath(source)) or (
+                status.st_nlink > 1 and _holds_inode(os.path.realpath(source), status)
+            ):
+                raise PredictError(
+                    f"--output {path} is a file in {source}, which predict reads: choose a file outside it"
+                )
+        elif _same_file(source, path):
+            raise PredictError(
+                f"--output {path} is {source}, which predict reads: choose another file for the predictions"
+            )
+
+
+def _inside(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([folder, path]) == folder
+    except ValueError:  # on another drive
+        return False
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(one, other)  # through links, hard links included (same inode)
+    except OSError:  # missing or unreadable: not a file predict will read
+        return False
+
+
+def _holds_inode(folder: str, status: os.stat_result) -> bool:
+    """Whether a file under folder is the file of `status` (a hard link to it)."""
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError):
+                other = os.stat(os.path.join(root, name))
+                if (other.st_dev, other.st_ino) == (status.st_dev, status.st_ino):
+                    return True
+    return False
 
 
 def write_predictions(
-    path: Path | None,
+    output: Output,
     labels: np.ndarray | None,
     clusters: np.ndarray,
     distances: np.ndarray,
+    written: Written | None = None,
+    held=contextlib.nullcontext,
     paths: np.ndarray | None = None,
 ) -> None:
-    """index,label,cluster,distance rows (clusters 1..K, label empty if unknown), as assignments.csv;
-    index,path,label,... when the images came from files (paths: Dataset.paths, quoted as CSV needs).
+    """index,label,cluster,distance rows (clusters 1..K, label empty if unknown), as assignments.csv.
 
-    To `path` through a temporary file renamed into place (never half a file), or to stdout.
+    A regular file: through a temporary file beside it, renamed into place (never half a file;
+    on any failure or interrupt the temporary file is gone and the old file intact). Anything
+    else (standard output, a pipe, a device): written into as it is. `written` records how far it
+    got; `held()` is a context in which interrupts wait (the rename and its record are one step).
     """
-    from .csvfile import field
-
-    numbers = (clusters + 1).tolist()
-    label_texts = [""] * len(numbers) if labels is None else labels.tolist()
-    path_texts = [""] * len(numbers) if paths is None else [field(str(p)) + "," for p in paths]
-    rows = zip(path_texts, label_texts, numbers, distances.tolist(), strict=True)
-    header = f"index,{'path,' if paths is not None else ''}label,cluster,distance\n"
-    text = header + "".join(
-        f"{index},{file}{label},{number},{distance:.6g}\n"
-        for index, (file, label, number, distance) in enumerate(rows)
-    )
-    if path is None:
-        sys.stdout.flush()
-        if hasattr(sys.stdout, "buffer"):  # UTF-8 whatever the locale: file names may be any text
-            sys.stdout.buffer.write(text.encode("utf-8"))
-        else:
-            sys.stdout.write(text)
-        sys.stdout.flush()
+    written = Written() if written is None else written
+    if not output.replace:
+        written.started = True
+        if output.path is None:
+            _write_rows(sys.stdout, labels, clusters, distances, paths)
+            sys.stdout.flush()
+            return
+        try:
+            with open(output.path, "w", encoding="utf-8", newline="\n") as file:  # no O_CREAT race: it exists
+                _write_rows(file, labels, clusters, distances, paths)
+        except OSError as error:
+            raise PredictError(f"could not write {output.path}: {error.strerror or error}") from None
         return
-    handle, temporary = tempfile.mkstemp(
-        dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp"
-    )
+    path = output.path
+    temporary = sibling_path(path, "tmp")  # named before it exists: an interrupt at any point can remove it
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
-            file.write(text)
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as file:
+            _write_rows(file, labels, clusters, distances, paths)
+        with held():
+            os.replace(temporary, path)
+            written.replaced = True
     except BaseException as error:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
+        if not written.replaced:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
         if isinstance(error, OSError):
             raise PredictError(f"could not write {path}: {error.strerror or error}") from None
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _write_rows(
+    file, labels: np.ndarray | None, clusters: np.ndarray, distances: np.ndarray, paths=None
+) -> None:
+    """index,label,cluster,distance (index,path,label,... with paths: Dataset.paths, each a cell
+    made by csvfile.field, as in assignments.csv)."""
+    from .csvfile import field
+
+    file.write(f"index,{'path,' if paths is not None else ''}label,cluster,distance\n")
+    for start in range(0, len(clusters), WRITE_BLOCK_ROWS):
+        rows = slice(start, start + WRITE_BLOCK_ROWS)
+        numbers = (clusters[rows] + 1).tolist()
+        label_texts = [""] * len(numbers) if labels is None else labels[rows].tolist()
+        path_texts = (
+            [""] * len(numbers) if paths is None else [field(str(name)) + "," for name in paths[rows]]
+        )
+        values = zip(path_texts, label_texts, numbers, distances[rows].tolist(), strict=True)
+        file.write(
+            "".join(
+                f"{index},{path_text}{label},{number},{distance:.6g}\n"
+                for index, (path_text, label, number, distance) in enumerate(values, start=start)
+            )
+        )

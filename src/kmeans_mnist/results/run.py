@@ -9,18 +9,14 @@ file, as the original project did; the Python API keeps 0..K-1.
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from .csvfile import field, text_safe
+from .model import save_model  # noqa: F401  the run's model writer is model.py's (tests/test_predict.py)
 
-if TYPE_CHECKING:
-    from ..engine.estimator import KMeans
-
-MODEL_FORMAT_VERSION = 1
 ASSIGNMENT_BLOCK_ROWS = 65_536  # rows of assignments.csv formatted at a time
 NEAREST_FILES = 8  # file names per cluster in summary.json (report.html's tooltips)
 
@@ -143,20 +139,6 @@ def init_name(init) -> str | None:
     return init if init is None or isinstance(init, str) else "array"
 
 
-def distances_to_centers(
-    pixels: np.ndarray, centers: np.ndarray, clusters: np.ndarray, chunk: int = 8192
-) -> np.ndarray:
-    """Euclidean distance of each image to its own cluster's centre (float32 differences, in chunks:
-    about 1e-6 relative, ample for the six digits written)."""
-    centers32 = centers.astype(np.float32)
-    distances = np.empty(len(pixels), dtype=np.float64)
-    for start in range(0, len(pixels), chunk):
-        rows = slice(start, start + chunk)
-        differences = pixels[rows].astype(np.float32) - centers32[clusters[rows]]
-        distances[rows] = np.sqrt(np.einsum("ij,ij->i", differences, differences, dtype=np.float64))
-    return distances
-
-
 def members_nearest_first(clusters: np.ndarray, distances: np.ndarray, k: int) -> list[np.ndarray]:
     """For each cluster, the indices of its members sorted by distance to the centre."""
     order = np.lexsort((distances, clusters))
@@ -203,77 +185,3 @@ def write_assignments(
                     )
                 )
             )
-
-
-# --- the model -------------------------------------------------------------------------------
-
-
-def save_model(path: Path, model, **metadata) -> None:
-    """Centres and metadata in an .npz (no pickle); None values are left out."""
-    arrays = {
-        "cluster_centers": np.asarray(model.cluster_centers_, dtype=np.float64),
-        "format_version": MODEL_FORMAT_VERSION,
-        "k": len(model.cluster_centers_),
-        "inertia": float(model.inertia_),
-        "n_iter": int(model.n_iter_),
-        "converged": bool(model.converged_),
-    }
-    clashes = arrays.keys() & metadata.keys()
-    if clashes:
-        raise ValueError(f"metadata may not replace {sorted(clashes)}")
-    arrays.update({name: _storable(value) for name, value in metadata.items() if value is not None})
-    with open(path, "wb") as file:  # a file object keeps np.savez from appending ".npz"
-        np.savez(file, **arrays)
-
-
-def _storable(value):
-    """Python ints beyond int64 (a --seed >= 2**63) as uint64 or decimal text: never an object
-    array, which np.savez would pickle."""
-    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
-        return np.uint64(value) if 0 <= value < 2**64 else np.str_(str(value))
-    return value
-
-
-class ModelError(ValueError):
-    """A file that load_model cannot read as a model saved by save_model (damaged, or another file)."""
-
-
-def load_model(path: Path) -> KMeans:
-    """A fitted KMeans from save_model's file; its predict assigns new images.
-
-    Raises ModelError (a ValueError) naming the file when it is not a readable model, OSError
-    when it cannot be opened at all (missing, no permission).
-    """
-    from ..engine.estimator import KMeans
-
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            version = int(stored["format_version"])
-            if version != MODEL_FORMAT_VERSION:
-                raise ModelError(f"{path}: model format {version}, this version reads {MODEL_FORMAT_VERSION}")
-            centers = np.asarray(stored["cluster_centers"])
-            if centers.ndim != 2 or 0 in centers.shape or centers.dtype.kind != "f":
-                raise ModelError(f"{path}: cluster_centers is not a K x D array of numbers")
-            if not np.all(np.isfinite(centers)):
-                raise ModelError(f"{path}: cluster_centers holds NaN or infinity")
-            model = KMeans(n_clusters=len(centers), init=centers)
-            model.cluster_centers_ = centers
-            model.inertia_ = float(stored["inertia"])
-            model.n_iter_ = int(stored["n_iter"])
-            model.converged_ = bool(stored["converged"])
-            model.n_features_in_ = centers.shape[1]
-            model._n_features_out = len(centers)
-    except ModelError:
-        raise
-    except (
-        ValueError,
-        EOFError,
-        KeyError,
-        TypeError,
-        IndexError,
-        OverflowError,
-        zipfile.BadZipFile,
-    ) as error:
-        reason = str(error.args[0]) if error.args else type(error).__name__
-        raise ModelError(f"{path} is not a model file saved by kmeans-mnist ({reason})") from None
-    return model

@@ -1,26 +1,27 @@
-"""K-means on a Dask cluster: the engine's exact iterations, one BlockState per chunk on its worker.
+"""K-means on a Dask cluster: the engine's exact iterations, one BlockState per worker.
 
-X is a `dask.array.Array` chunked by rows (or a NumPy array, scattered to the cluster in row
-chunks: what the command line does). Each chunk's prepared rows and its `engine.BlockState`
-(labels, distance bounds, cluster sums) live on the worker that holds the chunk, from one
-iteration to the next. Per iteration only the centres go out, and per chunk the cluster sums,
-counts, energy and the number of points that changed cluster come back; the bounds skip the
-points that cannot change, as in memory. The client only adds up K x D sums.
+X is a `dask.array.Array` chunked by rows (or a NumPy array, scattered to the cluster in one
+piece per worker: what the command line does). Each worker joins the chunks it holds into one
+block of rows, whose prepared rows and `engine.BlockState` (labels, distance bounds, cluster
+sums) stay there from one iteration to the next: the number of chunks costs nothing per
+iteration. Per iteration only the centres go out, and per worker the cluster sums, counts,
+energy and the number of points that changed cluster come back; the bounds skip the points that
+cannot change, as in memory. The client only adds up K x D sums.
 
-How calls reach the chunks (one Dask actor per worker, called straight from the client, and
-ordinary tasks after a lost worker) and what a worker keeps: dask_chunks.py.
+How calls reach the workers (one Dask actor per worker, called straight from the client, and
+ordinary tasks after a lost worker) and what a worker keeps: chunks.py.
 
 Same answers as `engine.fit`: the same centring offset and power-of-two scale as the engine
 computes for the whole of X, the same tolerance (from the variance of all of X), the same
 empty-cluster rule and the engine's exact labels; from the same initial centres, the same labels
 and iterations. Only the seeding differs: k-means++ and k-means|| draw chunk by chunk
-(dask_seeding.py).
+(seeding.py).
 
-Faults: a chunk's state is a cache, never the only copy of anything. Each call checks that the
+Faults: a block's state is a cache, never the only copy of anything. Each call checks that the
 state it finds is the one it expects (same run, previous iteration); if not (the worker died and
 Dask recomputed the chunk elsewhere, or the call moved), it answers LOST and the client sends it
 the previous centres, from which the state is rebuilt exactly (labels are a function of the data
-and the centres). So a worker lost mid-fit costs one rebuild of its chunks, never a wrong answer.
+and the centres). So a worker lost mid-fit costs one rebuild of the blocks, never a wrong answer.
 
 Workers need kmeans-mnist installed (they import this module to run its tasks).
 """
@@ -29,56 +30,56 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import dask
 import dask.array as da
 import numpy as np
+from dask.highlevelgraph import HighLevelGraph
 from threadpoolctl import threadpool_limits
 
 from .. import lloyd as engine
 from .. import prepared
 from ..lloyd import BlockState, Centers, FitResult, InitProgress, IterationInfo, Prepared
-from .chunks import CHUNKS, LOST, Chunks, chunk_state
+from .chunks import LOST, Block, Chunks, on_block
 
 
 class _Stats(NamedTuple):
-    """What one chunk sends back after an assignment: small, whatever the chunk's size."""
+    """What one block sends back after an assignment: small, whatever the block's size."""
 
     n_changed: int
     sums: np.ndarray  # K x D
     counts: np.ndarray  # K
-    energy: float  # inertia of the chunk's labels against the centres they were assigned to
-    column_sums: np.ndarray | None  # D, with norm_sum: the chunk's share of the variance (tol)
+    energy: float  # inertia of the block's labels against the centres they were assigned to
+    column_sums: np.ndarray | None  # D, with norm_sum: the block's share of the variance (tol)
     norm_sum: float
 
 
-def _step(rows, key, prep, run: int, version: int, centers: Centers, previous: np.ndarray | None = None):
-    """Assignment number `version` (from 1) of run `run` against `centers`; the chunk's _Stats.
+def _step(block: Block, picked, run: int, version: int, centers: Centers, previous: np.ndarray | None = None):
+    """Assignment number `version` (from 1) of run `run` against `centers`; the block's _Stats.
 
     Needs the state after assignment version - 1; without it, answers LOST unless `previous`
     (the centres of that assignment) is given, from which the state is rebuilt.
     """
-    chunk = chunk_state(rows, key, prep)
-    if chunk.run == run and chunk.version == version:  # this task ran already
-        return chunk.result
-    incremental = chunk.run == run and chunk.version == version - 1 and version > 1
+    if block.run == run and block.version == version:  # this call ran already
+        return block.result
+    incremental = block.run == run and block.version == version - 1 and version > 1
     if not incremental and version > 1 and previous is None:
         return LOST
-    chunk.version = None
+    block.version = None
     if incremental:
-        n_changed = chunk.state.assign(centers, chunk.state.stale_rows(centers))
+        n_changed = block.state.assign(centers, block.state.stale_rows(centers))
     else:
-        chunk.run, chunk.state = run, BlockState(chunk.data, len(centers.values))
+        block.run, block.state = run, block.new_state(len(centers.values))
         if version > 1:
-            chunk.state.assign(Centers(previous))
-        n_changed = chunk.state.assign(centers)
-    state, data = chunk.state, chunk.data
+            block.state.assign(Centers(previous))
+        n_changed = block.state.assign(centers)
+    state, data = block.state, block.data
     first = version == 1
-    chunk.result = _Stats(
+    block.result = _Stats(
         n_changed,
         state.sums.copy(),
         state.counts.copy(),
@@ -86,34 +87,29 @@ def _step(rows, key, prep, run: int, version: int, centers: Centers, previous: n
         np.sum(data.column_sums, axis=0, dtype=np.float64) if first else None,
         float(data.xn2.sum()) if first else 0.0,
     )
-    chunk.version = version
-    return chunk.result
+    block.version = version
+    return block.result
 
 
-def _assigned(rows, key, prep, run: int, version: int, centers: np.ndarray) -> BlockState:
-    """The chunk's state after assignment `version`, made again from `centers` if it is not here."""
-    chunk = chunk_state(rows, key, prep)
-    if chunk.run != run or chunk.version != version:
-        chunk.version = None
-        chunk.run, chunk.state = run, BlockState(chunk.data, len(centers))
-        chunk.state.assign(Centers(centers))
-        chunk.version, chunk.result = version, None
-    return chunk.state
+def _assigned(block: Block, run: int, version: int, centers: np.ndarray) -> BlockState:
+    """The block's state after assignment `version`, made again from `centers` if it is not here."""
+    if block.run != run or block.version != version:
+        block.version = None
+        block.run, block.state = run, block.new_state(len(centers))
+        block.state.assign(Centers(centers))
+        block.version, block.result = version, None
+    return block.state
 
 
-def _farthest(rows, key, prep, run: int, version: int, centers: np.ndarray, m: int):
-    """The chunk's m points farthest from their own centre (BlockState.farthest)."""
-    return _assigned(rows, key, prep, run, version, centers).farthest(centers, m)
+def _farthest(block: Block, picked, run: int, version: int, centers: np.ndarray, m: int):
+    """The block's m points farthest from their own centre (BlockState.farthest), with their rows in X."""
+    *farthest, order = _assigned(block, run, version, centers).farthest_rows(centers, m)
+    return (*farthest, block.global_rows(order))
 
 
-def _labels(rows, key, prep, run: int, version: int, centers: np.ndarray) -> np.ndarray:
-    """The chunk's labels after assignment `version`; recomputable after the fit from the centres."""
-    chunk = CHUNKS.get(key)
-    if chunk is not None and chunk.run == run and chunk.version == version:
-        return chunk.state.labels.copy()
-    state = BlockState(Prepared(rows, offset=prep[0], scale=prep[1]), len(centers))
-    state.assign(Centers(centers))
-    return state.labels
+def _labels(block: Block, picked, run: int, version: int, centers: np.ndarray) -> np.ndarray:
+    """The block's labels after assignment `version`; made again from the centres if not here."""
+    return _assigned(block, run, version, centers).labels.copy()
 
 
 # ---------------------------------------------------------------------- the client's side
@@ -143,31 +139,61 @@ def _as_dask(X):
     return X
 
 
-def _whole_x(X, client) -> Prepared:
+def _extremes(rows: list[np.ndarray], origins, picked, step: int):
+    """The chunks' share of what _whole_x needs: largest magnitude (floats) or largest and
+    smallest value (integers), whether all are finite, and X's rows at multiples of `step`
+    among them, with their rows in X."""
+    high = low = None
+    finite = True
+    sample, where = [], []
+    for part, origin in zip(rows, origins, strict=True):
+        if not len(part):
+            continue
+        if part.dtype.kind == "f":
+            finite = finite and bool(np.isfinite(part).all())
+            high = max(high or 0.0, float(np.abs(part).max())) if finite else high
+        elif part.dtype.itemsize > 1:
+            high = part.max() if high is None else max(high, part.max())
+            low = part.min() if low is None else min(low, part.min())
+        first = (-origin) % step
+        sample.append(part[first::step])
+        where.append(np.arange(origin + first, origin + len(part), step))
+    return high, low, finite, sample, where
+
+
+def _whole_x(X, chunks: Chunks | None) -> tuple[Prepared, bool]:
     """The engine's centring offset and power-of-two scale for all of X, as a Prepared of the
-    engine's own sample of X's rows: it has X's offset and scale, and their transforms.
+    engine's own sample of X's rows: it has X's offset and scale, and their transforms; and
+    whether compact rows are multiplied as stored (Prepared's `shift`, decided on that sample as
+    the in-memory engine decides on X: the answers are the same either way, a pass over each
+    block of the assignment is saved).
 
     The engine's scale rule is applied to X's extremes, its offset rule to the sample (which
-    Prepared takes whole: it holds fewer than 2 x OFFSET_SAMPLE_ROWS rows). Dask data is checked
-    for NaN and infinity in the same pass.
+    Prepared takes whole: it holds fewer than 2 x OFFSET_SAMPLE_ROWS rows). A dask array's are
+    read where its chunks are (one call per worker), and checked for NaN and infinity.
     """
-    sample = X[:: max(1, X.shape[0] // prepared.OFFSET_SAMPLE_ROWS)]
+    step = max(1, X.shape[0] // prepared.OFFSET_SAMPLE_ROWS)
+    # NumPy data (checked by engine.check_X) here, a dask array on its workers.
+    answers = [_extremes([X], [0], None, step)] if chunks is None else chunks.units(_extremes, step)
+    sample = np.concatenate([part for answer in answers for part in answer[3]])
+    where = np.concatenate([rows for answer in answers for rows in answer[4]])
+    sample = sample[np.argsort(where, kind="stable")]
     if X.dtype.kind == "f":
-        wanted = (abs(X).max(), da.isfinite(X).all() if isinstance(X, da.Array) else True, sample)
-    elif X.dtype.itemsize > 1:
-        wanted = (X.max(), X.min(), sample)
-    else:
-        wanted = (0, 0, sample)
-    if isinstance(X, da.Array):
-        wanted = client.gather(client.compute(wanted)) if client is not None else dask.compute(*wanted)
-    high, low, sample = wanted
-    if X.dtype.kind == "f":
-        if not low:
+        if not all(answer[2] for answer in answers):
             raise ValueError("X contains NaN or infinity")
-        extremes = np.array([[high]], dtype=np.float64)
+        extremes = np.array([[max(answer[0] or 0.0 for answer in answers)]], dtype=np.float64)
+    elif X.dtype.itemsize > 1:
+        extremes = np.array(
+            [
+                [max(a[0] for a in answers if a[0] is not None)],
+                [min(a[1] for a in answers if a[1] is not None)],
+            ],
+            dtype=X.dtype,
+        )
     else:
-        extremes = np.array([[high], [low]], dtype=X.dtype)
-    return Prepared(np.asarray(sample), scale=Prepared(extremes).scale)
+        extremes = np.array([[0], [0]], dtype=X.dtype)
+    whole = Prepared(sample, scale=Prepared(extremes).scale)
+    return whole, prepared.shifts_well(sample, whole.offset)
 
 
 def fit(
@@ -211,11 +237,12 @@ def fit(
         X = _as_dask(X)
     named = "k-means++" if isinstance(init, str) and init == "k-means||" else init  # k-means|| is ours here
     engine.check_params(X, n_clusters, init=named, n_init=n_init, max_iter=max_iter, tol=tol)
-    whole = _whole_x(X, client)
-    chunks = Chunks(X, client, uuid.uuid4().hex, (whole.offset.astype(np.float64) / whole.scale, whole.scale))
+    chunks = Chunks(X, client, uuid.uuid4().hex)
     rng = np.random.default_rng(random_state)
     best = None
     try:
+        whole, shift = _whole_x(X, None if chunks.source is not None else chunks)
+        chunks.prep = (whole.offset.astype(np.float64) / whole.scale, whole.scale, shift)
         with threadpool_limits(1, user_api="blas") if client is None else contextlib.nullcontext():
             for run in range(1 if engine.is_array(init) else n_init):
                 chosen = (
@@ -233,7 +260,7 @@ def fit(
     return FitResult(
         cluster_centers_=whole.restore_centers(best.centers),
         labels_=_labels_array(chunks, best.labels),
-        inertia_=best.inertia / whole.scale**2,
+        inertia_=prepared.unscaled_sum_of_squares(best.inertia, whole.scale),
         n_iter_=best.n_iter,
         converged_=best.converged,
         n_empty_reseeds_=best.n_reseeds,
@@ -241,23 +268,36 @@ def fit(
     )
 
 
-def _labels_array(chunks: Chunks, parts: list):
-    """The labels of all chunks: NumPy for NumPy data, else a dask array over the chunks' labels."""
-    if chunks.source is not None:
-        return np.concatenate(chunks.client.gather(parts))
-    if chunks.client is None:
-        return da.concatenate([da.from_array(part, chunks=-1) for part in parts])
-    return da.concatenate(
-        [
-            da.from_delayed(part, shape=(size,), dtype=np.int32)
-            for part, size in zip(parts, chunks.sizes, strict=True)
-        ]
-    )
+def _labels_array(chunks: Chunks, parts: list) -> np.ndarray | da.Array:
+    """The labels of all of X from each unit's (`parts`: (unit, its labels) pairs): NumPy for
+    NumPy data, else a dask array in X's row chunks (on a cluster, left on the workers)."""
+    if chunks.client is None or chunks.source is not None:
+        units = [part for _, part in parts]
+        units = units if chunks.client is None else chunks.client.gather(units)
+        labels = np.empty(chunks.n, dtype=np.int32)
+        for (unit, _), values in zip(parts, units, strict=True):
+            labels[np.concatenate([np.arange(chunks.starts[i], chunks.starts[i + 1]) for i in unit])] = values
+        return labels if chunks.source is not None else da.from_array(labels, chunks=(tuple(chunks.sizes),))
+    # One graph layer slicing each unit's labels back into X's chunks (slicing each chunk as an
+    # array of its own and concatenating them cost ~0.1 s a fit at 280 chunks).
+    units = [
+        da.from_delayed(future, shape=(sum(chunks.sizes[i] for i in unit),), dtype=np.int32)
+        for unit, future in parts
+    ]
+    name = f"kmeans-labels-{chunks.token}"
+    layer = {}
+    for (unit, _), whole in zip(parts, units, strict=True):
+        start = 0
+        for i in unit:
+            layer[(name, i)] = (operator.getitem, (whole.name, 0), slice(start, start + chunks.sizes[i]))
+            start += chunks.sizes[i]
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=units)
+    return da.Array(graph, name, chunks=(tuple(chunks.sizes),), dtype=np.int32)
 
 
 class _Run(NamedTuple):
     centers: np.ndarray
-    labels: list  # per chunk: futures (on a cluster) or arrays
+    labels: list  # (unit, its labels: a future on a cluster, or an array)
     inertia: float
     n_iter: int
     converged: bool
@@ -275,17 +315,17 @@ class _Totals:
 
 
 def _merge_farthest(answers: list[tuple], m: int) -> tuple:
-    """The m farthest points of X from each chunk's m farthest (ties to the lower row, as the engine)."""
+    """The m farthest points of X from each block's m farthest (ties to the lower row of X, as
+    the engine: each block's own are its farthest with ties to its lower rows, which are in X's order)."""
     merged = [np.concatenate(parts) for parts in zip(*answers, strict=True)]
-    order = np.argsort(-merged[0], kind="stable")[:m]  # chunks in row order: stable = lower row first
-    return tuple(values[order] for values in merged)
+    order = np.lexsort((merged[-1], -merged[0]))[:m]
+    return tuple(values[order] for values in merged[:-1])
 
 
 def _assign(chunks: Chunks, run: int, version: int, current: Centers, previous) -> list[_Stats]:
-    """Assignment `version` on every chunk; a chunk whose state was lost rebuilds it from `previous`."""
+    """Assignment `version` on every block; a block whose state was lost rebuilds it from `previous`."""
     _ = current.half_gaps  # computed once here, not on every worker
-    stats = chunks.map(_step, run, version, current)
-    return chunks.again(stats, _step, run, version, current, rebuild={"previous": previous})
+    return chunks.units(_step, run, version, current, rebuild={"previous": previous})
 
 
 def _lloyd(chunks: Chunks, run: int, centers: np.ndarray, max_iter: int, tol: float, report) -> _Run:
@@ -305,7 +345,7 @@ def _lloyd(chunks: Chunks, run: int, centers: np.ndarray, max_iter: int, tol: fl
         inertia = sum(s.energy for s in stats)
 
         def farthest(values: np.ndarray, m: int, version=version) -> tuple:
-            return _merge_farthest(chunks.map(_farthest, run, version, values, m), m)
+            return _merge_farthest(chunks.units(_farthest, run, version, values, m), m)
 
         new_centers, reseeded = engine.update_centers(_Totals(stats, farthest), current.values)
         reseeds += reseeded
@@ -338,20 +378,30 @@ def _tolerance(stats: list[_Stats], n: int, tol: float) -> float:
 
 
 def _label_parts(chunks: Chunks, run: int, version: int, centers: np.ndarray) -> list:
-    """Each chunk's labels, left where they are (futures on a cluster). Waited for, so that they
-    are read from the states before these are dropped; recomputable from `centers` after that."""
+    """Each unit's labels, left where they are (futures on a cluster). Waited for, so that they
+    are read from the blocks before these are dropped; recomputable from `centers` after that."""
     if chunks.client is None:
-        return chunks.map(_labels, run, version, centers)
+        return list(zip(chunks.unit_list, chunks.units(_labels, run, version, centers), strict=True))
     from distributed import wait
 
     futures = [
         chunks.client.submit(
-            _labels, part, key, chunks.prep, run, version, centers, pure=False, **chunks.placement(i)
+            on_block,
+            [chunks.parts[i] for i in unit],
+            chunks.key(unit),
+            chunks.prep,
+            chunks.origins(unit),
+            _labels,
+            None,
+            (run, version, centers),
+            {},
+            pure=False,
+            **chunks.placement(unit),
         )
-        for i, (part, key) in enumerate(zip(chunks.parts, chunks.keys, strict=True))
+        for unit in chunks.unit_list
     ]
     wait(futures)
-    return futures
+    return list(zip(chunks.unit_list, futures, strict=True))
 
 
 # ---------------------------------------------------------------------- seeding
