@@ -1,12 +1,14 @@
 """The engine against scikit-learn (the reference) and against the properties K-means must have."""
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.cluster import KMeans as SKLearnKMeans
+from sklearn.exceptions import ConvergenceWarning
 
 from kmeans_mnist.engine.estimator import IterationInfo, KMeans
 from kmeans_mnist.engine.lloyd import Prepared, initial_centers
@@ -108,9 +110,16 @@ def test_properties_on_random_small_data(data, n, d, init):
     values = data.draw(st.lists(st.integers(-4, 4), min_size=n * d, max_size=n * d))
     X = np.array(values, dtype=np.float64).reshape(n, d)
     k = data.draw(st.integers(1, n))
-    model = KMeans(
-        k, init=init, n_init=1, tol=0, max_iter=300, random_state=data.draw(st.integers(0, 2**16))
-    ).fit(X)
+    with warnings.catch_warnings(
+        record=True
+    ) as caught:  # fewer distinct points than K: said, as scikit-learn does
+        warnings.simplefilter("always")
+        model = KMeans(
+            k, init=init, n_init=1, tol=0, max_iter=300, random_state=data.draw(st.integers(0, 2**16))
+        ).fit(X)
+    used = len(np.unique(model.labels_))
+    assert [w.category for w in caught] == ([ConvergenceWarning] if used < k else [])
+    assert used == min(k, len(np.unique(X, axis=0)))
 
     centers = model.cluster_centers_
     assert centers.shape == (k, d) and np.all(np.isfinite(centers))
@@ -176,7 +185,8 @@ def test_k_equal_to_the_number_of_distinct_points(init):
 
 def test_constant_images_and_more_clusters_than_distinct_points():
     X = np.full((50, 16), 7, dtype=np.uint8)
-    model = KMeans(3, random_state=0).fit(X)
+    with pytest.warns(ConvergenceWarning, match="distinct clusters"):
+        model = KMeans(3, random_state=0).fit(X)
     assert np.all(np.isfinite(model.cluster_centers_)) and model.inertia_ == 0.0
     assert np.all(model.cluster_centers_ == 7)
 
@@ -276,14 +286,16 @@ def test_constructor_stores_parameters_as_given():
     model = KMeans(2, init=init, n_init=4, max_iter=7, tol=0.5, random_state=9)
     assert model.init is init and model.n_init == 4 and model.max_iter == 7 and model.tol == 0.5
     assert not hasattr(model, "labels_")
-    assert model.fit(np.arange(12.0).reshape(4, 3)) is model
+    with pytest.warns(RuntimeWarning, match="only one init"):  # scikit-learn's words for given centres
+        assert model.fit(np.arange(12.0).reshape(4, 3)) is model
 
 
 def test_many_exact_ties_are_settled_in_small_steps():
     """Every point ties between identical centres: the float64 tie-break must not blow up memory."""
     X = np.full((20000, 784), 9, dtype=np.uint8)
     X[:5] = 200
-    model = KMeans(4, init=np.vstack([X[:1], X[5:8]]).astype(np.float64)).fit(X)
+    with pytest.warns(ConvergenceWarning, match="distinct clusters"):
+        model = KMeans(4, init=np.vstack([X[:1], X[5:8]]).astype(np.float64)).fit(X)
     assert np.all(np.isfinite(model.cluster_centers_)) and model.inertia_ == 0.0
     assert sorted(np.bincount(model.labels_, minlength=4).tolist())[-2:] == [5, 19995]
 

@@ -130,6 +130,7 @@ def test_run_writes_every_file_for_labelled_data(tmp_path):
         "centroids/centroid_02.png",
         "centroids/centroid_03.png",
         "centroids.png",
+        "typical.png",
         "clusters/cluster_01.png",
         "clusters/cluster_02.png",
         "clusters/cluster_03.png",

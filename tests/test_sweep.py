@@ -18,7 +18,7 @@ from cli_support import isolated_env, leftovers, run_cli, snapshot, write_kaggle
 from kmeans_mnist import cli
 from kmeans_mnist.results import experiment as summary
 from kmeans_mnist.results import metrics
-from kmeans_mnist.results import run as output
+from kmeans_mnist.results import model as model_file
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -469,7 +469,7 @@ def test_a_huge_seed_is_stored_without_pickling(tmp_path, seed):
     model = SimpleNamespace(
         cluster_centers_=np.zeros((2, 4)), inertia_=1.0, n_iter_=1, converged_=True, n_empty_reseeds_=0
     )
-    output.save_model(tmp_path / "model.npz", model, seed=seed)
+    model_file.save_model(tmp_path / "model.npz", model, seed=seed)
     with np.load(tmp_path / "model.npz", allow_pickle=False) as stored:
         assert int(stored["seed"]) == seed
 

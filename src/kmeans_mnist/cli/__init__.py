@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--tol", type=float, default=1e-4, help="stop when the centres move less than this (relative)"
     )
+    fit.add_argument(
+        "--features",
+        default="pixels",
+        metavar="SPACE",
+        help="the space K-means runs in: pixels, pca[:N] (default N=50) or umap[:N] (default N=10; needs "
+        'pip install "kmeans-mnist[embed]"); embeddings are cached, pictures stay in pixels',
+    )
     fit.add_argument("--seed", type=int, default=0, help="random seed: same seed, same results")
     fit.add_argument(
         "--repeats",
@@ -202,7 +209,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "--split does not apply to usps: its five sheets have no train/test split; leave --split out"
         )
     _check_data_options(args, args.dataset)
+    args.features = _parse_features(args.features)
     return args
+
+
+def _parse_features(text: str):
+    """--features as a features.FeatureSpace; a space whose extra is missing is refused here,
+    before anything is loaded or written."""
+    from ..features import FeatureError, check_available, parse_space
+
+    try:
+        space = parse_space(text)
+        check_available(space)
+    except FeatureError as error:
+        raise UsageError(str(error)) from None
+    return space
 
 
 def _parse_whole(text: str, name: str) -> int:
@@ -369,7 +390,9 @@ def on_scheduler(args: argparse.Namespace, run: Callable[[argparse.Namespace], i
         if args.scheduler == "local":
             with _workers_ignore_interrupts():
                 cluster = stack.enter_context(
-                    LocalCluster(dashboard_address=None, silence_logs=logging.ERROR)
+                    LocalCluster(
+                        dashboard_address=":0", silence_logs=logging.ERROR
+                    )  # a free port: 8787 may be taken
                 )
             client = stack.enter_context(Client(cluster))
         else:
@@ -459,6 +482,8 @@ def run(args: argparse.Namespace) -> int:
         say_on_sigbus(mapped_file(data.images), EXIT_USAGE)
     say(f"loaded {loaded_words(data)} ({load_seconds:.2f}s)")
 
+    features = _features(args, data, terminal)
+
     from ..results.experiment import SettingsMismatch, SummaryError
     from .sweep import ReportFailed, SummaryFailed, Sweep, WriteFailed, signals_held
 
@@ -481,6 +506,7 @@ def run(args: argparse.Namespace) -> int:
         load_seconds=load_seconds,
         progress=lambda k, repeat: terminal.fit(k, repeat, args.repeats),
         on_saved=table,
+        features=features,
     )
     try:
         try:
@@ -545,6 +571,30 @@ def run(args: argparse.Namespace) -> int:
             _silence_stdout()
             return EXIT_BROKEN_PIPE
     return 0
+
+
+def _features(args: argparse.Namespace, data, terminal):
+    """The data in the --features space (from the cache when it was computed before), with its
+    progress on the terminal; the map's coordinates come with it."""
+    from ..features import FeatureError, compute_features
+
+    space = args.features
+    started = time.perf_counter()
+    label = f"embedding {len(data):,} images with {space.text}"
+    try:
+        features = compute_features(
+            data.all_pixel,
+            space,
+            seed=args.seed,
+            progress=lambda text: terminal.phase(f"{label}: {text} ({time.perf_counter() - started:.0f}s)"),
+        )
+    except FeatureError as error:
+        raise UsageError(str(error)) from None
+    terminal.done()
+    if space.method != "pixels":
+        how = "read from the cache" if features.cached else "computed and cached"
+        terminal.say(f"features {space.text}: {how} ({time.perf_counter() - started:.2f}s)")
+    return features
 
 
 def _export_mode(how: str | None) -> bool | str:
@@ -647,6 +697,7 @@ def _sweep_settings(args: argparse.Namespace):
         cluster=getattr(args, "cluster", None),
         samples=args.samples,
         export_members=_export_mode(args.export_members),
+        features=args.features.text,
     )
     return settings, Selection(split=args.split, limit=args.limit, keep_blank=args.keep_blank)
 
@@ -737,7 +788,7 @@ def run_predict(args: argparse.Namespace) -> int:
             )
         if data.channels != model.channels:
             raise UsageError(_channels_mismatch(args, model.channels, data.channels))
-        clusters, distances = assign(data.all_pixel, model.centers)
+        clusters, distances = assign(model.points(data.all_pixel), model.centers)
         write_predictions(
             output, data.labels, clusters, distances, written, held=signals_held, paths=data.paths
         )
@@ -755,25 +806,6 @@ def run_predict(args: argparse.Namespace) -> int:
             f"assigned {len(data):,} images of {data.source} to K={len(model.centers)}: {args.output}"
         )
     return 0
-
-
-def _is_image_folder(path: Path) -> bool:
-    """Whether path is a folder of image files (where --size applies), not one of IDX files."""
-    from ..data.sources import _idx_files
-
-    return path.is_dir() and not _idx_files(path)
-
-
-def _channels_mismatch(args: argparse.Namespace, model_channels: int, data_channels: int) -> str:
-    if model_channels == 1:
-        return (
-            f"{args.model} is a model of grey images, but {args.source} holds colour images: add --grey "
-            "to assign them in grey, or use a model fitted in colour"
-        )
-    return (
-        f"{args.model} is a model of colour (RGB) images, but {args.source} holds grey images"
-        f"{' (--grey)' if args.grey else ''}: use a model fitted on grey images (--grey)"
-    )
 
 
 def _predict_interrupted(output: str | None, written) -> str:
@@ -802,6 +834,25 @@ def _predict_inputs(args: argparse.Namespace) -> list[Path]:
     else:
         inputs.append(Path(os.environ.get("KAGGLEHUB_CACHE") or Path.home() / ".cache" / "kagglehub"))
     return inputs
+
+
+def _is_image_folder(path: Path) -> bool:
+    """Whether path is a folder of image files (where --size applies), not one of IDX files."""
+    from ..data.sources import _idx_files
+
+    return path.is_dir() and not _idx_files(path)
+
+
+def _channels_mismatch(args: argparse.Namespace, model_channels: int, data_channels: int) -> str:
+    if model_channels == 1:
+        return (
+            f"{args.model} is a model of grey images, but {args.source} holds colour images: add --grey "
+            "to assign them in grey, or use a model fitted in colour"
+        )
+    return (
+        f"{args.model} is a model of colour (RGB) images, but {args.source} holds grey images"
+        f"{' (--grey)' if args.grey else ''}: use a model fitted on grey images (--grey)"
+    )
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ class Settings:
     cluster: dict | None = field(default=None, compare=False)  # that cluster (describe_cluster)
     samples: int = 64
     export_members: bool | str = False  # True, "png", "link" or "copy" (see render/kfolder.py)
+    features: str = "pixels"  # the feature space's text (--features), part of the experiment
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ def experiment_settings(settings: Settings, selection: Selection) -> dict:
         "max_iter": settings.max_iter,
         "tol": settings.tol,
         "repeats": settings.repeats,
+        "features": settings.features,
     }
 
 
@@ -128,6 +130,7 @@ class Sweep:
     on_saved: Callable[[KResult], None] | None = None  # told as soon as each K is saved
     rows: list[dict] = field(default_factory=list)  # summary rows of the folder, once drawn
     drawn: bool = False  # the chart shows every saved K
+    features: object = None  # features.Features: the space K-means runs in (None: the pixels)
 
     def __post_init__(self) -> None:
         from ..results.csvfile import text_safe
@@ -179,21 +182,28 @@ class Sweep:
             self.drawn = True
         return self.rows
 
+    @property
+    def points(self):
+        """What K-means clusters: the feature space's values, or the pixels."""
+        return self.features.values if self.features is not None else self.data.all_pixel
+
     def run_one(self, k: int) -> KResult:
         from ..results.experiment import SUMMARY_FILE, CommitFailed
         from ..results.history import FitHistory
         from ..results.metrics import SilhouetteSample, dispersion_scores, evaluate, stability
 
-        data, settings = self.data, self.settings
+        data, settings, points = self.data, self.settings, self.points
         fits, labelings = [], []
         for repeat in range(settings.repeats):
             seed = settings.seed + repeat
-            history = FitHistory(data.image_shape)  # for history.csv and evolution.gif
+            history = FitHistory(
+                data.image_shape, _to_pixels(self.features, data)
+            )  # history.csv, evolution.gif
             progress = self.progress(k, repeat) if self.progress else contextlib.nullcontext()
             with progress as callback:
                 started = time.perf_counter()
                 model = _fit(
-                    data.all_pixel,
+                    points,
                     k,
                     settings,
                     seed,
@@ -207,7 +217,7 @@ class Sweep:
                 "n_iter": int(model.n_iter_),
                 "converged": bool(model.converged_),
                 "fit_seconds": round(seconds, 4),
-                **dispersion_scores(data.all_pixel, model.labels_),
+                **dispersion_scores(points, model.labels_),
             }
             table = classes = None
             if data.labels is not None:
@@ -217,7 +227,7 @@ class Sweep:
             labelings.append(np.asarray(model.labels_))
         checkpoint("fitted", k)
         if self._silhouette is None:
-            self._silhouette = SilhouetteSample(data.all_pixel)
+            self._silhouette = SilhouetteSample(points)
         for (run, *_), value in zip(fits, self._silhouette.scores(labelings), strict=True):
             run["silhouette"] = value
         best_run, model, table, classes, history = min(fits, key=lambda fit: fit[0]["inertia"])
@@ -226,7 +236,8 @@ class Sweep:
             "run_id": self.run_id,
             "experiment": self.experiment.name,
             **{
-                name: self.record[name] for name in ("split", "limit", "keep_blank", "repeats", "data_digest")
+                name: self.record[name]
+                for name in ("split", "limit", "keep_blank", "repeats", "features", "data_digest")
             },
             "seed": settings.seed,
             "best_seed": best_run["seed"],
@@ -261,7 +272,11 @@ class Sweep:
                     data,
                     model,
                     params=params,
-                    seconds={"load": self.load_seconds, "fit": extra["fit_seconds"]},
+                    seconds={
+                        "load": self.load_seconds,
+                        **self._feature_seconds(),
+                        "fit": extra["fit_seconds"],
+                    },
                     metrics={name: best_run[name] for name in ("purity", "accuracy", "nmi", "ari")}
                     if table is not None
                     else None,
@@ -272,6 +287,7 @@ class Sweep:
                     extra=extra,
                     history=history,
                     progress=getattr(callback, "writing", None),
+                    features=self.features,
                 )
                 self.experiment.commit(k, staging, saved=saved)
         except CommitFailed as failure:
@@ -284,6 +300,10 @@ class Sweep:
         if self.on_saved is not None:
             self.on_saved(result[0])
         return result[0]
+
+    def _feature_seconds(self) -> dict:
+        features = self.features
+        return {} if features is None or features.space.method == "pixels" else {"features": features.seconds}
 
 
 def _mean_std(runs: list[dict]) -> dict[str, dict[str, float]]:
@@ -304,6 +324,13 @@ class ReportFailed(Exception):
     def __init__(self, folder: Path, ks: list[int], error: OSError):
         super().__init__(f"could not write the pictures and report.html in {folder}: {error}")
         self.folder, self.ks, self.error = folder, ks, error
+
+
+def _to_pixels(features, data):
+    """How the GIF shows a feature space's centres as images (None: they are images already)."""
+    if features is None or features.space.method == "pixels":
+        return None
+    return lambda centers: features.centers_as_pixels(centers, data.all_pixel)
 
 
 def _together(*callbacks):
@@ -357,6 +384,7 @@ def write_k_files(
     extra: dict | None = None,
     history=None,
     progress=None,
+    features=None,
 ) -> dict:
     """Write every file of one fitted K into the empty folder; returns its summary.json record.
 
@@ -382,8 +410,16 @@ def write_k_files(
 
         metrics, table, classes = evaluate(dataset.labels, model.labels_, k)
     matching = run.cluster_classes(dataset, table, classes) if table is not None else None
-    distances = distances_to_own(dataset.all_pixel, centers, clusters)
-    total = picture_count(k, len(dataset.images), samples, export_members, table is not None, history)
+    in_features = features is not None and features.space.method != "pixels"
+    distances = distances_to_own(features.values if in_features else dataset.all_pixel, centers, clusters)
+    pixel_means = None
+    if in_features:  # a centre in feature space is no image: the mean image of its members is
+        from ..features import cluster_means
+
+        pixel_means = cluster_means(dataset.all_pixel, clusters, k)
+    total = picture_count(
+        k, len(dataset.images), samples, export_members, table is not None, history, features
+    )
     total += 2 + (history is not None)  # assignments.csv, model.npz, history.csv
     done = 0
 
@@ -393,7 +429,7 @@ def write_k_files(
         if progress is not None:
             progress(done, total)
 
-    draw_k_pictures(
+    typical = draw_k_pictures(
         folder,
         dataset,
         centers,
@@ -406,6 +442,8 @@ def write_k_files(
         export_members=export_members,
         history=history,
         step=step,
+        features=features,
+        pixel_means=pixel_means,
     )
     paths = run.image_paths(dataset)
     run.write_assignments(folder / "assignments.csv", dataset.labels, clusters, distances, matching, paths)
@@ -419,6 +457,7 @@ def write_k_files(
         resize=getattr(dataset, "resize", None),
         init=run.init_name(params.get("init")),
         seed=params.get("seed"),
+        **(run.feature_arrays(features, pixel_means) if in_features else {}),
     )
     step()
     if history is not None:
@@ -426,6 +465,7 @@ def write_k_files(
         step()
     seconds = {**seconds, "write": time.perf_counter() - started}
     record = {**run.run_record(dataset, model, params, seconds, metrics, table, matching), **(extra or {})}
+    record.update(run.feature_summary(features, typical))
     nearest = run.nearest_files(dataset, run.members_nearest_first(clusters, distances, k))
     if nearest is not None:  # report.html's tooltips on the cluster grids
         record["nearest_files"] = nearest

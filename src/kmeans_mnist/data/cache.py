@@ -154,25 +154,57 @@ def cached(
     if check is not None and not check(arrays):  # a parse that fails its own check is a bug, not data
         raise AssertionError(f"the arrays parsed from {source} fail their check")
     with contextlib.suppress(OSError):
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, array in arrays.items():
-            _save_atomically(
-                Path(f"{entry}.{name}.npy"), lambda file, a=array: np.save(file, a, allow_pickle=False)
-            )
-        meta: dict = {
-            "entry": entry.name,
-            "arrays": {name: [list(array.shape), array.dtype.str] for name, array in arrays.items()},
-            "crc32": {name: array_crc32(array) for name, array in arrays.items()},
-        }
-        if "labels" in arrays:
-            meta["label_counts"] = np.bincount(arrays["labels"]).tolist()
-        text = json.dumps(meta).encode()
-        _save_atomically(Path(f"{entry}.meta.json"), lambda file: file.write(text))
+        _write_entry(folder, entry, arrays)
         for stale in folder.glob(f"{source_key}-*"):
             if not stale.name.startswith(f"{entry.name}.") and not stale.name.endswith(".tmp"):
                 with contextlib.suppress(OSError):
                     stale.unlink()
     return arrays
+
+
+def cached_by_key(
+    kind: str,
+    key: str,
+    compute: Callable[[], dict[str, np.ndarray]],
+    cache_dir: str | Path | None = None,
+) -> dict[str, np.ndarray]:
+    """The arrays compute() makes, cached under a key that says everything they depend on.
+
+    For results computed from arrays rather than parsed from a file (a feature space's embedding:
+    the key holds the images' digest, the method, its parameters and the seed). Entries of other
+    keys stay (a dataset may have several embeddings). Like `cached`, the cache is only an
+    optimisation: an entry that cannot be read or written means compute() runs.
+    """
+    from ..atomic import remove_abandoned
+
+    folder = cache_folder(cache_dir)
+    remove_abandoned(folder)
+    entry = folder / f"{kind}-{short_digest(f'{key}|{CACHE_VERSION}')}"
+    arrays = _read_entry(entry)
+    if arrays is not None:
+        return arrays
+    arrays = compute()
+    with contextlib.suppress(OSError):
+        _write_entry(folder, entry, arrays)
+    return arrays
+
+
+def _write_entry(folder: Path, entry: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Each array as entry.NAME.npy, then entry.meta.json (last: it makes the entry valid)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        _save_atomically(
+            Path(f"{entry}.{name}.npy"), lambda file, a=array: np.save(file, a, allow_pickle=False)
+        )
+    meta: dict = {
+        "entry": entry.name,
+        "arrays": {name: [list(array.shape), array.dtype.str] for name, array in arrays.items()},
+        "crc32": {name: array_crc32(array) for name, array in arrays.items()},
+    }
+    if "labels" in arrays:
+        meta["label_counts"] = np.bincount(arrays["labels"]).tolist()
+    text = json.dumps(meta).encode()
+    _save_atomically(Path(f"{entry}.meta.json"), lambda file: file.write(text))
 
 
 def _read_entry(entry: Path) -> dict[str, np.ndarray] | None:

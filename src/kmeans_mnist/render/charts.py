@@ -162,7 +162,7 @@ def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], panel: Pan
     if panel.x_label:
         _text(draw, ((x0 + x1) // 2, y1 + 20 * s), panel.x_label, 11 * s, fill=AXIS_INK, anchor="ma")
     drawn = 0
-    for series in panel.series:
+    for order, series in enumerate(panel.series):
         x = np.asarray(series.x, float)
         y = np.asarray(series.y, float)
         keep = np.isfinite(y) & ((y > 0) if panel.log else True)
@@ -179,8 +179,9 @@ def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], panel: Pan
         if len(points) > 1:
             draw.line(points, fill=series.colour, width=2 * s, joint="curve")
         if len(points) < 40:
+            # earlier series get larger dots, so that equal values (purity = accuracy) show both
+            r = (2.5 + 1.5 * (len(panel.series) - 1 - order)) * s
             for px, py in points:
-                r = 2.5 * s
                 draw.ellipse((px - r, py - r, px + r, py + r), fill=series.colour)
     if panel.mark is not None and drawn:
         px, py = float(to_x(panel.mark[0])), float(to_y(panel.mark[1]))

@@ -23,18 +23,22 @@ from .pictures import (
     save_png,
 )
 
+TYPICAL_MAX_K = 100  # typical.png beyond would be a sheet of thumbnails nobody reads
+
 
 def picture_count(
-    k: int, n_images: int, samples: int, export_members: bool | str, labelled: bool, history
+    k: int, n_images: int, samples: int, export_members: bool | str, labelled: bool, history, features=None
 ) -> int:
     """How many pictures draw_k_pictures writes (for the progress bar)."""
     return (
         k  # centroids/
         + 1  # centroids.png
+        + (1 if k <= TYPICAL_MAX_K else 0)  # typical.png
         + (k if samples > 0 else 0)
         + (n_images if export_members else 0)
         + (1 if labelled else 0)
         + (1 if history is not None else 0)
+        + (1 if features is not None else 0)  # map.png (and map.npz)
     )
 
 
@@ -52,15 +56,22 @@ def draw_k_pictures(
     export_members: bool | str = False,
     history=None,
     step=None,
-) -> None:
-    """Every picture of one K into folder; step() after each (see picture_count)."""
+    features=None,
+    pixel_means: np.ndarray | None = None,
+) -> np.ndarray:
+    """Every picture of one K into folder; step() after each (see picture_count). Returns each
+    cluster's most typical member (nearest its centre; -1 for an empty cluster).
+
+    features: the features.Features the model was fitted in (None: the pixels), whose centres
+    are no images: pixel_means (each cluster's mean image) are shown instead."""
     step = step or (lambda: None)
     k = len(centers)
     width = cluster_number_width(k)
     images = np.asarray(dataset.images)
     sizes = np.bincount(clusters, minlength=k)
-    representatives = center_images(centers, dataset.image_shape)
+    representatives = center_images(centers if pixel_means is None else pixel_means, dataset.image_shape)
     title = run_title(dataset.name, k, len(images), metrics)
+    in_features = features is not None and features.space.method != "pixels"
 
     (folder / "centroids").mkdir()
     for number, image in enumerate(representatives, start=1):
@@ -69,7 +80,8 @@ def draw_k_pictures(
     note = None
     if matching is not None:
         note = (
-            "captions: cluster, its matched class (one-to-one, Hungarian) and that class's share of the cluster"
+            "captions: cluster, its matched class (one-to-one, Hungarian) and its share of the cluster; "
+            "the most frequent class too where that is another"
             if matching.method == "hungarian"
             else "captions: cluster, its majority class (K > classes: no one-to-one match) and its share"
         )
@@ -80,10 +92,30 @@ def draw_k_pictures(
     )
     step()
 
+    members_by_cluster = members_nearest_first(clusters, distances, k)
+    typical = np.array([members[0] if len(members) else -1 for members in members_by_cluster], dtype=np.int64)
+    if k <= TYPICAL_MAX_K:
+        typical_images = np.where(
+            (typical >= 0).reshape(-1, *[1] * (images.ndim - 1)),  # K x 1 x 1 (x 1 in colour)
+            images[np.maximum(typical, 0)],
+            np.uint8(255),
+        )
+        save_png(
+            centroid_sheet(
+                typical_images,
+                sizes,
+                title=title,
+                classes=captions,
+                note="each cluster's most typical member: the one nearest its centre"
+                + (f" in the {features.space.text} space" if in_features else ""),
+            ),
+            folder / "typical.png",
+        )
+        step()
     export = _member_exporter(dataset, images, export_members) if export_members else None
     if samples > 0 or export_members:
         (folder / "clusters").mkdir()
-    for number, members in enumerate(members_nearest_first(clusters, distances, k), start=1):
+    for number, members in enumerate(members_by_cluster, start=1):
         if samples > 0:
             grid = _cluster_grid(dataset, title, number, members, samples, matching)
             save_png(grid, folder / "clusters" / f"cluster_{number:0{width}d}.png")
@@ -103,6 +135,24 @@ def draw_k_pictures(
                 gif_title += f" · the first {EVOLUTION_MAX_TILES} of {k:,} clusters"
             save_evolution_gif(folder / "evolution.gif", frames, gif_title)
         step()
+    if features is not None:
+        from .map import write_map
+
+        write_map(
+            folder,
+            features.map_xy,
+            clusters,
+            representatives,
+            images,
+            dataset.labels,
+            dataset.class_names,
+            title + (f" · features {features.space.text}" if in_features else ""),
+            features.map_method,
+            features.map_index,
+            image_paths(dataset),
+        )
+        step()
+    return typical
 
 
 def grid_members(
@@ -161,6 +211,10 @@ def _cluster_grid(dataset, title, number, members, samples, matching) -> np.ndar
     if matching is not None:
         how = "matched class" if matching.method == "hungarian" else "majority class"
         heading[1] += f" · {how}: {matching.name[index]} ({percent(matching.share[index])} of the cluster)"
+        if matching.differs(index):
+            heading[1] += (
+                f" · mostly {matching.majority_name[index]} ({percent(matching.majority_share[index])})"
+            )
     sections = []
     if not size:
         sections.append(("an empty cluster: no members", images[:0], None))

@@ -6,14 +6,16 @@ one run's memory, so that a run of one K, or runs of several K side by side, lea
 pictures and page cover every K in it. It runs once at the end of each run, under the folder's
 lock, and every file is replaced atomically (Experiment.replacing).
 
-report.html is one self-contained page: relative links to the folder's own files, no script,
-no network, so it opens offline and from a copied folder.
+report.html is one self-contained page: relative links to the folder's own files, no network,
+no external script (only the interactive map's small inline one, render/map.py), so it opens
+offline and from a copied folder.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -50,6 +52,7 @@ RESULT_KEYS = {
     "silhouette_sample",
     "stability",
     "runs",
+    "typical_members",
 }
 SCORE_NAMES = {"accuracy": "ACC", "nmi": "NMI", "purity": "purity", "ari": "ARI"}
 
@@ -132,7 +135,9 @@ def draw_sweep_pictures(experiment, runs: dict[int, dict]) -> list[Path]:
 def _representatives(path: Path) -> np.ndarray | None:
     try:
         with np.load(path, allow_pickle=False) as stored:
-            centers, shape = stored["cluster_centers"], tuple(int(n) for n in stored["image_shape"])
+            # a model fitted in a feature space keeps its clusters' mean images beside its centres
+            means = "pixel_means" if "pixel_means" in stored.files else "cluster_centers"
+            centers, shape = stored[means], tuple(int(n) for n in stored["image_shape"])
     except (OSError, ValueError, KeyError):
         return None
     return center_images(centers, shape)
@@ -144,7 +149,13 @@ def _in_class_order(representatives: np.ndarray, run: dict) -> tuple:
     matching = (run.get("cluster_classes") or {}).get("clusters")
     if not matching or len(matching) != len(representatives):
         return representatives, None, None
-    try:
+    try:  # placed by what they are: the cluster's most frequent class (the matched one in older files)
+        matching = [
+            {**m, "class": m["majority_class"], "name": m["majority_name"], "share": m["majority_share"]}
+            if "majority_class" in m
+            else m
+            for m in matching
+        ]
         order = sorted(range(len(matching)), key=lambda i: (matching[i]["class"], -matching[i]["share"]))
         classes = [(int(matching[i]["class"]), str(matching[i]["name"])) for i in order]
         captions = [[f"#{matching[i]['cluster']} · {100 * matching[i]['share']:.0f} %"] for i in order]
@@ -156,7 +167,9 @@ def _in_class_order(representatives: np.ndarray, run: dict) -> tuple:
 def _side_by_side_title(name: str, runs: dict[int, dict]) -> str:
     ordered = any(run.get("cluster_classes") for run in runs.values())
     return f"{name}: the representatives for each K" + (
-        " under their class (captions: cluster, and the class's share of it)" if ordered else ""
+        " under their most frequent class (captions: cluster, and that class's share of it)"
+        if ordered
+        else ""
     )
 
 
@@ -189,6 +202,9 @@ def report_html(experiment, runs: dict[int, dict], rows: list[dict[str, str]], a
     parts += _settings_section(experiment.recorded_settings(), runs)
     parts += _summary_section(folder, rows, advice, experiment.recorded_settings() or {})
     parts += _charts_section(folder)
+    from .map import map_section
+
+    parts += map_section(folder, runs)
     for k, run in runs.items():
         parts += _k_section(folder, k, run)
     parts.append("</body></html>")
@@ -209,7 +225,8 @@ figure { margin: 10px 0 18px; } figcaption { color: #555; font-size: 13px; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; image-rendering: pixelated; }
 img.chart { image-rendering: auto; }
 .grids { display: flex; flex-wrap: wrap; gap: 10px; }
-.grids a img { width: 240px; }
+.grids a img { width: 360px; }
+td.text { overflow-wrap: anywhere; max-width: 28em; }
 .wide { overflow-x: auto; }
 """
 
@@ -297,7 +314,7 @@ def _summary_section(
             value = columns[name][number]
             text = _e(value)
             if name in spread and _nonzero(columns[f"{name}_std"][number]):
-                text += f" ± {_e(columns[f'{name}_std'][number])}"
+                text = _e(plus_minus(value, columns[f"{name}_std"][number]))
             if name == "k" and value.isdigit() and (folder / f"k{int(value)}").is_dir():
                 text = f'<a href="#k{int(value)}">{text}</a>'
             numeric = bool(re.fullmatch(r"[-+0-9.eE ]*", value))
@@ -319,6 +336,30 @@ def _summary_section(
     if advice:
         lines += ["<h3>Choosing K</h3>", *(f"<p>{_e(line)}</p>" for line in advice)]
     return parts + lines
+
+
+def plus_minus(mean: str, std: str) -> str:
+    """ "mean ± std" with the std to two significant digits and the mean to the same place (never
+    more digits than summary.csv holds): "486.886 ± 0.00031", "8.589664e+09 ± 820"."""
+    try:
+        m, s = float(mean), float(std)
+    except ValueError:
+        return f"{mean} ± {std}"
+    if not (math.isfinite(m) and math.isfinite(s)) or s <= 0:
+        return f"{mean} ± {std}"
+    place = math.floor(math.log10(s))  # the std's leading digit
+    std_text = f"{s:.{max(0, 1 - place)}f}" if -5 <= place < 5 else f"{s:.1e}"
+    if "." in std_text and "e" not in std_text:
+        std_text = std_text.rstrip("0").rstrip(".")  # 0.010 -> 0.01
+    given = re.fullmatch(r"[-+]?\d*\.?(\d*)(?:[eE]([-+]?\d+))?", mean.strip())
+    if given is None:
+        return f"{mean} ± {std_text}"
+    decimals, exponent = len(given.group(1)), given.group(2)
+    if exponent is not None or abs(m) >= 1e5:  # scientific: mantissa digits down to the std's place
+        lead = math.floor(math.log10(abs(m))) if m else 0
+        digits = max(0, min(lead - place + 1, decimals if exponent is not None else 6))
+        return f"{m:.{digits}e} ± {std_text}"
+    return f"{m:.{max(0, min(1 - place, decimals))}f} ± {std_text}"
 
 
 def _nonzero(text: str) -> bool:
@@ -398,9 +439,11 @@ def _k_section(folder: Path, k: int, run: dict) -> list[str]:
         ("centroids.png", "The representatives, captioned with cluster number, matched class and share"),
         ("confusion.png", "Clusters against the true classes"),
         ("evolution.gif", "The representatives, iteration by iteration"),
+        ("typical.png", "Each cluster's most typical member: the one nearest its centre"),
+        ("map.png", "The map: every image in 2-D, coloured by cluster (and by true class)"),
     ):
         if (base / name).is_file():
-            parts.append(_figure(f"{sub}/{name}", caption, chart=name == "confusion.png"))
+            parts.append(_figure(f"{sub}/{name}", caption, chart=name in ("confusion.png", "map.png")))
     grids = sorted((base / "clusters").glob("cluster_*.png")) if (base / "clusters").is_dir() else []
     if grids:
         parts.append("<h3>Each cluster: nearest, farthest and other-class members</h3>")

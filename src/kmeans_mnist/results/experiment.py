@@ -58,6 +58,7 @@ DEFAULTS = {
     "max_iter": 300,
     "tol": 1e-4,
     "repeats": 1,
+    "features": "pixels",
 }
 SETTING_WORDS = {
     "dataset": "dataset",
@@ -71,6 +72,7 @@ SETTING_WORDS = {
     "max_iter": "--max-iter",
     "tol": "--tol",
     "repeats": "--repeats",
+    "features": "--features",
     "data_digest": "the images themselves (same number, other content)",
 }
 SCORES = ("inertia", "silhouette", "calinski_harabasz", "davies_bouldin", "purity", "accuracy", "nmi", "ari")
@@ -90,6 +92,7 @@ SUMMARY_COLUMNS = (
     "tol",
     "seed",
     "repeats",
+    "features",
     *[column for name in SCORES for column in (name, f"{name}_std")],
     "silhouette_sample",
     "stability",
@@ -132,6 +135,8 @@ def experiment_name(dataset: str, **settings) -> str:
             parts.append(f"{label}{value[name]}")
     if value["tol"] != DEFAULTS["tol"]:
         parts.append(f"tol{value['tol']:g}")
+    if value["features"] != DEFAULTS["features"]:  # "umap:10" -> "umap10": no colon in a folder name
+        parts.append(re.sub(r"[^a-z0-9]+", "", str(value["features"]).lower()) or "x")
     return "-".join(parts)
 
 
@@ -271,8 +276,8 @@ def row_from_record(record: dict, settings: dict) -> dict[str, str]:
         "n_iter": record.get("n_iter"),
         "fit_seconds": _number(record.get("fit_seconds", (record.get("seconds") or {}).get("fit")), ".3f"),
     }
-    for name in ("split", "limit", "keep_blank", "init", "n_init", "max_iter", "tol", "repeats"):
-        value = record.get(name, settings.get(name))
+    for name in ("split", "limit", "keep_blank", "init", "n_init", "max_iter", "tol", "repeats", "features"):
+        value = record.get(name, settings.get(name, DEFAULTS.get(name)))
         values[name] = json.dumps(value) if isinstance(value, bool) else value
     for name in SCORES:
         form = SCORE_FORMATS.get(name, ".4f")
@@ -434,6 +439,8 @@ class Experiment:
             f"{s.get('init')}, n_init {s.get('n_init')}, max_iter {s.get('max_iter')}, tol {s.get('tol'):g}, "
             f"{repeats} repeat{'s' if repeats != 1 else ''} per K"
         )
+        space = s.get("features") or "pixels"
+        fit = f"features {space}; {fit}" if space != "pixels" else fit
         return f"{data} ({', '.join(selection)}); {fit}{'; ' + seed_text if seed_text else ''}"
 
     # -- the experiment's own pictures and page (drawn by render/, under the lock) -------------

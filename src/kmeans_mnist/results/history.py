@@ -31,8 +31,9 @@ class FitHistory:
     iteration's seconds are measured here, from one report to the next.
     """
 
-    def __init__(self, image_shape: tuple[int, int] | None = None):
+    def __init__(self, image_shape: tuple[int, int] | None = None, to_pixels=None):
         self.image_shape = image_shape
+        self.to_pixels = to_pixels  # centres of a feature space -> pixel rows (features.Features)
         self.rows: list[tuple] = []
         self.last = time.perf_counter()
         self._run = None  # the restart in progress: its frames, stride, last centres, last inertia
@@ -72,6 +73,8 @@ class FitHistory:
     def _frame(self, frame: tuple) -> tuple:
         iteration, caption, centers = frame
         shown = np.asarray(centers)[:EVOLUTION_MAX_TILES]
+        if self.to_pixels is not None:
+            shown = self.to_pixels(shown)
         return iteration, caption, center_images(shown, self.image_shape)
 
     def _finish_run(self) -> None:

@@ -110,23 +110,58 @@ def recommend(rows: list[dict[str, str]]) -> list[str]:
     first = "; ".join(f"{words} K={k} ({why})" for words, k, why in picks) or "no label-free score yet"
     if label:
         first += f"; with the labels, NMI K={label[0]} ({label[1]:.3f})"
-    votes: dict[int, list[str]] = {}
-    for words, k, _ in picks:
-        votes.setdefault(k, []).append(words)
-    edge = ""
-    if len(votes) == 1:
-        [(k, _)] = votes.items()
-        verdict = f"The label-free scores agree on K={k}."
-        if k in (ks[0], ks[-1]) and len(ks) > 2:
-            edge = f" It is at the edge of the K tried ({ks[0]}..{ks[-1]}): try beyond it."
-    elif votes:
-        ranked = sorted(votes.items(), key=lambda item: (-len(item[1]), item[0]))
-        verdict = "The scores disagree: " + "; ".join(f"K={k} ({', '.join(names)})" for k, names in ranked)
-        verdict += ": compare those K's centroids.png before choosing."
-    else:
-        verdict = "Not enough scores to choose: run more K."
     repeats = max(int(row.get("repeats") or 1) for row in rows)
-    noise = (
-        "" if repeats > 1 else " One seed per K: small differences may be noise (--repeats 5 measures it)."
+    return [f"Prefers: {first}.", _verdict(ks, by_k, picks, repeats)]
+
+
+STABLE = 0.8  # mean pairwise ARI between the repeats below which a K's clusters are not reproducible
+
+
+def _verdict(ks: list[int], by_k: dict[int, dict], picks: list[tuple[str, int, str]], repeats: int) -> str:
+    """One K or none, with the reasons. A score whose best is an end of the range tried says
+    little (most scores drift one way with K), so it does not vote; with --repeats, a K whose
+    clusters do not come back (stability < 0.8) cannot be recommended, and the most stable K votes."""
+    at_end = [(words, k) for words, k, _ in picks if len(ks) > 2 and k in (ks[0], ks[-1])]
+    voting = [(words, k) for words, k, _ in picks if (words, k) not in at_end]
+    reasons = []
+    if at_end:
+        reasons.append(
+            "; ".join(f"{words} picks K={k}, an end of the range tried" for words, k in at_end)
+            + " (says little)"
+        )
+    stability = (
+        {k: float(by_k[k]["stability"]) for k in ks if by_k[k].get("stability")} if repeats > 1 else {}
     )
-    return [f"Prefers: {first}.", verdict + edge + noise]
+    unstable = sorted(k for k, value in stability.items() if value < STABLE)
+    inner = [k for k in stability if not (len(ks) > 2 and k in (ks[0], ks[-1]))]
+    if inner:  # the steadiest K inside the range votes (at an end it would say as little)
+        steadiest = min(inner, key=lambda k: (-stability[k], k))
+        if stability[steadiest] >= STABLE:
+            voting.append((f"stability {stability[steadiest]:.2f}", steadiest))
+    if stability and unstable:
+        reasons.append(
+            f"K={', '.join(map(str, unstable))} not stable over {repeats} repeats (ARI < {STABLE})"
+        )
+    votes: dict[int, list[str]] = {}
+    for words, k in voting:
+        if k not in unstable:
+            votes.setdefault(k, []).append(words)
+    ranked = sorted(votes.items(), key=lambda item: (-len(item[1]), item[0]))
+    noise = "" if repeats > 1 else " (one seed per K: --repeats 5 also measures stability)"
+    if (
+        ranked
+        and (len(ranked) == 1 or len(ranked[0][1]) > len(ranked[1][1]))
+        and len(ranked[0][1]) >= min(2, sum(len(names) for _, names in ranked))
+    ):
+        k, names = ranked[0]
+        if k in stability and not any(name.startswith("stability") for name in names):
+            names = [*names, f"stability {stability[k]:.2f}"]
+        others = "; ".join(reasons)
+        return f"Recommendation: K={k} ({', '.join(names)}){'; ' + others if others else ''}.{noise}"
+    if ranked:
+        reasons.insert(0, "the scores split: " + "; ".join(f"K={k} ({', '.join(n)})" for k, n in ranked))
+    elif at_end:
+        reasons.append(f"try K beyond {ks[0]}..{ks[-1]}")
+    else:
+        reasons.append("not enough scores: run more K")
+    return f"Recommendation: none ({'; '.join(reasons)}); compare the K's centroids.png.{noise}"

@@ -42,13 +42,24 @@ class SavedModel:
     width (None when the file does not say: models saved from the API without it), and the
     statistics of the fit that made it."""
 
-    centers: np.ndarray
+    centers: np.ndarray  # K x D (K x N for a model fitted in an N-dimensional PCA space)
     image_shape: tuple[int, int] | None
     inertia: float
     n_iter: int
     converged: bool
-    channels: int = 1  # 3: fitted on colour (RGB) images, D = 3*H*W
+    channels: int = 1  # 3: fitted on colour (RGB) images, D = 3*H*W pixels
     resize: str | None = None  # how the fit fitted images of another size (--resize), if it did
+    features: str = "pixels"  # the space the model was fitted in ("pixels", "pca:50")
+    pca_mean: np.ndarray | None = None  # D pixels, float64: with pca_basis, pixels -> the model's space
+    pca_basis: np.ndarray | None = None  # D x N float64
+
+    def points(self, pixels: np.ndarray) -> np.ndarray:
+        """Images (M x D pixels) in the model's space: the pixels, or their PCA coordinates."""
+        if self.pca_basis is None:
+            return pixels
+        from ..features import PCA
+
+        return PCA(self.pca_mean, self.pca_basis, np.zeros(self.pca_basis.shape[1])).transform(pixels)
 
 
 def save_model(path: Path, model, **metadata) -> None:
@@ -105,6 +116,20 @@ def read_model(path: Path) -> SavedModel:
                 statistics = (float(stored["inertia"]), int(stored["n_iter"]), bool(stored["converged"]))
                 channels = int(stored["channels"]) if "channels" in stored.files else 1
                 resize = str(stored["resize"]) if "resize" in stored.files else None
+                features = str(stored["features"]) if "features" in stored.files else "pixels"
+                if features.startswith("umap"):
+                    raise ModelError(
+                        f"{path} was fitted in the {features} feature space: a UMAP embedding cannot be "
+                        "saved without pickle, which kmeans-mnist never loads, so new images cannot be "
+                        "placed in it; fit with --features pca:50 (predict works) or cluster the new "
+                        "images together with the old in one run"
+                    )
+                pca = None
+                if features != "pixels":
+                    pca = (
+                        np.asarray(stored["pca_mean"], dtype=np.float64),
+                        np.asarray(stored["pca_basis"], dtype=np.float64),
+                    )
     except ModelError:
         raise
     except OSError:  # the file itself could not be opened or read: the caller words it
@@ -131,18 +156,30 @@ def read_model(path: Path) -> SavedModel:
         raise ModelError(f"{path} records {channels} channels (1: grey, 3: colour): {MODEL_HINT}")
     if resize not in (None, "stretch", "pad", "crop"):
         raise ModelError(f"{path} records an unknown resize mode {resize!r}: {MODEL_HINT}")
-    image_shape = _image_shape(path, shape, centers.shape[1], channels)
-    return SavedModel(centers, image_shape, *statistics, channels, resize)
+    if pca is None:
+        image_shape = _image_shape(
+            path, shape, centers.shape[1] // channels if centers.shape[1] % channels == 0 else -1
+        )
+        return SavedModel(centers, image_shape, *statistics, channels, resize)
+    mean, basis = pca
+    if (
+        mean.ndim != 1
+        or basis.shape != (len(mean), centers.shape[1])
+        or not (np.isfinite(mean).all() and np.isfinite(basis).all())
+    ):
+        raise ModelError(f"{path} holds a damaged {features} basis (pca_mean, pca_basis): {MODEL_HINT}")
+    image_shape = _image_shape(path, shape, len(mean) // channels if len(mean) % channels == 0 else -1)
+    return SavedModel(centers, image_shape, *statistics, channels, resize, features, mean, basis)
 
 
-def _image_shape(path: Path, shape, n_features: int, channels: int = 1) -> tuple[int, int] | None:
+def _image_shape(path: Path, shape, n_features: int) -> tuple[int, int] | None:
     if shape is None:
         return None
     try:
         height, width = (int(value) for value in np.asarray(shape).reshape(-1))
     except (ValueError, TypeError, OverflowError):
         height = width = 0
-    if height < 1 or width < 1 or height * width * channels != n_features:
+    if height < 1 or width < 1 or height * width != n_features:
         raise ModelError(
             f"{path} gives an image_shape ({np.asarray(shape).tolist()}) that does not match its "
             f"{n_features} features: {MODEL_HINT}"

@@ -166,7 +166,8 @@ def write_predictions(
     held=contextlib.nullcontext,
     paths: np.ndarray | None = None,
 ) -> None:
-    """index,label,cluster,distance rows (clusters 1..K, label empty if unknown), as assignments.csv.
+    """index,label,cluster,distance rows (clusters 1..K, label empty if unknown), as assignments.csv;
+    index,path,label,... when the images came from files (paths: Dataset.paths, quoted as CSV needs).
 
     A regular file: through a temporary file beside it, renamed into place (never half a file;
     on any failure or interrupt the temporary file is gone and the old file intact). Anything
@@ -177,7 +178,13 @@ def write_predictions(
     if not output.replace:
         written.started = True
         if output.path is None:
-            _write_rows(sys.stdout, labels, clusters, distances, paths)
+            out = _utf8_stdout()
+            try:
+                _write_rows(out, labels, clusters, distances, paths)
+            finally:
+                if out is not sys.stdout:
+                    out.flush()
+                    out.detach()  # sys.stdout keeps its buffer (a wrapper closes what it wraps)
             sys.stdout.flush()
             return
         try:
@@ -205,10 +212,12 @@ def write_predictions(
 
 
 def _write_rows(
-    file, labels: np.ndarray | None, clusters: np.ndarray, distances: np.ndarray, paths=None
+    file,
+    labels: np.ndarray | None,
+    clusters: np.ndarray,
+    distances: np.ndarray,
+    paths: np.ndarray | None = None,
 ) -> None:
-    """index,label,cluster,distance (index,path,label,... with paths: Dataset.paths, each a cell
-    made by csvfile.field, as in assignments.csv)."""
     from .csvfile import field
 
     file.write(f"index,{'path,' if paths is not None else ''}label,cluster,distance\n")
@@ -216,13 +225,22 @@ def _write_rows(
         rows = slice(start, start + WRITE_BLOCK_ROWS)
         numbers = (clusters[rows] + 1).tolist()
         label_texts = [""] * len(numbers) if labels is None else labels[rows].tolist()
-        path_texts = (
-            [""] * len(numbers) if paths is None else [field(str(name)) + "," for name in paths[rows]]
-        )
+        path_texts = [""] * len(numbers) if paths is None else [field(str(p)) + "," for p in paths[rows]]
         values = zip(path_texts, label_texts, numbers, distances[rows].tolist(), strict=True)
         file.write(
             "".join(
-                f"{index},{path_text}{label},{number},{distance:.6g}\n"
-                for index, (path_text, label, number, distance) in enumerate(values, start=start)
+                f"{index},{name}{label},{number},{distance:.6g}\n"
+                for index, (name, label, number, distance) in enumerate(values, start=start)
             )
         )
+
+
+def _utf8_stdout():
+    """Standard output as UTF-8 text whatever the locale: file names may be any text."""
+    import io
+
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        return sys.stdout
+    sys.stdout.flush()
+    return io.TextIOWrapper(buffer, encoding="utf-8", newline="\n", write_through=True)

@@ -49,10 +49,24 @@ class ClusterClasses(NamedTuple):
     share: np.ndarray  # K: share of the cluster's members in that class (0 for an empty cluster)
     method: str  # "hungarian" (K <= classes, one-to-one) or "majority"
     class_names: list[str]  # the table's columns, named
+    majority_value: np.ndarray | None = None  # K: the cluster's most frequent class (its label value)
+    majority_name: list[str] | None = None  # K: its name
+    majority_share: np.ndarray | None = None  # K: its share of the cluster
+
+    def differs(self, cluster: int) -> bool:
+        """Whether the cluster's most frequent class is another than its matched one."""
+        return self.majority_value is not None and self.majority_value[cluster] != self.value[cluster]
 
     def caption(self, cluster: int) -> str:
-        """'Trouser · 92 %'."""
-        return f"{self.name[cluster]} · {100 * self.share[cluster]:.0f} %"
+        """'Trouser · 92 %', and the majority when it is another class: '5 · 24 % · mostly 0 · 48 %'."""
+        text = f"{self.name[cluster]} · {percent(self.share[cluster])}"
+        if self.differs(cluster):
+            text += f" · mostly {self.majority_name[cluster]} · {percent(self.majority_share[cluster])}"
+        return text
+
+
+def percent(share: float) -> str:
+    return f"{100 * share:.0f} %"
 
 
 def cluster_classes(dataset, table: np.ndarray, classes: np.ndarray) -> ClusterClasses:
@@ -60,8 +74,19 @@ def cluster_classes(dataset, table: np.ndarray, classes: np.ndarray) -> ClusterC
 
     column, share, method = matched_classes(table)
     class_names = _class_names(dataset, classes)
+    table = np.asarray(table)
+    majority = table.argmax(axis=1)
+    majority_share = table[np.arange(len(table)), majority] / np.maximum(table.sum(axis=1), 1)
     return ClusterClasses(
-        column, np.asarray(classes)[column], [class_names[c] for c in column], share, method, class_names
+        column,
+        np.asarray(classes)[column],
+        [class_names[c] for c in column],
+        share,
+        method,
+        class_names,
+        np.asarray(classes)[majority],
+        [class_names[c] for c in majority],
+        majority_share.astype(np.float64),
     )
 
 
@@ -102,6 +127,9 @@ def run_record(dataset, model, params, seconds, metrics, table, matching) -> dic
                     "class": int(matching.value[number - 1]),
                     "name": matching.name[number - 1],
                     "share": round(float(matching.share[number - 1]), 4),
+                    "majority_class": int(matching.majority_value[number - 1]),
+                    "majority_name": matching.majority_name[number - 1],
+                    "majority_share": round(float(matching.majority_share[number - 1]), 4),
                 }
                 for number in range(1, len(matching.name) + 1)
             ],
@@ -132,6 +160,23 @@ def nearest_files(dataset, members_by_cluster: list[np.ndarray]) -> list[list[st
 def write_record(folder: Path, record: dict) -> None:
     """folder/summary.json: the record the experiment's tables and report are made from."""
     (Path(folder) / "summary.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def feature_arrays(features, pixel_means: np.ndarray) -> dict:
+    """model.npz's record of the feature space: plain arrays only (never pickle). A PCA model
+    keeps its mean and basis, so predict can map new images; a UMAP model cannot be kept so."""
+    arrays = {"features": np.str_(features.space.text), "pixel_means": pixel_means}
+    if features.pca is not None:
+        arrays.update(pca_mean=features.pca.mean, pca_basis=features.pca.basis)
+    return arrays
+
+
+def feature_summary(features, typical: np.ndarray) -> dict:
+    """summary.json's feature-space entries and each cluster's most typical member (its index in
+    the loaded data; -1 for an empty cluster)."""
+    info = features.record() if features is not None else {"features": "pixels"}
+    info["typical_members"] = typical.tolist()
+    return info
 
 
 def init_name(init) -> str | None:
