@@ -91,6 +91,9 @@ def test_colour_folder_with_awkward_names_end_to_end(tmp_path, capsys):
     report = (tmp_path / "out" / "photos" / "report.html").read_text(encoding="utf-8")
     assert "<img src=x" not in report  # the awkward name is text, escaped
     assert "&lt;img src=x onerror=alert(1)&gt;.png" in report and 'title="nearest: ' in report
+    with np.load(k2 / "map.npz", allow_pickle=False) as sample:  # the interactive map's tooltips
+        assert sample["images"].shape[1:] == (8, 8, 3) and sorted(sample["path"]) == sorted(written)
+    assert "\\u003cimg src=x onerror=alert(1)\\u003e.png" in report  # names in the map's JSON, inert
     nearest = json.loads((k2 / "summary.json").read_text())["nearest_files"]
     assert len(nearest) == 2 and all(len(names) == 8 for names in nearest)
     assert {name.split("/")[0] for name in nearest[0]} | {name.split("/")[0] for name in nearest[1]} == {

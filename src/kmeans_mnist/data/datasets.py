@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import cache
+from .errors import DatasetError  # defined there (images.py raises it), imported from here as before
 
 if TYPE_CHECKING:
     from .sources import Planned
@@ -98,10 +99,6 @@ USPS_PACKAGED = Path(__file__).parent / "usps"  # shipped with the package (MIT,
 USPS_FILES = "usps_1.jpg ... usps_5.jpg"
 
 HASH_BLOCK_ROWS = 1 << 14  # rows read at a time while hashing for --limit or looking for blank rows
-
-
-class DatasetError(ValueError):
-    """A problem with the user's data or data options; str() is one line meant for the user."""
 
 
 @dataclass(frozen=True, eq=False, repr=False)

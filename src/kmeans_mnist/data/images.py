@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cache
-from .datasets import DatasetError
+from .errors import DatasetError
 
 RESIZE_MODES = ("stretch", "pad", "crop")
 DEFAULT_RESIZE = "stretch"

@@ -96,7 +96,7 @@ def draw_k_pictures(
     typical = np.array([members[0] if len(members) else -1 for members in members_by_cluster], dtype=np.int64)
     if k <= TYPICAL_MAX_K:
         typical_images = np.where(
-            (typical >= 0).reshape(-1, *[1] * (images.ndim - 1)),
+            (typical >= 0).reshape(-1, *[1] * (images.ndim - 1)),  # K x 1 x 1 (x 1 in colour)
             images[np.maximum(typical, 0)],
             np.uint8(255),
         )
@@ -149,6 +149,7 @@ def draw_k_pictures(
             title + (f" · features {features.space.text}" if in_features else ""),
             features.map_method,
             features.map_index,
+            image_paths(dataset),
         )
         step()
     return typical

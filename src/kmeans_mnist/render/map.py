@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..results.csvfile import text_safe
 from .pictures import put_text, save_png, stack, text_block, upscale
 
 PANEL = 460  # pixels a side (the PNG encoding is most of the cost)
@@ -132,6 +133,7 @@ def write_map(
     title: str = "",
     method: str = "pca",
     index: np.ndarray | None = None,
+    paths: np.ndarray | None = None,
 ) -> None:
     """map.png and map.npz in folder (see the module docstring). representatives: K x H x W uint8
     (the members' mean images); images: the loaded images (for map.npz's sample). xy places the
@@ -186,10 +188,12 @@ def write_map(
         shown = f"a fixed sample of {len(index):,} of the {n_images:,} images"
     note = f"{shown}, each a dot placed by {axes}; where dots pile up the colour is their average, darker"
     save_png(stack([text_block([(title, 14), (note, 11)]), body]), folder / "map.png")
-    _write_sample(folder / "map.npz", xy, clusters, images, labels, label_names, method, index)
+    _write_sample(folder / "map.npz", xy, clusters, images, labels, label_names, method, index, paths)
 
 
-def _write_sample(path: Path, xy, clusters, images, labels, label_names, method: str, where) -> None:
+def _write_sample(
+    path: Path, xy, clusters, images, labels, label_names, method: str, where, paths=None
+) -> None:
     """A fixed sample of points (the same for every K of the data) with their images, for the
     report's interactive map. Plain arrays only."""
     pixels = int(np.prod(images.shape[1:]))
@@ -211,6 +215,8 @@ def _write_sample(path: Path, xy, clusters, images, labels, label_names, method:
         arrays["label"] = np.asarray(labels)[index].astype(np.int64)
         names = label_names or {}
         arrays["label_name"] = np.array([names.get(int(value), str(value)) for value in arrays["label"]])
+    if paths is not None:  # the file names, for the tooltips (unicode arrays: no pickle)
+        arrays["path"] = np.array([text_safe(str(paths[i])) for i in where[index]], dtype=np.str_)
     with open(path, "wb") as file:
         np.savez(file, **arrays)  # uncompressed: written in milliseconds, read by the report
 
@@ -249,13 +255,14 @@ MAP_SCRIPT = """
     var i = nearest(event);
     if (i < 0) { tip.hidden = true; return; }
     var raw = atob(p.images[i]), pixels = ctx.createImageData(shape[1], shape[0]);
-    for (var j = 0; j < raw.length; j++) {
-      var v = raw.charCodeAt(j);
-      pixels.data[4 * j] = pixels.data[4 * j + 1] = pixels.data[4 * j + 2] = v; pixels.data[4 * j + 3] = 255;
+    var channels = shape.length > 2 ? shape[2] : 1;  // 3: colour images, RGB per pixel
+    for (var j = 0; j < shape[0] * shape[1]; j++) {
+      for (var c = 0; c < 3; c++) { pixels.data[4 * j + c] = raw.charCodeAt(channels * j + (channels > 1 ? c : 0)); }
+      pixels.data[4 * j + 3] = 255;
     }
     tipImage.width = shape[1]; tipImage.height = shape[0];
     tipImage.getContext("2d").putImageData(pixels, 0, 0);
-    var words = "image " + p.index[i];
+    var words = p.path ? p.path[i] : "image " + p.index[i];  // textContent: a name is never markup
     if (p.label) { words += " \\u00b7 label " + p.label_name[i]; }
     words += " \\u00b7 cluster #" + clusters()[i];
     tipText.textContent = words;
@@ -308,6 +315,7 @@ def map_section(folder: Path, runs: dict[int, dict]) -> list[str]:
                 "images": [base64.b64encode(image.tobytes()).decode("ascii") for image in sample["images"]],
                 "label": sample["label"].tolist() if "label" in sample else None,
                 "label_name": sample["label_name"].tolist() if "label_name" in sample else None,
+                "path": sample["path"].tolist() if "path" in sample else None,
             }
             shape = list(sample["images"].shape[1:])
             method = str(sample["method"])

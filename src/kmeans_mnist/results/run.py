@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .csvfile import field, text_safe
+from .model import save_model  # noqa: F401  the run's model writer is model.py's (tests/test_predict.py)
 
 ASSIGNMENT_BLOCK_ROWS = 65_536  # rows of assignments.csv formatted at a time
 NEAREST_FILES = 8  # file names per cluster in summary.json (report.html's tooltips)
