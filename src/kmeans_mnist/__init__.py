@@ -14,7 +14,7 @@ __all__ = ["Dataset", "DatasetError", "KMeans", "ModelError", "load_dataset", "l
 _HOMES = {
     "KMeans": "engine.estimator",
     "Dataset": "data.datasets",
-    "DatasetError": "data.datasets",
+    "DatasetError": "data.errors",
     "load_dataset": "data.datasets",
     "load_model": "results.model",
     "ModelError": "results.model",

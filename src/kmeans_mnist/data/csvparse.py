@@ -20,7 +20,7 @@ from typing import NoReturn
 import numpy as np
 
 from .cache import open_regular
-from .datasets import DatasetError
+from .errors import DatasetError
 
 CHUNK_BYTES = 1 << 20  # CSV text parsed per step: small enough to stay in the CPU cache
 MAX_LINE_BYTES = 1 << 24  # a longer line is not one image's row (16 MiB: 4 million pixels)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +27,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import cache
-from .errors import DatasetError  # defined there (images.py raises it), imported from here as before
+from .errors import DATASETS, SPLITS, DatasetError, require_file
+from .images import pillow_warnings_off
 
 if TYPE_CHECKING:
     from .sources import Planned
 
-DATASETS = ("mnist", "fashion", "usps", "files")
-SPLITS = ("train", "test", "all")
 
 FASHION_CLASSES = (
     "T-shirt/top",
@@ -351,19 +349,6 @@ def _smallest_digests(images: np.ndarray, labels: np.ndarray | None, count: int)
 # --- files that exist but are not regular files --------------------------------------------
 
 
-def require_file(path: Path, missing: str) -> None:
-    """Raise DatasetError unless path is a regular file: `missing` when it does not exist, else what it is."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise DatasetError(missing) from None
-    except OSError as error:
-        raise DatasetError(f"cannot read {path}: {error.strerror or error}") from error
-    kind = cache.not_regular(mode)
-    if kind:
-        raise DatasetError(f"{path} is {kind}, not a regular file: put the file itself there")
-
-
 # --- Kaggle CSV files ------------------------------------------------------------------------
 
 
@@ -605,15 +590,6 @@ def _read_usps_sheets(folder: Path) -> tuple[np.ndarray, np.ndarray, str]:
         labels.append(np.full(len(column_major), digit, dtype=np.int64))
     where = "the sheets shipped with kmeans-mnist" if folder == USPS_PACKAGED else str(folder)
     return np.concatenate(tiles), np.concatenate(labels), f"{where}: {USPS_FILES}"
-
-
-@contextlib.contextmanager
-def pillow_warnings_off():
-    """Hide Pillow's warnings (DecompressionBombWarning, palette transparency...): the images are
-    read as they are, and --quiet means quiet. Not thread-safe: enter it around, not inside, threads."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 def read_grey_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:

@@ -28,6 +28,8 @@ An image already HxW is never touched, whatever the mode.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,15 @@ from .errors import DatasetError
 RESIZE_MODES = ("stretch", "pad", "crop")
 DEFAULT_RESIZE = "stretch"
 ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
+
+
+@contextlib.contextmanager
+def pillow_warnings_off():
+    """Hide Pillow's warnings (DecompressionBombWarning, palette transparency...): the images are
+    read as they are, and --quiet means quiet. Not thread-safe: enter it around, not inside, threads."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def read_image(

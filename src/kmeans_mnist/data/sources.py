@@ -44,7 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from . import cache
-from .datasets import DATASETS, DatasetError, pillow_warnings_off, require_file
+from .errors import DATASETS, DatasetError, require_file
+from .images import pillow_warnings_off
 
 KINDS = "a folder of images, IDX files, a .npy/.npz file or a CSV file"
 IDX_IMAGES = re.compile(r"^(?P<head>.*)images(?P<sep>[-.])idx3-ubyte(?P<gz>\.gz)?$")
