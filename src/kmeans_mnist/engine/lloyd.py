@@ -345,7 +345,7 @@ def check_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
         weights = np.full(n_samples, float(weights))
     if weights.shape != (n_samples,):
         raise ValueError(f"sample_weight must have shape ({n_samples},), got {weights.shape}")
-    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or not weights.sum() > 0:
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or not np.any(weights > 0):
         raise ValueError("sample_weight must be finite, >= 0 and not all zero")
     return None if np.all(weights == 1) else weights
 
