@@ -1,6 +1,7 @@
 """Shared fixtures: where the real data lives, and a kagglehub cache built from it."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,3 +86,17 @@ def read_idx_images(path: Path):
 def mnist_pixels(shared_datasets):
     """The 60,000 real MNIST training images, N x 784 uint8 (skips without ../shared)."""
     return read_idx_images(shared_datasets / "mnist" / "train-images-idx3-ubyte.gz")
+
+
+@pytest.fixture(scope="module")
+def model_home(tmp_path_factory) -> Path:
+    """A folder holding data/ (small MNIST CSV files) and out/mnist/k4/ fitted on them (made once
+    per test module: the predict tests copy it)."""
+    from cli_support import run_cli, write_kaggle
+
+    home = tmp_path_factory.mktemp("model-home")
+    write_kaggle(home / "data", n_train=30, n_test=10)
+    result = run_cli(["4", "--data-dir", "data", "--samples", "0", "--output", "out", "--quiet"], home)
+    assert result.returncode == 0, result.stderr
+    shutil.rmtree(home / "parsed-cache")
+    return home

@@ -292,17 +292,6 @@ def test_predict_the_test_split_with_a_model_of_the_train_split(tmp_path, real_e
 # --- predict on small data ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def model_home(tmp_path_factory) -> Path:
-    """A folder holding data/ (small MNIST CSV files) and out/mnist/k4/ fitted on them (made once)."""
-    home = tmp_path_factory.mktemp("model-home")
-    write_kaggle(home / "data", n_train=30, n_test=10)
-    result = run_cli(["4", "--data-dir", "data", "--samples", "0", "--output", "out", "--quiet"], home)
-    assert result.returncode == 0, result.stderr
-    shutil.rmtree(home / "parsed-cache")
-    return home
-
-
 @pytest.fixture
 def small_model(tmp_path, model_home) -> Path:
     """tmp_path holding a copy of model_home; the path of its model.npz."""
