@@ -65,9 +65,17 @@ def kind_of(mode: int) -> str:
 
 
 @contextlib.contextmanager
-def replacing(path: Path, what: str = "the file kmeans-mnist writes there") -> Iterator[Path]:
+def replacing(
+    path: Path,
+    what: str = "the file kmeans-mnist writes there",
+    held: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    replaced: Callable[[], None] | None = None,
+) -> Iterator[Path]:
     """A temporary path beside `path`, claimed while the block runs; on success it replaces `path`
-    in one rename, on any failure (or Ctrl-C) it is removed and `path` is as it was."""
+    in one rename, on any failure (or Ctrl-C) it is removed and `path` is as it was.
+
+    held(): the context the rename happens in (signals_held: an interrupt waits for it);
+    replaced(): told inside it, right after the rename, so a caller knows which side it is on."""
     path = Path(path)
     temporary = sibling_path(path, "tmp")
     claim = None
@@ -76,7 +84,10 @@ def replacing(path: Path, what: str = "the file kmeans-mnist writes there") -> I
         claim = hold(temporary)
         yield temporary
         try:
-            os.replace(temporary, path)
+            with held():
+                os.replace(temporary, path)
+                if replaced is not None:
+                    replaced()
         except IsADirectoryError:
             raise NotOurs(f"{path} is a folder, not {what}: move it away") from None
     finally:

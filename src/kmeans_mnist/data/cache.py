@@ -239,20 +239,8 @@ def array_crc32(array: np.ndarray) -> int:
 
 
 def _save_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """write(file) to a temporary file beside `path`, then rename it to `path`."""
-    from ..atomic import hold, sibling_path
+    """write(file) to a temporary file beside `path`, then rename it to `path` (atomic.replacing)."""
+    from ..atomic import replacing
 
-    temporary = sibling_path(path, "tmp")
-    claim = None
-    try:
-        with open(temporary, "xb") as file:
-            claim = hold(temporary)
-            write(file)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    finally:
-        if claim is not None:
-            os.close(claim)
+    with replacing(path) as temporary, open(temporary, "wb") as file:
+        write(file)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import sibling_path
+from .. import atomic
 from ..data import cache
 from . import model
 from .model import SavedModel
@@ -194,21 +194,18 @@ def write_predictions(
             raise PredictError(f"could not write {output.path}: {error.strerror or error}") from None
         return
     path = output.path
-    temporary = sibling_path(path, "tmp")  # named before it exists: an interrupt at any point can remove it
+
+    def replaced() -> None:
+        written.replaced = True
+
     try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as file:
+        with (
+            atomic.replacing(path, held=held, replaced=replaced) as temporary,
+            open(temporary, "w", encoding="utf-8", newline="\n") as file,
+        ):
             _write_rows(file, labels, clusters, distances, paths)
-        with held():
-            os.replace(temporary, path)
-            written.replaced = True
-    except BaseException as error:
-        if not written.replaced:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-        if isinstance(error, OSError):
-            raise PredictError(f"could not write {path}: {error.strerror or error}") from None
-        raise
+    except OSError as error:
+        raise PredictError(f"could not write {path}: {error.strerror or error}") from None
 
 
 def _write_rows(
