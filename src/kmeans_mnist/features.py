@@ -334,7 +334,7 @@ def _map_pca(pixels: np.ndarray, index: np.ndarray | None) -> np.ndarray:
         return np.zeros((len(pixels) if index is None else len(index), 2), dtype=np.float32)
     from threadpoolctl import threadpool_limits
 
-    # thin products: BLAS threads only wait for each other (20x slower on a busy 2-core machine)
+    # thin products: BLAS threads only wait for each other
     with threadpool_limits(1, user_api="blas"):
         return _map_pca_fit(sample, pixels, index)
 

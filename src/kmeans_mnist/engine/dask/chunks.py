@@ -299,7 +299,7 @@ class Chunks:
     def _by_hosts(self, fn, asked, picked, args, kwargs) -> list:
         """The calls through each unit's Host actor, all workers at once."""
         # Pickled here into one bytes message each way: Dask would send each array (of the
-        # centres, of the sums) as a frame of its own, ~1.5 ms more a round trip on MNIST.
+        # centres, of the sums) as a frame of its own, a slower round trip.
         pending = [
             self.hosts[unit].run(
                 pickle.dumps((fn, mine, args, kwargs, self.prep), protocol=pickle.HIGHEST_PROTOCOL)
