@@ -54,11 +54,19 @@ def field(value: str) -> str:
     return buffer.getvalue()[:-2]
 
 
+def line(row: Sequence) -> str:
+    """One row as a CSV line ending in "\n", every cell through safe_cell (quoted as field says)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow([safe_cell(value) for value in row])
+    return buffer.getvalue()[:-2] + "\n"
+
+
 def write_rows(file: TextIO, header: Sequence[str], rows: Iterable[Sequence]) -> None:
-    """header, then rows, every cell through safe_cell, to an open text file (newline="")."""
-    writer = csv.writer(file, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([safe_cell(value) for value in row] for row in rows)
+    """header, then rows, to an open text file (newline=""): lines ending in "\n", cells
+    quoted where a comma, quote, line break or CR needs it (see field)."""
+    file.write(line(header))
+    for row in rows:
+        file.write(line(row))
 
 
 def rows_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:
