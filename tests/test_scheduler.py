@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-distributed = pytest.importorskip("distributed")
+distributed = pytest.importorskip(
+    "distributed", reason='the --scheduler tests need the dask extra: pip install -e ".[test,dask]"'
+)
 
 from cli_support import isolated_env, write_fixed_width_mnist, write_kaggle  # noqa: E402
 from kmeans_mnist import cli  # noqa: E402
