@@ -146,3 +146,12 @@ def leftovers(folder: Path) -> list[str]:
         for path in folder.rglob(".*")
         if (".tmp-" in path.name or ".old-" in path.name)
     )
+
+
+def fails_cleanly(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit code 2 with one `error:` line holding the fragments, and no traceback."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

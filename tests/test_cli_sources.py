@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_support import isolated_env, random_images, run_cli, snapshot, write_kaggle
+from cli_support import fails_cleanly, isolated_env, random_images, run_cli, snapshot, write_kaggle
 from conftest import ROOT, read_idx_images
 
 N_CLASSES, PER_CLASS = 3, 15
@@ -30,15 +30,6 @@ def run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120) -
         text=True,
         timeout=timeout,
     )
-
-
-def fails_cleanly(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    """Exit code 2 with one `error:` line holding the fragments, and no traceback."""
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def write_class_pngs(root: Path, side: int = 10) -> Path:

@@ -20,18 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_support import isolated_env, random_images, run_cli, snapshot
+from cli_support import fails_cleanly, isolated_env, random_images, run_cli, snapshot
 from kmeans_mnist import ModelError, load_model
 from kmeans_mnist.results import model as model_file
 from kmeans_mnist.results import predict, run
-
-
-def fails_cleanly(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture

@@ -516,7 +516,7 @@ def run(args: argparse.Namespace) -> int:
         except SettingsMismatch:
             if not args.replace:
                 raise
-            aside = _move_aside(sweep.folder)
+            aside = sweep.experiment.move_aside()
             _say_always(
                 f"--replace: {sweep.folder} held results made with other data or settings; "
                 f"moved it to {aside} (nothing deleted)"
@@ -638,23 +638,6 @@ def _with_output_hint(error: Exception) -> str:
     if isinstance(error, SettingsMismatch):
         return f"{error}, choose another --output, or add --replace to have it moved aside"
     return str(error)
-
-
-def _move_aside(folder: Path) -> Path:
-    """Rename folder to <folder>.replaced-<UTC time>[-N] beside it, holding its lock (no run is
-    updating it meanwhile); nothing is deleted. Returns the new path."""
-    from datetime import datetime, timezone
-
-    from ..results.experiment import locked
-
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    with locked(folder):
-        aside, number = folder.with_name(f"{folder.name}.replaced-{stamp}"), 1
-        while os.path.lexists(aside):
-            number += 1
-            aside = folder.with_name(f"{folder.name}.replaced-{stamp}-{number}")
-        os.rename(folder, aside)
-    return aside
 
 
 def _interrupted(sweep, ks: list[int], interrupt: BaseException, signals_held) -> str:

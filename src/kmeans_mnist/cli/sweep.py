@@ -429,12 +429,13 @@ def write_k_files(
         if progress is not None:
             progress(done, total)
 
+    members = run.members_nearest_first(clusters, distances, k)  # each cluster's, nearest first
     typical = draw_k_pictures(
         folder,
         dataset,
         centers,
         clusters,
-        distances,
+        members,
         matching=matching,
         metrics=metrics,
         table=table,
@@ -466,7 +467,7 @@ def write_k_files(
     seconds = {**seconds, "write": time.perf_counter() - started}
     record = {**run.run_record(dataset, model, params, seconds, metrics, table, matching), **(extra or {})}
     record.update(run.feature_summary(features, typical))
-    nearest = run.nearest_files(dataset, run.members_nearest_first(clusters, distances, k))
+    nearest = run.nearest_files(dataset, members)
     if nearest is not None:  # report.html's tooltips on the cluster grids
         record["nearest_files"] = nearest
     run.write_record(folder, record)

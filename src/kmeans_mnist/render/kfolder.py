@@ -12,7 +12,7 @@ import numpy as np
 
 from ..results.csvfile import text_safe
 from ..results.history import EVOLUTION_MAX_TILES
-from ..results.run import center_images, cluster_number_width, image_paths, members_nearest_first
+from ..results.run import center_images, cluster_number_width, image_paths
 from .pictures import (
     centroid_sheet,
     cluster_grid,
@@ -47,7 +47,7 @@ def draw_k_pictures(
     dataset,
     centers: np.ndarray,
     clusters: np.ndarray,
-    distances: np.ndarray,
+    members_by_cluster: list[np.ndarray],
     *,
     matching=None,
     metrics: dict | None = None,
@@ -62,6 +62,7 @@ def draw_k_pictures(
     """Every picture of one K into folder; step() after each (see picture_count). Returns each
     cluster's most typical member (nearest its centre; -1 for an empty cluster).
 
+    members_by_cluster: each cluster's members, nearest its centre first (results/run.py).
     features: the features.Features the model was fitted in (None: the pixels), whose centres
     are no images: pixel_means (each cluster's mean image) are shown instead."""
     step = step or (lambda: None)
@@ -92,7 +93,6 @@ def draw_k_pictures(
     )
     step()
 
-    members_by_cluster = members_nearest_first(clusters, distances, k)
     typical = np.array([members[0] if len(members) else -1 for members in members_by_cluster], dtype=np.int64)
     if k <= TYPICAL_MAX_K:
         typical_images = np.where(

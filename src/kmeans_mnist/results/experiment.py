@@ -459,6 +459,20 @@ class Experiment:
         except atomic.NotOurs as error:
             raise SummaryError(str(error)) from None
 
+    def move_aside(self) -> Path:
+        """Rename the folder to <folder>.replaced-<UTC time>[-N] beside it, under its lock (no run
+        updates it meanwhile; --replace); nothing is deleted. Returns the new path."""
+        from datetime import datetime, timezone
+
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        with locked(self.folder):
+            aside, number = self.folder.with_name(f"{self.name}.replaced-{stamp}"), 1
+            while os.path.lexists(aside):
+                number += 1
+                aside = self.folder.with_name(f"{self.name}.replaced-{stamp}-{number}")
+            os.rename(self.folder, aside)
+        return aside
+
     def remove(self, name: str) -> None:
         """Remove one of the folder's own pictures that has nothing left to show (or 0.1's chart)."""
         path = self.folder / name
