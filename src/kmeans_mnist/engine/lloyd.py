@@ -18,7 +18,7 @@ uint8 data), min(K, 32) x N float32 bounds, O(N + K*D) more, and a few chunks of
 The pieces, top to bottom: `fit` (restarts, best run) -> `Prepared` (X as the engine reads it;
 prepared.py, with the exact distances) -> `seeding` (initial centres) -> `lloyd` (iterations)
 over a `BlockState` (labels, bounds and cluster sums of a block of rows; here one block holds
-all rows, a distributed engine keeps one per chunk) fed with `Centers` (what every block needs
+all rows, the Dask engine one per worker) fed with `Centers` (what every block needs
 of the centres in one iteration; both in bounds.py). `labels_inertia` and `distances` serve
 new data against fitted centres. This module also estimates a fit's memory and time before any
 work, and checks the parameters.

@@ -329,7 +329,7 @@ def _assign(chunks: Chunks, run: int, version: int, current: Centers, previous) 
 
 
 def _lloyd(chunks: Chunks, run: int, centers: np.ndarray, max_iter: int, tol: float, report) -> _Run:
-    """engine.lloyd over the chunks: the same iterations, each chunk's state kept on its worker."""
+    """engine.lloyd over the workers' blocks: the same iterations, each block's state kept on its worker."""
     current = Centers(centers.copy())
     previous = None  # the centres of the assignment before: what a lost state is rebuilt from
     strict = converged = False
