@@ -174,9 +174,12 @@ class Sweep:
         with signals_held():
             checkpoint("drawing")
             with self.experiment.locked():
-                self.rows = draw_choosing_k(self.experiment)  # its OSError: the chart could not be drawn
+                runs = self.experiment.runs()  # every K in the folder, read once for all the drawing
+                self.rows = draw_choosing_k(
+                    self.experiment, runs
+                )  # its OSError: the chart could not be drawn
                 try:
-                    draw_report(self.experiment)
+                    draw_report(self.experiment, runs)
                 except OSError as error:
                     raise ReportFailed(self.folder, [result.k for result in self.saved], error) from None
             self.drawn = True

@@ -57,20 +57,20 @@ RESULT_KEYS = {
 SCORE_NAMES = {"accuracy": "ACC", "nmi": "NMI", "purity": "purity", "ari": "ARI"}
 
 
-def draw_choosing_k(experiment) -> list[dict[str, str]]:
-    """k-choice.png from the experiment's rows (call under experiment.locked()); returns the rows."""
+def draw_choosing_k(experiment, runs: dict[int, dict]) -> list[dict[str, str]]:
+    """k-choice.png from the rows of `runs` (experiment.runs(), read under experiment.locked());
+    returns the rows."""
     from .choosing_k import draw_k_choice
 
-    rows = experiment.rows()
+    rows = experiment.rows(runs)
     with experiment.replacing(CHART) as chart:
         draw_k_choice(chart, rows, experiment.describe(rows), experiment.advice(rows))
     experiment.remove(OLD_CHART)  # 0.1's chart would show rows that are no longer compared there
     return rows
 
 
-def draw_report(experiment) -> Path:
-    """The sweep-level pictures and report.html (call under experiment.locked()); returns the page."""
-    runs = experiment.runs()
+def draw_report(experiment, runs: dict[int, dict]) -> Path:
+    """The sweep-level pictures and report.html from `runs` (as draw_choosing_k); returns the page."""
     rows = experiment.rows(runs)
     draw_sweep_pictures(experiment, runs)
     with experiment.replacing(REPORT) as page:
@@ -85,8 +85,9 @@ def finish_experiment(folder: Path) -> Path:
 
     experiment = Experiment(folder)
     with experiment.locked():
-        draw_choosing_k(experiment)
-        return draw_report(experiment)
+        runs = experiment.runs()
+        draw_choosing_k(experiment, runs)
+        return draw_report(experiment, runs)
 
 
 # --- sweep-level pictures ------------------------------------------------------------------
