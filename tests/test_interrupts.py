@@ -186,6 +186,25 @@ def raise_interrupt(*args, **kwargs):
     raise KeyboardInterrupt
 
 
+def raise_wrapped_interrupt(*args, **kwargs):
+    """A real Ctrl-C landing while an import creates a class: Python 3.11 raises it out of the
+    class's __set_name__ as a RuntimeError (3.12 no longer wraps it)."""
+
+    class Interrupted:
+        def __set_name__(self, owner, name):
+            signal.raise_signal(signal.SIGINT)
+
+    type("Created", (), {"attribute": Interrupted()})
+
+
+def raise_interrupt_as_import_error(*args, **kwargs):
+    """A real Ctrl-C landing in NumPy's C start-up, which reports it as an ImportError."""
+    try:
+        signal.raise_signal(signal.SIGINT)
+    except KeyboardInterrupt:
+        raise ImportError('PyCapsule_Import could not import module "datetime"') from None
+
+
 @pytest.fixture
 def small_run(tmp_path, monkeypatch, capsys) -> Path:
     """tmp_path as the current folder, after one complete run of K=3 on small data."""
@@ -197,17 +216,22 @@ def small_run(tmp_path, monkeypatch, capsys) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize(
-    ("module", "name"),
-    [
-        (datasets, "_read_csv_cached"),  # while loading
-        (kfolder, "save_png"),  # while writing the files of K
-        (atomic, "swap_folder"),  # just before the new folder replaces the old one
-    ],
-    ids=["load", "write", "swap"],
-)
-def test_interrupt_at_each_stage(small_run, monkeypatch, capsys, module, name):
-    monkeypatch.setattr(module, name, raise_interrupt)
+STAGES = [
+    pytest.param(datasets, "_read_csv_cached", raise_interrupt, id="load"),
+    pytest.param(kfolder, "save_png", raise_interrupt, id="write"),  # while writing the files of K
+    # just before the new folder replaces the old
+    pytest.param(atomic, "swap_folder", raise_interrupt, id="swap"),
+    # a real Ctrl-C that comes out as another error; the swap holds signals, so not there
+    pytest.param(datasets, "_read_csv_cached", raise_wrapped_interrupt, id="load-runtime-error"),
+    pytest.param(kfolder, "save_png", raise_wrapped_interrupt, id="write-runtime-error"),
+    pytest.param(datasets, "_read_csv_cached", raise_interrupt_as_import_error, id="load-import-error"),
+    pytest.param(kfolder, "save_png", raise_interrupt_as_import_error, id="write-import-error"),
+]
+
+
+@pytest.mark.parametrize(("module", "name", "raised"), STAGES)
+def test_interrupt_at_each_stage(small_run, monkeypatch, capsys, module, name, raised):
+    monkeypatch.setattr(module, name, raised)
     before = snapshot(small_run / "out")
     assert cli.main(["3", "--data-dir", "data", "--output", "out", "--seed", "1"]) == 130
     stderr = capsys.readouterr().err.splitlines()
@@ -216,6 +240,37 @@ def test_interrupt_at_each_stage(small_run, monkeypatch, capsys, module, name):
     )  # after the "loaded" line, if any
     assert snapshot(small_run / "out") == before
     assert leftovers(small_run) == []
+
+
+def test_an_interrupt_while_python_imports_the_command_line_is_one_line(monkeypatch, capsys):
+    """`python -m kmeans_mnist` interrupted while it imports the command line: the one line and
+    130, no traceback (the interrupt is held until the import is whole)."""
+    import importlib.abc
+    import runpy
+
+    class InterruptedImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "kmeans_mnist.cli":
+                raise_wrapped_interrupt()
+
+    monkeypatch.delitem(sys.modules, "kmeans_mnist.cli")
+    monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
+    with pytest.raises(SystemExit) as exit:
+        runpy.run_module("kmeans_mnist", run_name="__main__")
+    assert exit.value.code == 130
+    assert capsys.readouterr().err == "interrupted: nothing was written\n"
+    assert "kmeans_mnist.cli" in sys.modules  # imported whole before the interrupt was let through
+
+
+def test_an_error_that_is_not_an_interrupt_stays_itself(small_run, monkeypatch):
+    """Only after a real SIGINT or SIGTERM is another exception taken for the interrupt."""
+
+    def broken(*args, **kwargs):
+        raise ImportError("a real import error")
+
+    monkeypatch.setattr(kfolder, "save_png", broken)
+    with pytest.raises(ImportError, match="a real import error"):
+        cli.main(["3", "--data-dir", "data", "--output", "out", "--seed", "1"])
 
 
 def test_interrupt_inside_the_progress_bar(small_run, monkeypatch, capsys):

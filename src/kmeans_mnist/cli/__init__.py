@@ -290,13 +290,16 @@ def _load_options(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `kmeans-mnist` and `python -m kmeans_mnist`; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    with _sigterm_as_interrupt():
+    with _signals_as_interrupts():
         try:
             if argv[:1] == ["predict"]:
                 return _predict_main(argv[1:])
             if sys.stdout is None:  # started with standard output closed (>&-): the table goes nowhere
                 sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (for the process's life)
-            return on_scheduler(parse_args(argv), run)
+            with _interrupts_unwrapped():
+                args = parse_args(argv)
+                _import_pipeline()
+                return on_scheduler(args, run)
         except UsageError as error:
             return _fail(str(error))
         except MemoryError as error:  # what the memory checks did not foresee: still one line
@@ -317,20 +320,54 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled exactly as Ctrl-C (cleanup, message), exit code 143."""
 
 
+_received: list[int] = []  # the SIGINT/SIGTERM received during this main(), in order
+
+
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def _signals_as_interrupts() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt and SIGTERM Terminated, as Python's own handler would, and
+    each is remembered for _interrupts_unwrapped()."""
+    _received.clear()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def terminate(number, frame):
-        raise Terminated
+    def interrupt(number, frame):
+        _received.append(number)
+        raise Terminated if number == signal.SIGTERM else KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def _interrupts_unwrapped() -> Iterator[None]:
+    """Give back an interrupt that came out as another exception. One that lands inside an import
+    does: Python 3.11 wraps it in a RuntimeError when it hits a class's __set_name__ (ipaddress's,
+    under kagglehub), NumPy's C start-up reports it as "ImportError: PyCapsule_Import could not
+    import module datetime". Any error after a SIGINT or SIGTERM arrived is that interrupt's."""
+    try:
+        yield
+    except Exception as error:
+        if not _received:
+            raise
+        raise (Terminated if _received[0] == signal.SIGTERM else KeyboardInterrupt)() from error
+
+
+def _import_pipeline() -> None:
+    """Import NumPy and the pipeline with SIGINT and SIGTERM held until they are whole (tens of
+    milliseconds): an interrupt inside an import can come out as another error (see below), leave
+    NumPy half imported, or be dropped by importlib's own callbacks. Held, it arrives as itself.
+    After --help and the arguments, which need none of it."""
+    from ..atomic import signals_held
+
+    with signals_held():
+        from ..results import predict  # noqa: F401
+        from . import sweep  # noqa: F401 (NumPy, data, engine, results)
 
 
 def _handled(interrupt: BaseException) -> None:
@@ -527,7 +564,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError as error:
         raise UsageError(f"cannot read {sweep.folder}: {_reason(error)}; choose another --output") from None
     try:
-        sweep.run(args.k)
+        with _interrupts_unwrapped():
+            sweep.run(args.k)
     except KeyboardInterrupt as interrupt:
         _handled(interrupt)
         _clear_progress()
@@ -760,9 +798,11 @@ def _predict_main(argv: list[str]) -> int:
     """predict from its arguments; an interrupt at any moment is told in predict's own words."""
     state = argparse.Namespace(output=None, written=None)
     try:
-        args = parse_predict_args(argv)
-        state.output = args.output
-        return run_predict(args, state)
+        with _interrupts_unwrapped():
+            args = parse_predict_args(argv)
+            state.output = args.output
+            _import_pipeline()
+            return run_predict(args, state)
     except KeyboardInterrupt as interrupt:
         _handled(interrupt)
         _say_always(f"interrupted{_by(interrupt)}: {_predict_interrupted(state.output, state.written)}")
