@@ -242,11 +242,27 @@ def test_interrupt_at_each_stage(small_run, monkeypatch, capsys, module, name, r
     assert leftovers(small_run) == []
 
 
-def test_an_interrupt_while_python_imports_the_command_line_is_one_line(monkeypatch, capsys):
-    """`python -m kmeans_mnist` interrupted while it imports the command line: the one line and
-    130, no traceback (the interrupt is held until the import is whole)."""
-    import importlib.abc
+def run_as_module() -> int:
     import runpy
+
+    with pytest.raises(SystemExit) as exit:
+        runpy.run_module("kmeans_mnist", run_name="__main__")
+    return exit.value.code
+
+
+def run_as_command() -> int:
+    """What the installed `kmeans-mnist` script calls."""
+    from importlib.metadata import entry_points
+
+    [script] = entry_points(group="console_scripts", name="kmeans-mnist")
+    return script.load()()
+
+
+@pytest.mark.parametrize("start", [run_as_module, run_as_command], ids=["python -m", "kmeans-mnist"])
+def test_an_interrupt_while_python_imports_the_command_line_is_one_line(monkeypatch, capsys, start):
+    """Interrupted while it imports the command line: the one line and 130, no traceback (the
+    interrupt is held until the import is whole)."""
+    import importlib.abc
 
     class InterruptedImport(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
@@ -255,9 +271,7 @@ def test_an_interrupt_while_python_imports_the_command_line_is_one_line(monkeypa
 
     monkeypatch.delitem(sys.modules, "kmeans_mnist.cli")
     monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
-    with pytest.raises(SystemExit) as exit:
-        runpy.run_module("kmeans_mnist", run_name="__main__")
-    assert exit.value.code == 130
+    assert start() == 130
     assert capsys.readouterr().err == "interrupted: nothing was written\n"
     assert "kmeans_mnist.cli" in sys.modules  # imported whole before the interrupt was let through
 
