@@ -386,8 +386,9 @@ def test_describe_cluster_gives_the_dashboard_only_when_there_is_one(client, mon
 
 def test_an_unreachable_scheduler_is_one_error_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
     from kmeans_mnist import cli
+    from kmeans_mnist.cli import scheduler
 
-    monkeypatch.setattr(cli, "SCHEDULER_TIMEOUT", 1)
+    monkeypatch.setattr(scheduler, "SCHEDULER_TIMEOUT", 1)
     monkeypatch.chdir(tmp_path)
     code = cli.main(["3", "--scheduler", "tcp://127.0.0.1:1", "--output", "out"])
     err = capsys.readouterr().err.strip().splitlines()

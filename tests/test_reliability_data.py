@@ -555,14 +555,15 @@ CUT_DURING_RUN = textwrap.dedent(
     """
     import os, sys
     from kmeans_mnist import cli
+    from kmeans_mnist.cli import fit
 
-    real = cli.check_k_fits
+    real = fit.check_k_fits
 
     def check_then_cut(args, data):  # the images are loaded (mapped); the fit is about to read them
         real(args, data)
         os.truncate("set.npy", 4096)
 
-    cli.check_k_fits = check_then_cut
+    fit.check_k_fits = check_then_cut
     sys.exit(cli.main(sys.argv[1:]))
     """
 )

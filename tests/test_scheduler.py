@@ -21,6 +21,7 @@ distributed = pytest.importorskip(
 
 from cli_support import isolated_env, write_fixed_width_mnist, write_kaggle  # noqa: E402
 from kmeans_mnist import cli  # noqa: E402
+from kmeans_mnist.cli import scheduler  # noqa: E402
 
 
 def free_port() -> int:
@@ -70,7 +71,7 @@ def test_a_server_that_is_not_a_scheduler_is_an_error_within_the_timeout(workdir
     err = capsys.readouterr().err.splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("error: cannot reach the Dask scheduler") and "5 s" in err[0]
-    assert elapsed < cli.SCHEDULER_TIMEOUT + 10
+    assert elapsed < scheduler.SCHEDULER_TIMEOUT + 10
     assert not (workdir / "out").exists()
 
 

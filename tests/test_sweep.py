@@ -16,6 +16,7 @@ from PIL import Image
 
 from cli_support import isolated_env, leftovers, run_cli, snapshot, write_kaggle, write_usps
 from kmeans_mnist import cli
+from kmeans_mnist.cli import exits
 from kmeans_mnist.results import experiment as summary
 from kmeans_mnist.results import metrics
 from kmeans_mnist.results import model as model_file
@@ -452,7 +453,7 @@ def test_closed_stdout_ends_quietly_with_the_results_written(tmp_path):
         )
     finally:
         os.close(writer)
-    assert result.returncode == cli.EXIT_BROKEN_PIPE
+    assert result.returncode == exits.EXIT_BROKEN_PIPE
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
     rows = summary.read_summary(tmp_path / "out" / "mnist" / "summary.csv")
     assert [row["k"] for row in rows] == ["3", "4"] and (tmp_path / "out" / "mnist" / "report.html").is_file()

@@ -1,7 +1,7 @@
 """`python -m kmeans_mnist` and the `kmeans-mnist` command: the command line, imported with
 Ctrl-C held.
 
-Inside an import a Ctrl-C can come out as another error (see cli._interrupts_unwrapped); held
+Inside an import a Ctrl-C can come out as another error (see cli.exits.interrupts_unwrapped); held
 until the command line is imported, it is told as itself. The C module _signal, because
 `import signal` imports enum, a window of its own.
 """
