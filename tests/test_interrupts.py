@@ -258,6 +258,15 @@ def run_as_command() -> int:
     return script.load()()
 
 
+@pytest.fixture
+def sigint_handler_kept():
+    """__main__ leaves its hold in place when it returns (its process ends next): put pytest's back."""
+    previous = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("sigint_handler_kept")
 @pytest.mark.parametrize("start", [run_as_module, run_as_command], ids=["python -m", "kmeans-mnist"])
 def test_an_interrupt_while_python_imports_the_command_line_is_one_line(monkeypatch, capsys, start):
     """Interrupted while it imports the command line: the one line and 130, no traceback (the
@@ -269,11 +278,120 @@ def test_an_interrupt_while_python_imports_the_command_line_is_one_line(monkeypa
             if name == "kmeans_mnist.cli":
                 raise_wrapped_interrupt()
 
+    import kmeans_mnist
+
+    monkeypatch.setattr(kmeans_mnist, "cli", cli)  # the package's attribute comes back with sys.modules'
     monkeypatch.delitem(sys.modules, "kmeans_mnist.cli")
     monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
     assert start() == 130
     assert capsys.readouterr().err == "interrupted: nothing was written\n"
     assert "kmeans_mnist.cli" in sys.modules  # imported whole before the interrupt was let through
+
+
+def raise_wrapped_sigterm(*args, **kwargs):
+    class Terminated:
+        def __set_name__(self, owner, name):
+            signal.raise_signal(signal.SIGTERM)
+
+    type("Created", (), {"attribute": Terminated()})
+
+
+def test_a_sigterm_that_comes_out_as_another_error_is_told_as_sigterm(small_run, monkeypatch, capsys):
+    monkeypatch.setattr(kfolder, "save_png", raise_wrapped_sigterm)
+    before = snapshot(small_run / "out")
+    assert cli.main(["3", "--data-dir", "data", "--output", "out", "--seed", "1"]) == 143
+    assert capsys.readouterr().err.splitlines()[-1].startswith("interrupted by SIGTERM: no partial results")
+    assert snapshot(small_run / "out") == before
+
+
+def test_an_error_after_the_interrupt_was_told_adds_no_second_line(small_run, monkeypatch, capsys):
+    """What fails after the interrupt's line (a Dask cluster closing, say) is that interrupt."""
+    from kmeans_mnist.cli import fit
+
+    def run_then_fail_to_close(args, run):
+        run(args)
+        raise RuntimeError("the cluster did not close")
+
+    monkeypatch.setattr(kfolder, "save_png", raise_wrapped_interrupt)
+    monkeypatch.setattr(cli, "on_scheduler", run_then_fail_to_close)
+    assert cli.run is fit.run
+    assert cli.main(["3", "--data-dir", "data", "--output", "out", "--seed", "1"]) == 130
+    stderr = capsys.readouterr().err.splitlines()
+    assert [line for line in stderr if "interrupted" in line] == [stderr[-1]], stderr
+
+
+def test_an_interrupt_is_forgotten_when_main_returns(small_run, monkeypatch):
+    """A later call in the same process is not taken for interrupted (an error is an error)."""
+    from kmeans_mnist.cli import predict
+    from kmeans_mnist.cli.preflight import UsageError
+
+    monkeypatch.setattr(kfolder, "save_png", raise_wrapped_interrupt)
+    assert cli.main(["3", "--data-dir", "data", "--output", "out", "--seed", "1"]) == 130
+    monkeypatch.undo()
+    with pytest.raises(UsageError, match="model"):
+        predict.predict_main(["missing-model.npz", "mnist", "--data-dir", "data"])
+
+
+HOLD_NUMPY = """
+import importlib.abc, signal, sys
+
+class InterruptInsideNumPy(importlib.abc.MetaPathFinder):  # Ctrl-C in the middle of NumPy's import
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy._core.multiarray":
+            signal.raise_signal(signal.SIGINT)
+
+sys.meta_path.insert(0, InterruptInsideNumPy())
+from kmeans_mnist.__main__ import main
+code = main()
+print("numpy whole:", hasattr(sys.modules.get("numpy"), "ndarray"))
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("command", ["fit", "predict"])
+def test_a_ctrl_c_inside_numpys_import_waits_until_numpy_is_whole(tmp_path, command):
+    """NumPy and the pipeline are imported with the interrupt held: it arrives once they are
+    whole, as itself (130, the command's own line, nothing written)."""
+    (tmp_path / "run.py").write_text(HOLD_NUMPY)
+    args = ["3", "--dataset", "usps", "--output", "out"]
+    if command == "predict":
+        args = ["predict", "model.npz", "usps", "--output", "p.csv"]
+    result = subprocess.run(
+        [sys.executable, "run.py", *args],
+        cwd=tmp_path,
+        env=isolated_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 130, result.stderr
+    assert result.stdout == "numpy whole: True\n"
+    told = "no partial results were written" if command == "fit" else "p.csv was not written"
+    assert result.stderr.splitlines() == [line for line in result.stderr.splitlines() if told in line]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["kagglehub-cache", "run.py"]
+
+
+def test_a_run_that_ignores_ctrl_c_keeps_ignoring_it(earlier_run):
+    """Started with SIGINT ignored (a job started with & from a script), the tool ignores it too."""
+    env = isolated_env(earlier_run)
+    env["PYTHONUNBUFFERED"] = "1"
+    args = [K, "--data-dir", "data", "--split", "train", "--seed", "3", "--output", "out"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kmeans_mnist", *args],
+        cwd=earlier_run,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    time.sleep(0.05)  # importing the command line
+    process.send_signal(signal.SIGINT)
+    lines, seen = stderr_lines(process), []
+    wait_for_line(lines, "loaded ", seen)
+    process.send_signal(signal.SIGINT)  # and during the fit
+    assert process.wait(timeout=WAIT_SECONDS) == 0, seen
+    assert (earlier_run / "out" / "mnist-train" / f"k{K}" / "summary.json").exists()
 
 
 def test_an_error_that_is_not_an_interrupt_stays_itself(small_run, monkeypatch):

@@ -15,6 +15,7 @@ import os
 import sys
 
 from .exits import (
+    already_told,
     clear_progress,
     fail,
     handled,
@@ -32,11 +33,15 @@ from .preflight import UsageError
 from .scheduler import on_scheduler
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `kmeans-mnist` and `python -m kmeans_mnist`; returns the exit code."""
+def main(argv: list[str] | None = None, held: list[int] | None = None) -> int:
+    """Entry point of `kmeans-mnist` and `python -m kmeans_mnist`; returns the exit code. held:
+    the Ctrl-C that __main__ holds back while it imports this package, until main's own handler
+    takes over."""
     argv = sys.argv[1:] if argv is None else list(argv)
     with signals_as_interrupts():
         try:
+            if held:  # in the instant between __main__'s check and the handler above
+                raise KeyboardInterrupt
             if argv[:1] == ["predict"]:
                 return predict_main(argv[1:])
             if sys.stdout is None:  # started with standard output closed (>&-): the table goes nowhere
@@ -53,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"out of memory ({reason}); use --limit to cluster fewer images, a smaller K or smaller images"
             )
         except KeyboardInterrupt as interrupt:  # before any K was saved; run() words the rest
+            if already_told():  # its line was said; what failed after it is the same interrupt
+                return interrupted_code(interrupt)
             handled(interrupt)
             clear_progress()
             say_always(

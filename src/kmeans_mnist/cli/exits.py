@@ -25,15 +25,16 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled exactly as Ctrl-C (cleanup, message), exit code 143."""
 
 
-_received: list[int] = []  # the SIGINT/SIGTERM received during this main(), in order
+_received: list[int] = []  # SIGINT/SIGTERM that arrived while signals_as_interrupts() was in force
+_told: list[BaseException] = []  # the interrupts whose line was said (see handled)
 
 
 @contextlib.contextmanager
 def signals_as_interrupts() -> Iterator[None]:
     """Ctrl-C raises KeyboardInterrupt and SIGTERM Terminated, as Python's own handler would, and
-    each is remembered for interrupts_unwrapped()."""
-    _received.clear()
-    if threading.current_thread() is not threading.main_thread():
+    each is remembered for interrupts_unwrapped(). A signal the parent ignores stays ignored (a
+    job started with `&` from a script ignores Ctrl-C)."""
+    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
         yield
         return
 
@@ -41,12 +42,18 @@ def signals_as_interrupts() -> Iterator[None]:
         _received.append(number)
         raise Terminated if number == signal.SIGTERM else KeyboardInterrupt
 
-    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        number: signal.signal(number, interrupt)
+        for number in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(number) is not signal.SIG_IGN
+    }
     try:
         yield
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+        _received.clear()
+        _told.clear()
 
 
 @contextlib.contextmanager
@@ -58,7 +65,7 @@ def interrupts_unwrapped() -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        if not _received:
+        if not _received or threading.current_thread() is not threading.main_thread():
             raise
         raise (Terminated if _received[0] == signal.SIGTERM else KeyboardInterrupt)() from error
 
@@ -71,15 +78,24 @@ def import_pipeline() -> None:
     from ..atomic import signals_held
 
     with signals_held():
+        from ..features import FeatureSpace  # noqa: F401 (NumPy)
         from ..results.predict import write_predictions  # noqa: F401
-        from .sweep import Sweep  # noqa: F401 (NumPy, data, engine, results)
+        from .sweep import Sweep  # noqa: F401 (data, engine, results)
 
 
 def handled(interrupt: BaseException) -> None:
-    """Tell CPython that this KeyboardInterrupt was handled. One that passed through exec() of a
-    string on its way (scipy's imports do that) sets a flag that makes `python -m` kill itself
-    with SIGINT at exit, whatever the exit code; any exec() of a string clears that flag."""
+    """Note that the interrupt's line is being said (an error while, say, a Dask cluster closes
+    after it is the same interrupt, not news), and tell CPython that it was handled: one that
+    passed through exec() of a string on its way (scipy's imports do that) sets a flag that makes
+    `python -m` kill itself with SIGINT at exit, whatever the exit code; any exec() of a string
+    clears that flag."""
+    _told.append(interrupt)
     exec("")
+
+
+def already_told() -> bool:
+    """Whether an interrupt's line was said in this run."""
+    return bool(_told)
 
 
 def interrupted_by(interrupt: BaseException) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from ..engine import params
+from .exits import import_pipeline
 from .preflight import UsageError
 
 DATASET_CHOICES = ("mnist", "fashion", "usps", "files")
@@ -199,6 +200,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _parse_features(text: str):
     """--features as a features.FeatureSpace; a space whose extra is missing is refused here,
     before anything is loaded or written."""
+    import_pipeline()  # features imports NumPy
     from ..features import FeatureError, check_available, parse_space
 
     try:
