@@ -181,6 +181,18 @@ def test_pca_run_records_its_space_and_predict_uses_the_basis(tmp_path):
     assert predicted.returncode == 0, predicted.stderr
     again = np.array([int(r["cluster"]) - 1 for r in read_rows(tmp_path / "p.csv")])
     assert np.mean(again == clusters) > 0.999  # float32 ties aside, the same assignment
+    # and so does the Python API's load_model, from pixels: the projection, then the KMeans
+    from kmeans_mnist import KMeans, load_model
+
+    loaded = load_model(folder / "k5" / "model.npz")
+    assert isinstance(loaded["kmeans"], KMeans) and loaded["kmeans"].cluster_centers_.shape == (5, 12)
+    assert "pca:12" in repr(loaded) and len(repr(loaded)) < 1000  # the basis is not printed
+    assert np.mean(loaded.predict(data.all_pixel) == clusters) > 0.999
+    import pickle
+
+    np.testing.assert_array_equal(
+        pickle.loads(pickle.dumps(loaded)).predict(data.all_pixel[:50]), loaded.predict(data.all_pixel[:50])
+    )
 
 
 def test_umap_without_the_extra_is_one_error_line_and_writes_nothing(tmp_path, monkeypatch, capsys):

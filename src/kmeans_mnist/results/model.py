@@ -15,7 +15,7 @@ a file that cannot be opened at all raises the OSError of the system (missing, n
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,8 @@ import numpy as np
 from ..data import cache
 
 if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
     from ..engine.estimator import KMeans
 
 MODEL_FORMAT_VERSION = 1  # what save_model writes; read_model reads this format only
@@ -40,9 +42,9 @@ class ModelError(ValueError):
 class SavedModel:
     """What a model file holds: the centres (K x D float64, finite), the images' height and
     width (None when the file does not say: models saved from the API without it), and the
-    statistics of the fit that made it."""
+    statistics of the fit that made it. Its repr leaves the arrays out."""
 
-    centers: np.ndarray  # K x D (K x N for a model fitted in an N-dimensional PCA space)
+    centers: np.ndarray = field(repr=False)  # K x D (K x N for a model fitted in an N-dim PCA space)
     image_shape: tuple[int, int] | None
     inertia: float
     n_iter: int
@@ -50,8 +52,9 @@ class SavedModel:
     channels: int = 1  # 3: fitted on colour (RGB) images, D = 3*H*W pixels
     resize: str | None = None  # how the fit fitted images of another size (--resize), if it did
     features: str = "pixels"  # the space the model was fitted in ("pixels", "pca:50")
-    pca_mean: np.ndarray | None = None  # D pixels, float64: with pca_basis, pixels -> the model's space
-    pca_basis: np.ndarray | None = None  # D x N float64
+    # with a PCA model, pixels -> the model's space: (pixels - pca_mean) @ pca_basis
+    pca_mean: np.ndarray | None = field(default=None, repr=False)  # D, float64
+    pca_basis: np.ndarray | None = field(default=None, repr=False)  # D x N, float64
 
     def points(self, pixels: np.ndarray) -> np.ndarray:
         """Images (M x D pixels) in the model's space: the pixels, or their PCA coordinates."""
@@ -187,8 +190,12 @@ def _image_shape(path: Path, shape, n_features: int) -> tuple[int, int] | None:
     return height, width
 
 
-def load_model(path: Path) -> KMeans:
+def load_model(path: Path) -> KMeans | Pipeline:
     """A fitted KMeans from save_model's file; its predict assigns new images.
+
+    A model fitted in a PCA space (--features pca:N) comes as a scikit-learn Pipeline: the
+    projection of the pixels into that space, then the KMeans (`pipeline["kmeans"]`, its centres in
+    that space), so that predict takes pixels, as the command line's predict does.
 
     Raises ModelError (a ValueError) naming the file when it is not a readable model, OSError
     when it cannot be opened at all (missing, no permission).
@@ -203,4 +210,9 @@ def load_model(path: Path) -> KMeans:
     model.converged_ = saved.converged
     model.n_features_in_ = saved.centers.shape[1]
     model._n_features_out = len(saved.centers)
-    return model
+    if saved.pca_basis is None:
+        return model
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    return Pipeline([("pca", FunctionTransformer(saved.points)), ("kmeans", model)])
