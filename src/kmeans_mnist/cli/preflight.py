@@ -101,15 +101,15 @@ def check_cost(args: argparse.Namespace, data) -> None:
             most = largest_k(n, d, available, **settings)
             advice = f"use K <= {most:,}" if most else "use --limit to cluster fewer images"
             raise UsageError(
-                f"K={k} needs about {cost.bytes / 2**30:.1f} GiB of working memory for {n:,} images and "
-                f"{available / 2**30:.1f} GiB is available: {advice}"
+                f"K={k} needs about {gib(cost.bytes)} of working memory for {n:,} images and "
+                f"{gib(available)} is available: {advice}"
             )
         if available is not None and cost.bytes + kept > available:
             most = max(1, (available - cost.bytes) // repeats_cost(n, d, k, 1)[0])
             raise UsageError(
                 f"--repeats {repeats:,} keeps {repeats:,} fits of K={k} for the scores and the stability: about "
-                f"{(cost.bytes + kept) / 2**30:,.1f} GiB for {n:,} images and {available / 2**30:.1f} GiB is "
-                f"available: use --repeats <= {most:,}"
+                f"{gib(cost.bytes + kept)} for {n:,} images and {gib(available)} is available: use "
+                f"--repeats <= {most:,}"
             )
         seconds = cost.seconds * repeats + stability_seconds
         if seconds > LONG_RUN_SECONDS and not args.quiet:
