@@ -99,7 +99,7 @@ def already_told() -> bool:
 
 
 def interrupted_by(interrupt: BaseException) -> str:
-    """The first word of an interrupt's line."""
+    """How an interrupt's line begins."""
     return "interrupted by SIGTERM" if isinstance(interrupt, Terminated) else "interrupted"
 
 
