@@ -341,7 +341,11 @@ def test_k_advice_settles_on_one_k_or_none_with_reasons():
     agree = k_rows({3: (0.1, 500, 2.9, None), 5: (0.2, 400, 2.5, None), 7: (0.15, 300, 2.7, None)})
     verdict = recommend(agree)[1]
     assert verdict.startswith("Recommendation: K=5 (silhouette, Davies-Bouldin)")
-    assert "Calinski-Harabasz picks K=3, an end of the range tried" in verdict
+    assert "; at an end of the range tried, which says little: Calinski-Harabasz K=3." in verdict
+    # two K: both are ends, so no score votes (each best may lie beyond), and it says to go on
+    two = recommend(k_rows({3: (0.1, 500, 2.9, None), 4: (0.05, 450, 2.5, None)}))[1]
+    assert two.startswith("Recommendation: none (at an end of the range tried, which says little: ")
+    assert "silhouette K=3" in two and "Davies-Bouldin K=4" in two and "try K beyond 3..4" in two
     # split between two inner K: none, and why
     split = k_rows(
         {3: (0.1, 500, 2.9, None), 4: (0.2, 450, 2.9, None), 5: (0.1, 400, 2.5, None), 7: (0.1, 1, 2.8, None)}

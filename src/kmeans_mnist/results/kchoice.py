@@ -121,19 +121,20 @@ def _verdict(ks: list[int], by_k: dict[int, dict], picks: list[tuple[str, int, s
     """One K or none, with the reasons. A score whose best is an end of the range tried says
     little (most scores drift one way with K), so it does not vote; with --repeats, a K whose
     clusters do not come back (stability < 0.8) cannot be recommended, and the most stable K votes."""
-    at_end = [(words, k) for words, k, _ in picks if len(ks) > 2 and k in (ks[0], ks[-1])]
+    ends = (ks[0], ks[-1])  # with two K, both: then no score votes, and more K are needed
+    at_end = [(words, k) for words, k, _ in picks if k in ends]
     voting = [(words, k) for words, k, _ in picks if (words, k) not in at_end]
     reasons = []
     if at_end:
         reasons.append(
-            "; ".join(f"{words} picks K={k}, an end of the range tried" for words, k in at_end)
-            + " (says little)"
+            "at an end of the range tried, which says little: "
+            + ", ".join(f"{words} K={k}" for words, k in at_end)
         )
     stability = (
         {k: float(by_k[k]["stability"]) for k in ks if by_k[k].get("stability")} if repeats > 1 else {}
     )
     unstable = sorted(k for k, value in stability.items() if value < STABLE)
-    inner = [k for k in stability if not (len(ks) > 2 and k in (ks[0], ks[-1]))]
+    inner = [k for k in stability if k not in ends]
     if inner:  # the steadiest K inside the range votes (at an end it would say as little)
         steadiest = min(inner, key=lambda k: (-stability[k], k))
         if stability[steadiest] >= STABLE:
