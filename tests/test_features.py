@@ -195,6 +195,27 @@ def test_pca_run_records_its_space_and_predict_uses_the_basis(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (
+            ["--features", "pca:9999"],
+            "asks for 9,999 principal axes, but images of 256 pixels give at most 256: use --features pca:256",
+        ),
+        (
+            ["--features", "pca:50", "--limit", "20"],
+            "asks for 50 principal axes, but 20 images give at most 19",
+        ),
+    ],
+)
+def test_more_principal_axes_than_the_data_has_is_one_error_line(tmp_path, args, words):
+    """Refused after the load, before anything is written: the records would name axes that do
+    not exist (and pca:9999 would be a folder of its own holding pca:256's results)."""
+    done = run_cli(["3", "--dataset", "usps", *args, "--output", "out"], tmp_path)
+    assert done.returncode == 2 and done.stderr.count("error:") == 1 and words in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_umap_without_the_extra_is_one_error_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(

@@ -264,6 +264,13 @@ def compute_features(
         index = _map_sample(len(pixels))
         return Features(space, pixels, _map_pca(pixels, index), "pca", seed=seed, map_index=index)
     if space.method == "pca":
+        n, d = pixels.shape
+        if space.dims > min(d, n - 1):  # fit_pca would give fewer axes than the records say
+            most, why = (d, f"images of {d:,} pixels") if d <= n - 1 else (n - 1, f"{n:,} images")
+            raise FeatureError(
+                f"--features {space.text} asks for {space.dims:,} principal axes, but {why} give at most "
+                f"{most:,}: use --features pca:{max(most, 1)} or fewer"
+            )
 
         def compute_pca() -> dict[str, np.ndarray]:
             say(f"PCA to {space.dims} dimensions")
