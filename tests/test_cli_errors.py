@@ -609,3 +609,32 @@ def test_a_very_long_run_is_announced_up_front(quiet, monkeypatch, capsys):
     assert len(notes) == (0 if quiet else 1)
     if not quiet:
         assert "days" in notes[0] and "Ctrl-C stops it" in notes[0]
+
+
+# --- words a newcomer met (a newcomer's try of the README) --------------------------------------
+
+
+def test_a_k_after_export_members_is_told_to_come_first(capsys):
+    assert cli.main(["--dataset", "usps", "--export-members", "3"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: argument --export-members: invalid choice: '3'")
+    assert "give K before it (kmeans-mnist 3 --export-members)" in line
+
+
+def test_predicts_missing_source_is_named_as_source_not_as_data_dir(tmp_path, capsys):
+    assert cli.main(["predict", str(tmp_path / "model.npz"), str(tmp_path / "nothere")]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: SOURCE {tmp_path / 'nothere'} does not exist: give mnist, fashion, usps")
+    assert "--data-dir" not in line
+
+
+@pytest.mark.parametrize("command", [[], ["predict"]])
+def test_help_shows_only_defaults_that_say_something(command, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([*command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert ("(default: all)" in text) and (command or "(default: 0)" in text)  # --split; --seed 0 kept
+    if command:  # predict's data options speak of SOURCE, not of --dataset, and assign, not cluster
+        assert "--dataset" not in text and "assign colour images in grey" in text
+        assert "index,path,label" in text

@@ -357,6 +357,11 @@ def test_load_model_raises_model_error_naming_the_file(tmp_path):
         assert str(path) in str(caught.value) and isinstance(caught.value, ValueError)
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "missing.npz")
+    (tmp_path / "notes.md").write_text("# not a model\n")
+    with pytest.raises(
+        ModelError, match=r"notes.md is not a model file kmeans-mnist wrote \(not an .npz file\)"
+    ):
+        load_model(tmp_path / "notes.md")  # not NumPy's words about pickled data, which is never loaded
 
 
 # ---------------------------------------------------------------------- the command line

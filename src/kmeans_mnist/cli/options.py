@@ -5,6 +5,7 @@ parsed and checked before any data is loaded (argparse; one `error:` line, never
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..engine import params
 from .exits import import_pipeline
@@ -16,7 +17,22 @@ OWN_FILES_HELP = "a folder of images (sub-folders name classes), IDX files, a .n
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print the whole usage; one line is kinder
+        if (
+            message.startswith("argument --export-members: invalid choice: '")
+            and message.split("'")[1].isdigit()
+        ):
+            message += "; give K before it (kmeans-mnist 3 --export-members): a K after it is taken for HOW"
         raise UsageError(f"{message} (see --help)")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown where they say something: not for an option that is off or absent unless
+    given (None, False), where argparse would print "(default: None)"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Examples: python -m kmeans_mnist 3 4 5 6 7 --dataset usps; "
         "python -m kmeans_mnist 10 --dataset files --data-dir my-images/. "
         "A saved model assigns new images: kmeans-mnist predict MODEL SOURCE (see kmeans-mnist predict --help).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "k", nargs="+", metavar="K", help="number of clusters; several K run one after another"
@@ -105,19 +121,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="when the experiment folder holds results made with other data or settings, move it aside "
         "to <folder>.replaced-<time> (never deleted) and start it anew, instead of refusing",
     )
-    out.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    out.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress display, no table (errors and interrupts still say one line)",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     return parser
 
 
-def _add_data_options(group) -> None:
-    """The options that say where the images are and how to read them (clustering and predict)."""
+def _add_data_options(group, predict: bool = False) -> None:
+    """The options that say where the images are and how to read them (clustering and predict,
+    whose SOURCE is the path of your own files)."""
+    named = (
+        "read the files from PATH instead of downloading with kagglehub (the Kaggle CSV files for "
+        "mnist/fashion, usps_1.jpg..usps_5.jpg for usps, which ship with the package)"
+    )
     group.add_argument(
         "--data-dir",
         metavar="PATH",
-        help="read the files from PATH instead of downloading with kagglehub (the Kaggle CSV files for "
-        "mnist/fashion, usps_1.jpg..usps_5.jpg for usps, which ship with the package); with --dataset "
-        f"files: {OWN_FILES_HELP}",
+        help=f"for SOURCE mnist, fashion or usps: {named}"
+        if predict
+        else f"{named}; with --dataset files: {OWN_FILES_HELP}",
     )
     group.add_argument(
         "--split",
@@ -142,7 +167,9 @@ def _add_data_options(group) -> None:
     group.add_argument(
         "--grey",
         action="store_true",
-        help="files: cluster colour images in grey (colour images are clustered in RGB by default)",
+        help="files: assign colour images in grey, for a model fitted with --grey"
+        if predict
+        else "files: cluster colour images in grey (colour images are clustered in RGB by default)",
     )
     group.add_argument(
         "--shape", metavar="HxW", help="files: the image shape of flat rows (.npy N x D, CSV); default square"
@@ -276,9 +303,10 @@ def build_predict_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kmeans-mnist predict",
         description="Assign every image of SOURCE to the nearest representative of a saved model and "
-        "write index,label,cluster,distance as CSV (clusters numbered 1..K, as in every file).",
+        "write index,label,cluster,distance as CSV (index,path,label,... for your own files; clusters "
+        "numbered 1..K, as in every file).",
         epilog="Example: kmeans-mnist predict output/mnist/k10/model.npz mnist --split test --output test.csv",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "model", metavar="MODEL", help="a model.npz that a run wrote (output/<dataset>/k<K>/)"
@@ -295,7 +323,7 @@ def build_predict_parser() -> argparse.ArgumentParser:
         "instead of standard output; never the model or the data predict reads",
     )
     data = parser.add_argument_group("data")
-    _add_data_options(data)
+    _add_data_options(data, predict=True)
     parser.add_argument("--quiet", action="store_true", help="no message on standard error")
     return parser
 
@@ -311,6 +339,10 @@ def parse_predict_args(argv: list[str]) -> argparse.Namespace:
     for name, value in (("--output", args.output), ("--data-dir", args.data_dir), ("SOURCE", args.source)):
         if value is not None and not value.strip():
             raise UsageError(f"{name} is empty: give a path, or leave the option out")
+    if args.dataset == "files" and not os.path.lexists(args.source):
+        raise UsageError(
+            f"SOURCE {args.source} does not exist: give mnist, fashion, usps or a path ({OWN_FILES_HELP})"
+        )
     if args.dataset == "usps" and args.split != "all":
         raise UsageError("--split does not apply to usps: its five sheets have no train/test split")
     _check_data_options(args, args.dataset)

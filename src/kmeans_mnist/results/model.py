@@ -147,6 +147,8 @@ def read_model(path: Path) -> SavedModel:
         zipfile.BadZipFile,
     ) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if reason.startswith("This file contains pickled"):  # NumPy's words for neither .npz nor .npy
+            reason = "not an .npz file"
         raise ModelError(f"{path} is not a model file kmeans-mnist wrote ({reason}): {MODEL_HINT}") from None
     if centers.ndim != 2 or 0 in centers.shape or centers.dtype.kind not in "fiu":
         raise ModelError(
