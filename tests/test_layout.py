@@ -1,5 +1,5 @@
 """The package's shape: every module imports on its own, imports run one way along the pipeline
-(data -> engine -> results -> render -> cli), and there is no import circle."""
+(data -> features -> engine -> results -> render -> cli), and there is no import circle."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import kmeans_mnist
 
 PACKAGE = Path(kmeans_mnist.__file__).parent
 OPTIONAL = {"dask", "distributed", "umap", "pynndescent", "numba"}  # the dask and embed extras
-LAYERS = {"atomic": 0, "data": 1, "engine": 2, "results": 3, "render": 4, "cli": 5}
+LAYERS = {"atomic": 0, "data": 1, "features": 1.5, "engine": 2, "results": 3, "render": 4, "cli": 5}
 
 
 def modules() -> dict[str, Path]:
