@@ -109,18 +109,13 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.Compl
     )
 
 
-def start_cli(args: list[str], cwd: Path) -> subprocess.Popen:
-    """Like run_cli, but started in the background; stderr unbuffered so lines arrive as printed."""
+def start_cli(args: list[str], cwd: Path, **popen) -> subprocess.Popen:
+    """Like run_cli, but started in the background; stderr unbuffered so lines arrive as printed.
+    popen: more of Popen's arguments (stdout, preexec_fn...)."""
     env = isolated_env(cwd)
     env["PYTHONUNBUFFERED"] = "1"
-    return subprocess.Popen(
-        [sys.executable, "-m", "kmeans_mnist", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen}
+    return subprocess.Popen([sys.executable, "-m", "kmeans_mnist", *args], cwd=cwd, env=env, **options)
 
 
 def snapshot(folder: Path, skip: tuple[str, ...] = CACHE_DIRS) -> dict[str, bytes | None]:

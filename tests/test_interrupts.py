@@ -373,18 +373,9 @@ def test_a_ctrl_c_inside_numpys_import_waits_until_numpy_is_whole(tmp_path, comm
 
 def test_a_run_that_ignores_ctrl_c_keeps_ignoring_it(earlier_run):
     """Started with SIGINT ignored (a job started with & from a script), the tool ignores it too."""
-    env = isolated_env(earlier_run)
-    env["PYTHONUNBUFFERED"] = "1"
     args = [K, "--data-dir", "data", "--split", "train", "--seed", "3", "--output", "out"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kmeans_mnist", *args],
-        cwd=earlier_run,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-    )
+    ignoring = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    process = start_cli(args, earlier_run, stdout=subprocess.DEVNULL, preexec_fn=ignoring)
     time.sleep(0.05)  # importing the command line
     process.send_signal(signal.SIGINT)
     lines, seen = stderr_lines(process), []
