@@ -19,7 +19,6 @@ from .exits import (
     clear_progress,
     fail,
     handled,
-    import_pipeline,
     interrupted_by,
     interrupted_code,
     interrupts_unwrapped,
@@ -47,9 +46,7 @@ def main(argv: list[str] | None = None, held: list[int] | None = None) -> int:
             if sys.stdout is None:  # started with standard output closed (>&-): the table goes nowhere
                 sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (for the process's life)
             with interrupts_unwrapped():
-                args = parse_args(argv)
-                import_pipeline()
-                return on_scheduler(args, run)
+                return on_scheduler(parse_args(argv), run)  # parse_args imports the pipeline, held
         except UsageError as error:
             return fail(str(error))
         except MemoryError as error:  # what the memory checks did not foresee: still one line

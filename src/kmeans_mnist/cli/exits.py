@@ -70,17 +70,19 @@ def interrupts_unwrapped() -> Iterator[None]:
         raise (Terminated if _received[0] == signal.SIGTERM else KeyboardInterrupt)() from error
 
 
-def import_pipeline() -> None:
-    """Import NumPy and the pipeline with SIGINT and SIGTERM held until they are whole (tens of
-    milliseconds): an interrupt inside an import can come out as another error (see
-    interrupts_unwrapped), leave NumPy half imported, or be dropped by importlib's own callbacks.
-    Held, it arrives as itself. After --help and the arguments, which need none of it."""
+def import_held(*modules: str) -> None:
+    """Import the modules (names relative to this package, as "..features") with SIGINT and
+    SIGTERM held until they are whole (tens of milliseconds, NumPy among them): an interrupt
+    inside an import can come out as another error (see interrupts_unwrapped), leave NumPy half
+    imported, or be dropped by importlib's own callbacks. Held, it arrives as itself. Called once
+    --help and the arguments are done, which need none of it."""
+    from importlib import import_module
+
     from ..atomic import signals_held
 
     with signals_held():
-        from ..features import FeatureSpace  # noqa: F401 (NumPy)
-        from ..results.predict import write_predictions  # noqa: F401
-        from .sweep import Sweep  # noqa: F401 (data, engine, results)
+        for name in modules:
+            import_module(name, __package__)
 
 
 def handled(interrupt: BaseException) -> None:

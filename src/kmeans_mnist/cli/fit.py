@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     features = _features(args, data, terminal)
 
     from ..results.experiment import SettingsMismatch, SummaryError
-    from .sweep import ReportFailed, SummaryFailed, Sweep, WriteFailed, signals_held
+    from .sweep import ReportFailed, SummaryFailed, Sweep, WriteFailed
 
     settings, selection = _sweep_settings(args)
     from .results_table import ResultsTable, print_choice
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as interrupt:
         handled(interrupt)
         clear_progress()
-        say_always(_interrupted(sweep, args.k, interrupt, signals_held))
+        say_always(_interrupted(sweep, args.k, interrupt))
         return interrupted_code(interrupt)
     except WriteFailed as failure:
         raise UsageError(
@@ -218,8 +218,10 @@ def _with_output_hint(error: Exception) -> str:
     return str(error)
 
 
-def _interrupted(sweep, ks: list[int], interrupt: BaseException, signals_held) -> str:
+def _interrupted(sweep, ks: list[int], interrupt: BaseException) -> str:
     """What an interrupted sweep saved, exactly (the chart is redrawn for the saved K first)."""
+    from ..atomic import signals_held
+
     saved = [result.k for result in sweep.saved]
     if not saved:
         return f"{interrupted_by(interrupt)}: no partial results were written; earlier results are intact"

@@ -8,7 +8,7 @@ import argparse
 import os
 
 from ..engine import params
-from .exits import import_pipeline
+from .exits import import_held
 from .preflight import UsageError
 
 DATASET_CHOICES = ("mnist", "fashion", "usps", "files")
@@ -227,7 +227,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _parse_features(text: str):
     """--features as a features.FeatureSpace; a space whose extra is missing is refused here,
     before anything is loaded or written."""
-    import_pipeline()  # features imports NumPy
+    import_held("..features", ".sweep")  # NumPy; the sweep's data, engine and results for the fit
     from ..features import FeatureError, check_available, parse_space
 
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .exits import (
     handled,
-    import_pipeline,
+    import_held,
     interrupted_by,
     interrupted_code,
     interrupts_unwrapped,
@@ -28,7 +28,7 @@ def predict_main(argv: list[str]) -> int:
         with interrupts_unwrapped():
             args = parse_predict_args(argv)
             state.output = args.output
-            import_pipeline()
+            import_held("..data.datasets", "..results.predict")
             return run_predict(args, state)
     except KeyboardInterrupt as interrupt:
         handled(interrupt)
@@ -39,9 +39,9 @@ def predict_main(argv: list[str]) -> int:
 def run_predict(args: argparse.Namespace, state: argparse.Namespace | None = None) -> int:
     """Assign the images of args.source to the model's clusters and write the CSV. state.written
     tells how far the writing got (for the words of an interrupt, which the caller says)."""
+    from ..atomic import signals_held
     from ..data.datasets import DatasetError, load_dataset
     from ..results.predict import PredictError, Written, assign, check_output, read_model, write_predictions
-    from .sweep import signals_held
 
     written = Written()
     if state is not None:
