@@ -288,6 +288,31 @@ def test_an_interrupt_while_python_imports_the_command_line_is_one_line(monkeypa
     assert "kmeans_mnist.cli" in sys.modules  # imported whole before the interrupt was let through
 
 
+def test_an_interrupt_python_drops_in_a_callback_is_delivered_again(small_run, monkeypatch, capsys):
+    """A Ctrl-C that lands in one of importlib's weakref callbacks is printed by Python as
+    "Exception ignored" and lost, and the run went on to exit 0: it is delivered again instead."""
+    import weakref
+
+    real = datasets._read_csv_cached
+
+    def dropped_then_load(*args, **kwargs):
+        class Lock:
+            pass
+
+        lock = Lock()
+        kept = weakref.ref(lock, lambda ref: signal.raise_signal(signal.SIGINT))  # noqa: F841
+        del lock  # the callback runs here, and Python can only print what it raises
+        time.sleep(0.2)  # the interrupt comes back while the run goes on
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "_read_csv_cached", dropped_then_load)
+    before = snapshot(small_run / "out")
+    assert cli.main(["3", "--data-dir", "data", "--output", "out", "--seed", "1"]) == 130
+    err = capsys.readouterr().err
+    assert "Exception ignored" not in err and err.splitlines()[-1].startswith("interrupted: no partial")
+    assert snapshot(small_run / "out") == before
+
+
 def raise_wrapped_sigterm(*args, **kwargs):
     class Terminated:
         def __set_name__(self, owner, name):

@@ -7,6 +7,7 @@ interrupted (143 for SIGTERM), 141 when stdout is closed early.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import errno
 import os
@@ -42,14 +43,27 @@ def signals_as_interrupts() -> Iterator[None]:
         _received.append(number)
         raise Terminated if number == signal.SIGTERM else KeyboardInterrupt
 
+    def again_if_dropped(unraisable) -> None:
+        """An interrupt raised inside a callback Python cannot raise from (importlib's weakref
+        callbacks run during any import) is printed as "Exception ignored" and lost: deliver it
+        again, from a moment later, where it can stop the run."""
+        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and _received):
+            previous_hook(unraisable)
+            return
+        again = threading.Timer(0.001, _thread.interrupt_main, [_received[-1]])
+        again.daemon = True
+        again.start()
+
     previous = {
         number: signal.signal(number, interrupt)
         for number in (signal.SIGINT, signal.SIGTERM)
         if signal.getsignal(number) is not signal.SIG_IGN
     }
+    previous_hook, sys.unraisablehook = sys.unraisablehook, again_if_dropped
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for number, handler in previous.items():
             signal.signal(number, handler)
         _received.clear()
